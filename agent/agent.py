@@ -1,0 +1,221 @@
+"""The agent: receives requests from its transport, answers them from libvirt, pushes changes.
+
+Threads: the transport's reactor delivers messages and sends what it is given; libvirt is
+called only on the worker pool; the heartbeat timer runs on its own thread. Nothing a
+peer sends can kill the agent: every message gets an answer or a log line.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from virtq.schema import errors
+from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, TOPIC, AgentHeartbeat, AgentInfo,
+                                AgentLocateRequest, AgentLocateResponse, DataIndication, DataRecord,
+                                ExceptionResponse, Message, MethodRequest, QueryRequest, WireMessage,
+                                PRODUCT, VENDOR, data_subject, decode, direct_address, now_ns)
+from virtq.schema.model import Schema
+from virtq.transport.base import Transport
+
+from .dispatcher import Dispatcher, unexpected
+from .hypervisor import Hypervisor
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+"""Requests above this size are refused with invalid-parameter (XML documents are far smaller)."""
+
+
+def load_epoch(state_dir: Optional[Path]) -> int:
+    """The agent's epoch: persisted and incremented per start when a state directory is given."""
+    if state_dir is None:
+        return int(time.time())
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "epoch"
+    try:
+        epoch = int(path.read_text().strip()) + 1
+    except (FileNotFoundError, ValueError):
+        epoch = 1
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{epoch}\n")
+    os.replace(tmp, path)
+    return epoch
+
+
+class Agent:
+    """One hypervisor's libvirt, served over one transport."""
+
+    def __init__(self, schema: Schema, hypervisor: Hypervisor, transport: Transport, *,
+                 instance: Optional[str] = None, heartbeat: float = 10.0, workers: int = 8,
+                 state_dir: Optional[Path] = None, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self.schema = schema
+        self.hypervisor = hypervisor
+        self.transport = transport
+        self.heartbeat_interval = heartbeat
+        self.max_request_bytes = max_request_bytes
+        node = hypervisor.node()
+        self.instance = instance or node.uuid
+        self.name = f"{VENDOR}:{PRODUCT}:{self.instance}"
+        self.epoch = load_epoch(state_dir)
+        self.registry = Registry(schema, hypervisor, self.name, self.epoch)
+        self.dispatcher = Dispatcher(schema, self.registry, hypervisor)
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="virtq-worker")
+        self._stop = threading.Event()
+        self._heartbeats = threading.Thread(target=self._heartbeat_loop, name="virtq-heartbeat", daemon=True)
+        self._started = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.registry.sync_all()
+        self.transport.start(self._receive)
+        self._started = True
+        self._heartbeats.start()
+        log.info("agent %s (epoch %d) serving %s: %d objects", self.name, self.epoch,
+                 self.hypervisor.uri, len(self.registry.entries()))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._heartbeats.is_alive():
+            self._heartbeats.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._started:
+            self.transport.stop(timeout)
+        self.hypervisor.close()
+
+    def kill(self) -> None:
+        try:
+            self.stop(timeout=1.0)
+        except Exception:  # noqa: BLE001 - kill never raises
+            log.debug("kill", exc_info=True)
+
+    def __enter__(self) -> "Agent":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def request_stop(self) -> None:
+        """Ask wait() to return (safe from signal handlers)."""
+        self._stop.set()
+
+    def wait(self) -> None:
+        """Block until stop() (the daemon's main thread waits here)."""
+        self._stop.wait()
+
+    # --- what the agent says of itself ------------------------------------------------------
+
+    def info(self) -> AgentInfo:
+        node = self.registry.node
+        return AgentInfo(self.name, self.epoch, max(1, round(self.heartbeat_interval)), now_ns(),
+                         self.schema.hash, instance=self.instance,
+                         attributes={"hostname": node.hostname, "uri": node.uri,
+                                     "node": self.registry.node_name})
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.is_set():
+            self._send(AgentHeartbeat(self.info(), agent=self.name).encode())
+            self._stop.wait(self.heartbeat_interval)
+
+    # --- receiving ------------------------------------------------------------------------------
+
+    def _for_me(self, wire: WireMessage) -> bool:
+        if wire.address == direct_address(self.name):
+            return True
+        if wire.address == DIRECT:
+            return wire.subject == self.name
+        return wire.address.startswith(TOPIC) and wire.subject == LOCATE_SUBJECT
+
+    def _receive(self, wire: WireMessage) -> None:
+        """Called on the transport's thread: hand over to a worker at once."""
+        if self._stop.is_set():
+            return
+        try:
+            self._pool.submit(self._handle, wire)
+        except RuntimeError:  # shutting down
+            pass
+
+    def _handle(self, wire: WireMessage) -> None:
+        if not self._for_me(wire):
+            log.debug("ignoring message for %s/%s", wire.address, wire.subject)
+            return
+        try:
+            if wire.size > self.max_request_bytes:
+                raise errors.InvalidParameterError(
+                    f"request of {wire.size} bytes exceeds the limit of {self.max_request_bytes}")
+            request = decode(wire)
+        except (errors.ProtocolError, errors.InvalidParameterError) as exc:
+            self._refuse(wire, exc)
+            return
+        try:
+            self._answer(request)
+        except Exception as exc:  # noqa: BLE001 - never die of a message
+            reply = unexpected(request, exc)
+            if reply is not None and request.reply_to:
+                self._reply(request, [reply])
+
+    def _refuse(self, wire: WireMessage, exc: Exception) -> None:
+        code = exc.error_code if isinstance(exc, errors.RemoteError) else errors.STATUS_EXCEPTION
+        text = exc.error_text if isinstance(exc, errors.RemoteError) else f"malformed message: {exc}"
+        log.warning("refusing message to %s from %s: %s", wire.address, wire.reply_to or "(no reply-to)", text)
+        if wire.reply_to:
+            reply = ExceptionResponse(error_code=code, error_text=text, correlation_id=wire.correlation_id)
+            self._send(reply_wire(reply, self.name, wire.reply_to))
+
+    def _answer(self, request: Message) -> None:
+        if isinstance(request, AgentLocateRequest):
+            self._reply(request, [AgentLocateResponse(self.info(), correlation_id=request.correlation_id)])
+            return
+        if isinstance(request, MethodRequest):
+            outcome = self.dispatcher.call(request)
+        elif isinstance(request, QueryRequest):
+            outcome = self.dispatcher.query(request)
+        else:
+            outcome = None
+        if outcome is None:
+            text = f"{request.OPCODE} is not a request this agent serves"
+            log.warning(text)
+            self._reply(request, [ExceptionResponse(error_code=errors.STATUS_NOT_IMPLEMENTED, error_text=text,
+                                                    correlation_id=request.correlation_id)])
+            return
+        self.push(outcome.changes)  # before the reply: the console sees the new state first
+        self._reply(request, outcome.replies)
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def _reply(self, request: Message, replies: Sequence[Message]) -> None:
+        if not request.reply_to:
+            log.info("%s without reply-to: answer dropped", request.OPCODE)
+            return
+        for reply in replies:
+            self._send(reply_wire(reply, self.name, request.reply_to))
+
+    def push(self, records: Sequence[DataRecord]) -> None:
+        """Push changed objects as data indications, one per class; all deletions go first."""
+        for deleted in (True, False):
+            by_class: Dict[str, List[DataRecord]] = {}
+            for record in records:
+                if record.deleted == deleted:
+                    by_class.setdefault(record.schema_id.class_name, []).append(record)
+            for class_name, batch in by_class.items():
+                message = DataIndication(records=tuple(batch), agent=self.name)
+                self._send(message.encode(TOPIC, data_subject(self.schema.package, class_name)))
+
+    def _send(self, wire: WireMessage) -> None:
+        try:
+            self.transport.send(wire)
+        except errors.NotConnectedError as exc:
+            log.debug("not sent: %s", exc)
+
+
+def reply_wire(reply: Message, agent_name: str, reply_to: str) -> WireMessage:
+    return dataclasses.replace(reply, agent=agent_name).encode(reply_to)

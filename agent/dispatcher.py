@@ -1,0 +1,182 @@
+"""Maps a decoded request to its answer; knows nothing of the transport.
+
+Methods are dispatched through the schema: a class's declared method names the libvirt C
+function it mirrors, and nothing that the schema does not declare is callable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from virtq.schema import errors
+from virtq.schema.codec import (CONTENT_FOR_WHAT, DataRecord, ExceptionResponse, Message, MethodRequest,
+                                MethodResponse, QueryRequest, QueryResponse, schema_id_to_wire)
+from virtq.schema.model import Argument, ClassSchema, Method, Schema
+
+from .hypervisor import Hypervisor, HypervisorError, Identity
+from .registry import Registry, object_name
+
+log = logging.getLogger(__name__)
+
+QUERY_BATCH = 100
+"""Records per query-response message; every message but the last carries ``partial``."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one request produced: replies, and object changes to push first."""
+
+    replies: Sequence[Message]
+    changes: Sequence[DataRecord] = ()
+
+
+def error_reply(exc: errors.RemoteError, request: Message) -> ExceptionResponse:
+    return ExceptionResponse(error_code=exc.error_code, error_text=exc.error_text,
+                             correlation_id=request.correlation_id)
+
+
+class Dispatcher:
+    def __init__(self, schema: Schema, registry: Registry, hypervisor: Hypervisor) -> None:
+        self.schema = schema
+        self.registry = registry
+        self.hypervisor = hypervisor
+
+    # --- methods -------------------------------------------------------------------------------
+
+    def call(self, request: MethodRequest) -> Outcome:
+        changes: List[DataRecord] = []
+        try:
+            arguments = self._call(request, changes)
+            reply: Message = MethodResponse(arguments=arguments, correlation_id=request.correlation_id)
+        except errors.RemoteError as exc:
+            log.info("method %s on %s failed: %s", request.method_name, request.object_id.object_name, exc)
+            reply = error_reply(exc, request)
+        return Outcome([reply], changes)
+
+    def _call(self, request: MethodRequest, changes: List[DataRecord]) -> Dict[str, Any]:
+        target = request.object_id
+        if target.agent_name not in ("", self.registry.agent_name):
+            raise errors.UnknownObjectError(f"{target.object_name} belongs to agent {target.agent_name}")
+        entry = self.registry.resolve(target.object_name)
+        if entry is None:
+            raise errors.UnknownObjectError(f"no such object: {target.object_name}")
+        cls = self.schema.cls(entry.class_name)
+        method = cls.method(request.method_name)
+        if method is None:
+            raise errors.UnknownMethodError(f"{cls.name} has no method {request.method_name!r}")
+        bound = method.bind(request.arguments)
+        key = None if entry.class_name == "Node" else entry.key
+        try:
+            result = self.hypervisor.invoke(entry.class_name, key, method.libvirt,
+                                            [bound[a.name] for a in method.inputs])
+        except HypervisorError as exc:
+            changes += self._resync(entry.class_name, entry.key, [])
+            raise errors.LibvirtError.from_libvirt(exc.code, exc.message) from exc
+        except LookupError as exc:
+            raise errors.NotImplementedError_(f"{cls.name}.{method.name}: {exc}") from exc
+        returned: List[Identity] = []
+        arguments = self._shape(cls, method, result, returned)
+        changes += self._resync(entry.class_name, entry.key, returned)
+        return arguments
+
+    def _resync(self, class_name: str, key: str, returned: List[Identity]) -> List[DataRecord]:
+        """The call may have changed its target and created objects: mirror that at once."""
+        try:
+            return self.registry.sync_object(class_name, key) + self.registry.sync_identities(returned)
+        except HypervisorError:
+            log.warning("re-reading %s:%s after a call failed", class_name, key, exc_info=True)
+            return []
+
+    def _shape(self, cls: ClassSchema, method: Method, result: Any, returned: List[Identity]) -> Dict[str, Any]:
+        outputs = method.outputs
+        if not outputs:
+            return {}
+        values: Sequence[Any] = [result] if len(outputs) == 1 else list(result)
+        if len(values) != len(outputs):
+            raise errors.AgentError(f"{cls.name}.{method.name}: libvirt returned {len(values)} values, "
+                                    f"schema declares {len(outputs)}")
+        return {arg.name: self._shape_value(arg, value, returned) for arg, value in zip(outputs, values)}
+
+    def _shape_value(self, arg: Argument, value: Any, returned: List[Identity]) -> Any:
+        if arg.type == "objId":
+            returned.append(value)
+            return self.registry.object_id(object_name(value)).to_wire()
+        if arg.fields:
+            return dict(zip(arg.fields, value))
+        if arg.type == "list" and isinstance(value, (list, tuple)):
+            return list(value)
+        return value
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def query(self, request: QueryRequest) -> Outcome:
+        try:
+            changes, items = self._query(request)
+        except errors.RemoteError as exc:
+            return Outcome([error_reply(exc, request)])
+        except HypervisorError as exc:
+            return Outcome([error_reply(errors.LibvirtError.from_libvirt(exc.code, exc.message), request)])
+        content = CONTENT_FOR_WHAT[request.what]
+        batches = [items[i:i + QUERY_BATCH] for i in range(0, len(items), QUERY_BATCH)] or [[]]
+        replies = [QueryResponse(content=content, items=tuple(batch), partial=i < len(batches) - 1,
+                                 correlation_id=request.correlation_id)
+                   for i, batch in enumerate(batches)]
+        return Outcome(replies, changes)
+
+    def _classes(self, request: QueryRequest) -> List[ClassSchema]:
+        return [c for c in self.schema.classes.values()
+                if request.schema_id is None or request.schema_id.matches(c.schema_id)]
+
+    def _query(self, request: QueryRequest) -> Tuple[List[DataRecord], List[Any]]:
+        if request.what == "SCHEMA_ID":
+            return [], [schema_id_to_wire(c.schema_id) for c in self._classes(request)]
+        if request.what == "SCHEMA":
+            return [], [schema_map(c) for c in self._classes(request)]
+        changes: List[DataRecord] = []
+        if request.object_id is not None:
+            entry = self.registry.resolve(request.object_id.object_name)
+            entries = [] if entry is None else [entry]
+        else:
+            changes = self.registry.sync_all()
+            names = {c.name for c in self._classes(request)}
+            entries = [e for e in self.registry.entries() if e.class_name in names]
+        records = [self.registry.record(e) for e in entries]
+        if request.what == "OBJECT_ID":
+            return changes, [r.object_id for r in records]
+        return changes, records
+
+
+def _arg_map(arg: Argument) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"_type": arg.type, "_dir": arg.direction}
+    if arg.desc:
+        out["_desc"] = arg.desc
+    if not arg.required:
+        out["_default"] = arg.default
+    if arg.references:
+        out["_references"] = arg.references
+    if arg.fields:
+        out["_fields"] = list(arg.fields)
+    return out
+
+
+def schema_map(cls: ClassSchema) -> Dict[str, Any]:
+    """A class schema in QMFv2's map form (answer to ``_what: SCHEMA``)."""
+    return {
+        "_schema_id": schema_id_to_wire(cls.schema_id),
+        "_desc": cls.desc,
+        "_properties": {p.name: {"_type": p.type, "_access": "RO", "_index": p.index, "_desc": p.desc,
+                                 **({"_references": p.references} if p.references else {})}
+                        for p in cls.properties},
+        "_statistics": {s.name: {"_type": s.type, "_unit": s.unit, "_desc": s.desc} for s in cls.statistics},
+        "_methods": {m.name: {"_desc": m.desc, "_libvirt": m.libvirt,
+                              "_arguments": {a.name: _arg_map(a) for a in m.arguments}}
+                     for m in cls.methods.values()},
+    }
+
+
+def unexpected(request: Message, exc: BaseException) -> Optional[ExceptionResponse]:
+    """An agent bug must still produce an answer, never kill the agent."""
+    log.error("internal error handling %s", type(request).__name__, exc_info=exc)
+    return error_reply(errors.AgentError(f"internal error: {type(exc).__name__}: {exc}"), request)

@@ -1,0 +1,81 @@
+"""``virtq-agent``: the daemon. Options come from the command line, else from ``--config FILE``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from virtq.schema import default_schema
+from virtq.schema.errors import NotConnectedError
+from virtq.transport import DirectListener
+
+from .agent import Agent
+from .config import ConfigError, read_config
+from .hypervisor import HypervisorError
+
+log = logging.getLogger("virtq.agent")
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    if value:
+        known = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+        try:
+            ctx.default_map = read_config(Path(value), known)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+    return value
+
+
+@click.command(context_settings={"auto_envvar_prefix": "VIRTQ_AGENT", "help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_load_config, help="INI file with an [agent] section; keys are these long options.")
+@click.option("--libvirt", "libvirt_uri", default="qemu:///system", show_default=True,
+              help="libvirt connection URI (test:///default for the built-in test hypervisor).")
+@click.option("--listen", default="amqp://127.0.0.1:5672", show_default=True,
+              help="Direct mode: be an AMQP 1.0 endpoint at this address (no broker).")
+@click.option("--heartbeat", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
+              help="Seconds between heartbeats.")
+@click.option("--instance", default=None, help="Agent instance name (default: the host UUID).")
+@click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Threads that call libvirt (a stuck call holds one).")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Directory for persistent state (the epoch counter).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def main(libvirt_uri: str, listen: str, heartbeat: float, instance: Optional[str], workers: int,
+         state_dir: Optional[str], log_level: str) -> None:
+    """Serve the local libvirt's Node, Domains, Pools and Volumes over AMQP 1.0 (QMFv2 maps)."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .libvirt_adapter import LibvirtHypervisor  # the daemon alone pulls in libvirt
+
+    try:
+        hypervisor = LibvirtHypervisor(libvirt_uri)
+    except HypervisorError as exc:
+        raise click.ClickException(f"cannot open libvirt {libvirt_uri}: {exc.message}") from exc
+    agent = Agent(default_schema(), hypervisor, DirectListener(listen), instance=instance,
+                  heartbeat=heartbeat, workers=workers, state_dir=Path(state_dir) if state_dir else None)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        agent.start()
+    except NotConnectedError as exc:
+        hypervisor.close()
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"virtq-agent {agent.name} listening on {listen}", err=True)
+    agent.wait()
+    agent.stop()
+
+
+if __name__ == "__main__":
+    main()

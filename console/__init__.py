@@ -1,0 +1,26 @@
+"""The virtq console: a Python library for managers.
+
+``Console(urls)`` discovers agents, keeps repositories of their nodes, domains, pools
+and volumes, and calls methods on them::
+
+    from virtq.console import Console
+    with Console("amqp://127.0.0.1:5672") as console:
+        for dom in console.domains:
+            print(dom.name, dom.getInfo()["state"])
+"""
+
+from virtq.schema.codec import ObjectId
+from virtq.schema.errors import (AgentError, AmbiguousRefError, CallTimeoutError, ConsoleError,
+                                 InvalidParameterError, LibvirtError, NotConnectedError, RemoteError,
+                                 UnknownMethodError, UnknownObjectError, UnknownRefError, VirtqError)
+
+from ._console import Console
+from .objects import RemoteObject, describe
+from .repository import AgentRepository, AgentView, Repository
+
+__all__ = [
+    "AgentError", "AgentRepository", "AgentView", "AmbiguousRefError", "CallTimeoutError", "Console",
+    "ConsoleError", "InvalidParameterError", "LibvirtError", "NotConnectedError", "ObjectId",
+    "RemoteError", "RemoteObject", "Repository", "UnknownMethodError", "UnknownObjectError",
+    "UnknownRefError", "VirtqError", "describe",
+]

@@ -1,0 +1,139 @@
+"""In-memory repositories of the objects (and agents) the console follows.
+
+The console's updater is the only writer; readers get snapshots. ``get(ref)`` accepts
+a uuid, a name, a volume key or path, an object name (``Domain:<uuid>``) or
+``<agent-or-hostname>/<name>``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Tuple, TypeVar
+
+from virtq.schema.codec import ObjectId
+from virtq.schema.errors import AmbiguousRefError, UnknownRefError
+
+from .objects import RemoteObject
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What the console knows of one agent."""
+
+    name: str
+    epoch: int
+    heartbeat_interval: int
+    hostname: str = ""
+    uri: str = ""
+    url: str = ""  # the console URL it was reached through
+    last_seen: float = 0.0  # the console's monotonic clock
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def instance(self) -> str:
+        return self.name.rsplit(":", 1)[-1]
+
+
+T = TypeVar("T")
+
+
+class _Store(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._lock = threading.Lock()
+        self._items: Dict[Any, T] = {}
+
+    def __iter__(self) -> Iterator[T]:
+        with self._lock:
+            return iter(list(self._items.values()))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def _put(self, key: Any, item: T) -> Optional[T]:
+        with self._lock:
+            old = self._items.get(key)
+            self._items[key] = item
+            return old
+
+    def _pop(self, key: Any) -> Optional[T]:
+        with self._lock:
+            return self._items.pop(key, None)
+
+    def _peek(self, key: Any) -> Optional[T]:
+        with self._lock:
+            return self._items.get(key)
+
+    def _pick(self, ref: str, tests: List[Callable[[T], bool]]) -> T:
+        """The one item the first matching test selects; typed errors for none or several."""
+        items = list(self)
+        for test in tests:
+            found = [item for item in items if test(item)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise AmbiguousRefError(f"{ref!r} matches {len(found)} {self.kind}: use <agent>/<name> or a uuid")
+        raise UnknownRefError(f"no {self.kind[:-1] if self.kind.endswith('s') else self.kind} matches {ref!r}")
+
+
+class AgentRepository(_Store[AgentView]):
+    def __init__(self) -> None:
+        super().__init__("agents")
+
+    def get(self, ref: str) -> AgentView:
+        return self._pick(ref, [lambda a: ref in (a.name, a.instance), lambda a: ref == a.hostname,
+                                lambda a: ref == a.url])
+
+    def by_name(self, name: str) -> Optional[AgentView]:
+        return self._peek(name)
+
+
+class Repository(_Store[RemoteObject]):
+    """Objects of one class across every agent the console follows."""
+
+    IDENTITY = ("uuid", "key", "path")
+
+    def __init__(self, class_name: str, agents: AgentRepository) -> None:
+        super().__init__(class_name.lower() + "s")
+        self.class_name = class_name
+        self._agents = agents
+
+    def by_id(self, object_id: ObjectId) -> Optional[RemoteObject]:
+        return self._peek((object_id.agent_name, object_id.object_name))
+
+    def _scope_matches(self, scope: str, obj: RemoteObject) -> bool:
+        agent = self._agents.by_name(obj.agent)
+        return scope in (obj.agent, obj.agent.rsplit(":", 1)[-1]) or (agent is not None and scope == agent.hostname)
+
+    def get(self, ref: str) -> RemoteObject:
+        """Find one object by reference; UnknownRefError / AmbiguousRefError otherwise."""
+        tests: List[Callable[[RemoteObject], bool]] = [
+            lambda o: any(o.values.get(k) == ref for k in self.IDENTITY) or o.object_id.object_name == ref,
+            lambda o: o.values.get("name") == ref,
+        ]
+        if "/" in ref:
+            scope, _, name = ref.partition("/")
+            tests.append(lambda o: o.values.get("name") == name and self._scope_matches(scope, o))
+        return self._pick(ref, tests)
+
+    def of_agent(self, agent_name: str) -> List[RemoteObject]:
+        return [o for o in self if o.agent == agent_name]
+
+    # --- the updater's side -------------------------------------------------------------------
+
+    def upsert(self, obj: RemoteObject) -> Tuple[Optional[RemoteObject], bool]:
+        """Store a newer snapshot; returns (previous, stored). Older samples never replace newer ones."""
+        key = (obj.object_id.agent_name, obj.object_id.object_name)
+        old = self._peek(key)
+        if old is not None and obj.update_ts and old.update_ts > obj.update_ts:
+            return old, False
+        self._put(key, obj)
+        return old, True
+
+    def remove(self, object_id: ObjectId) -> Optional[RemoteObject]:
+        return self._pop((object_id.agent_name, object_id.object_name))

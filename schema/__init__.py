@@ -1,0 +1,19 @@
+"""The contract agent and console share: the object model, its loader, value types, the wire codec, errors.
+
+Public names are re-exported here; the modules behind them are implementation.
+"""
+
+from .errors import (AgentError, AmbiguousRefError, CallTimeoutError, ConsoleError,
+                     InvalidParameterError, LibvirtError, NotConnectedError, ProtocolError,
+                     RemoteError, UnknownMethodError, UnknownObjectError, UnknownRefError,
+                     VirtqError)
+from .loader import SchemaError, default_schema, load
+from .model import Argument, ClassSchema, EventSchema, Method, Property, Schema, SchemaId, Statistic
+
+__all__ = [
+    "AgentError", "AmbiguousRefError", "Argument", "CallTimeoutError", "ClassSchema", "ConsoleError",
+    "EventSchema", "InvalidParameterError", "LibvirtError", "Method", "NotConnectedError",
+    "ProtocolError", "Property", "RemoteError", "Schema", "SchemaError", "SchemaId", "Statistic",
+    "UnknownMethodError", "UnknownObjectError", "UnknownRefError", "VirtqError", "default_schema",
+    "load",
+]

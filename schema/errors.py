@@ -1,0 +1,130 @@
+"""One exception tree for agent, console and CLI.
+
+::
+
+    VirtqError
+    ├── RemoteError                 an agent answered with ``_exception`` (error_code, error_text)
+    │   ├── UnknownObjectError      1  no such object on that agent
+    │   ├── UnknownMethodError      2  the class declares no such method
+    │   ├── NotImplementedError_    3  declared, but this agent/hypervisor cannot do it
+    │   ├── InvalidParameterError   4  missing, unknown or wrongly typed argument (also raised locally)
+    │   ├── ForbiddenError          6
+    │   ├── AgentError              7  the agent failed or the request was malformed
+    │   └── LibvirtError            0x10000 + libvirt's error number, libvirt's message
+    ├── ProtocolError               a message that does not decode (raised by the codec)
+    └── ConsoleError                raised by the console on its own side
+        ├── NotConnectedError       no connection to the agent (now)
+        ├── CallTimeoutError        no answer within the call's timeout
+        ├── UnknownRefError         a reference matches no object
+        └── AmbiguousRefError       a reference matches several objects
+
+Remote errors travel as data and are rebuilt here from an allow-list of codes
+(:func:`remote_error`); nothing on the wire chooses a Python class by name.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
+
+# QMF's status codes (qpid's ManagementAgent / libqmf), as libvirt-qmf used them.
+STATUS_UNKNOWN_OBJECT = 1
+STATUS_UNKNOWN_METHOD = 2
+STATUS_NOT_IMPLEMENTED = 3
+STATUS_INVALID_PARAMETER = 4
+STATUS_FEATURE_NOT_IMPLEMENTED = 5
+STATUS_FORBIDDEN = 6
+STATUS_EXCEPTION = 7
+STATUS_USER = 0x10000
+"""libvirt errors are reported as STATUS_USER + virErrorNumber."""
+
+
+class VirtqError(Exception):
+    """Base of every error virtq raises on purpose."""
+
+
+class RemoteError(VirtqError):
+    """An ``_exception`` answer: the agent's ``error_code`` and ``error_text``."""
+
+    code: int = STATUS_EXCEPTION
+
+    def __init__(self, error_text: str, error_code: Optional[int] = None) -> None:
+        self.error_code = self.code if error_code is None else error_code
+        self.error_text = error_text
+        super().__init__(f"[{self.error_code:#x}] {error_text}" if self.error_code >= STATUS_USER
+                         else f"[{self.error_code}] {error_text}")
+
+
+class UnknownObjectError(RemoteError):
+    code = STATUS_UNKNOWN_OBJECT
+
+
+class UnknownMethodError(RemoteError):
+    code = STATUS_UNKNOWN_METHOD
+
+
+class NotImplementedError_(RemoteError):
+    code = STATUS_NOT_IMPLEMENTED
+
+
+class InvalidParameterError(RemoteError):
+    code = STATUS_INVALID_PARAMETER
+
+
+class ForbiddenError(RemoteError):
+    code = STATUS_FORBIDDEN
+
+
+class AgentError(RemoteError):
+    code = STATUS_EXCEPTION
+
+
+class LibvirtError(RemoteError):
+    """A libvirt error: ``error_code`` = 0x10000 + virErrorNumber."""
+
+    code = STATUS_USER
+
+    @property
+    def libvirt_code(self) -> int:
+        return self.error_code - STATUS_USER
+
+    @classmethod
+    def from_libvirt(cls, libvirt_code: int, message: str) -> "LibvirtError":
+        return cls(message, STATUS_USER + libvirt_code)
+
+
+class ProtocolError(VirtqError):
+    """A message that is not a well-formed virtq/QMF message."""
+
+
+class ConsoleError(VirtqError):
+    """Errors the console raises on its own side, without an agent's answer."""
+
+
+class NotConnectedError(ConsoleError):
+    pass
+
+
+class CallTimeoutError(ConsoleError):
+    pass
+
+
+class UnknownRefError(ConsoleError, LookupError):
+    pass
+
+
+class AmbiguousRefError(ConsoleError, LookupError):
+    pass
+
+
+_BY_CODE: Dict[int, Type[RemoteError]] = {
+    cls.code: cls
+    for cls in (UnknownObjectError, UnknownMethodError, NotImplementedError_,
+                InvalidParameterError, ForbiddenError, AgentError)
+}
+
+
+def remote_error(error_code: int, error_text: str) -> RemoteError:
+    """Rebuild the typed error for an ``_exception`` received from an agent."""
+    if error_code >= STATUS_USER:
+        return LibvirtError(error_text, error_code)
+    return _BY_CODE.get(error_code, RemoteError)(error_text, error_code)

@@ -1,0 +1,137 @@
+"""Load the schema XML (lxml) into the frozen model; hash it so both sides can tell versions apart."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from lxml import etree
+
+from . import types as _types
+from .model import (NO_DEFAULT, Argument, ClassSchema, EventSchema, Method, Property, Schema,
+                    Statistic, frozen_map)
+
+SCHEMA_FILE = Path(__file__).with_name("org.libvirt.xml")
+
+
+class SchemaError(ValueError):
+    """The schema file is not valid."""
+
+
+def _md5_uuid(text: str) -> str:
+    """QMF writes schema hashes as 128-bit MD5 values in UUID form."""
+    return str(uuid.UUID(bytes=hashlib.md5(text.encode()).digest()))
+
+
+def _canonical(element: Any) -> str:
+    return bytes(etree.tostring(element, method="c14n")).decode()
+
+
+def _type(element: Any, where: str) -> str:
+    type_name = element.get("type")
+    if type_name not in _types.TYPES:
+        raise SchemaError(f"{where}: unknown type {type_name!r}")
+    return str(type_name)
+
+
+def _default(type_name: str, text: Optional[str], where: str) -> Any:
+    if text is None:
+        return NO_DEFAULT
+    try:
+        return _types.parse_text(type_name, text)
+    except _types.TypeCheckError as exc:
+        raise SchemaError(f"{where}: bad default: {exc}") from None
+
+
+def _argument(element: Any, where: str, default_dir: str = "I") -> Argument:
+    name = element.get("name")
+    where = f"{where}.{name}"
+    type_name = _type(element, where)
+    direction = element.get("dir", default_dir)
+    if direction not in ("I", "O", "IO"):
+        raise SchemaError(f"{where}: dir must be I, O or IO")
+    flags = tuple((f.get("name"), int(f.get("value"), 0)) for f in element.iterfind("flag"))
+    return Argument(
+        name=name,
+        type=type_name,
+        direction=direction,
+        desc=element.get("desc", ""),
+        default=_default(type_name, element.get("default"), where),
+        references=element.get("references"),
+        fields=tuple(element.get("fields", "").split()),
+        flags=flags,
+    )
+
+
+def _class(package: str, element: Any) -> ClassSchema:
+    name = element.get("name")
+    properties: List[Property] = []
+    statistics: List[Statistic] = []
+    methods: Dict[str, Method] = {}
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue  # comments
+        where = f"{name}.{child.get('name')}"
+        if child.tag == "property":
+            properties.append(Property(child.get("name"), _type(child, where), child.get("desc", ""),
+                                       child.get("index") == "y", child.get("references")))
+        elif child.tag == "statistic":
+            statistics.append(Statistic(child.get("name"), _type(child, where), child.get("unit", ""),
+                                        child.get("desc", "")))
+        elif child.tag == "method":
+            method_name = child.get("name")
+            if method_name in methods:
+                raise SchemaError(f"{where}: declared twice")
+            libvirt_name = child.get("libvirt")
+            if not libvirt_name:
+                raise SchemaError(f"{where}: no libvirt function named")
+            args = tuple(_argument(a, where) for a in child.iterfind("arg"))
+            methods[method_name] = Method(method_name, libvirt_name, args, child.get("desc", ""))
+        else:
+            raise SchemaError(f"{where}: unexpected element <{child.tag}>")
+    return ClassSchema(package, name, tuple(properties), tuple(statistics), frozen_map(methods),
+                       _md5_uuid(_canonical(element)), element.get("desc", ""))
+
+
+def load(source: Union[Path, str, bytes, None] = None) -> Schema:
+    """Load a schema from a file path or XML bytes (default: the packaged org.libvirt.xml)."""
+    try:
+        if isinstance(source, bytes):
+            root = etree.fromstring(source)
+        else:
+            root = etree.parse(str(source or SCHEMA_FILE)).getroot()
+    except etree.XMLSyntaxError as exc:
+        raise SchemaError(str(exc)) from exc
+    package = root.get("package")
+    if root.tag != "schema" or not package:
+        raise SchemaError("root must be <schema package='…'>")
+    classes: Dict[str, ClassSchema] = {}
+    events: Dict[str, EventSchema] = {}
+    for element in root:
+        if not isinstance(element.tag, str):
+            continue
+        name = str(element.get("name"))
+        if element.tag == "class":
+            classes[name] = _class(package, element)
+        elif element.tag == "event":
+            args = tuple(_argument(a, name, default_dir="O") for a in element.iterfind("arg"))
+            events[name] = EventSchema(package, name, args, _md5_uuid(_canonical(element)),
+                                       element.get("desc", ""))
+        else:
+            raise SchemaError(f"unexpected element <{element.tag}>")
+    for cls in classes.values():
+        refs: List[Tuple[str, Optional[str]]] = [(p.name, p.references) for p in cls.properties]
+        refs += [(f"{m.name}.{a.name}", a.references) for m in cls.methods.values() for a in m.arguments]
+        for where, ref in refs:
+            if ref is not None and ref not in classes:
+                raise SchemaError(f"{cls.name}.{where}: references unknown class {ref}")
+    return Schema(package, frozen_map(classes), frozen_map(events), _md5_uuid(_canonical(root)))
+
+
+@functools.lru_cache(maxsize=1)
+def default_schema() -> Schema:
+    """The packaged schema, loaded once per process."""
+    return load()

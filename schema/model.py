@@ -1,0 +1,169 @@
+"""Frozen, typed model of the schema: classes, properties, statistics, methods, events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from . import types as _types
+from .errors import InvalidParameterError
+
+
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
+"""Marks a required argument."""
+
+
+@dataclass(frozen=True)
+class SchemaId:
+    """QMF's ``_schema_id``: which class (and which version of it) a record belongs to."""
+
+    package: str
+    class_name: str
+    hash: str = ""
+    type: str = "_data"
+
+    def matches(self, other: "SchemaId") -> bool:
+        """Partial match as QMF queries use it: empty fields of ``self`` match anything."""
+        return (self.package in ("", other.package)
+                and self.class_name in ("", other.class_name)
+                and self.hash in ("", other.hash))
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    type: str
+    direction: str  # "I", "O" or "IO"
+    desc: str = ""
+    default: Any = NO_DEFAULT
+    references: Optional[str] = None  # class name, for objId
+    fields: Tuple[str, ...] = ()  # out-structures returned as maps with these keys
+    flags: Tuple[Tuple[str, int], ...] = ()  # named flag constants documented for a flags argument
+
+    @property
+    def is_input(self) -> bool:
+        return "I" in self.direction
+
+    @property
+    def is_output(self) -> bool:
+        return "O" in self.direction
+
+    @property
+    def required(self) -> bool:
+        return self.default is NO_DEFAULT
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    libvirt: str  # the C function this method mirrors, e.g. virDomainGetXMLDesc
+    arguments: Tuple[Argument, ...]
+    desc: str = ""
+
+    @property
+    def inputs(self) -> Tuple[Argument, ...]:
+        return tuple(a for a in self.arguments if a.is_input)
+
+    @property
+    def outputs(self) -> Tuple[Argument, ...]:
+        return tuple(a for a in self.arguments if a.is_output)
+
+    def bind(self, arguments: Mapping[str, Any]) -> Dict[str, Any]:
+        """Validate call arguments against the declaration and fill in defaults.
+
+        Raises InvalidParameterError for unknown, missing or wrongly typed arguments.
+        """
+        if not isinstance(arguments, Mapping):
+            raise InvalidParameterError(f"{self.name}: _arguments must be a map")
+        inputs = {a.name: a for a in self.inputs}
+        unknown = sorted(set(arguments) - set(inputs))
+        if unknown:
+            raise InvalidParameterError(f"{self.name}: unknown argument(s) {', '.join(map(str, unknown))}")
+        bound: Dict[str, Any] = {}
+        for arg in self.inputs:
+            if arg.name in arguments:
+                value = arguments[arg.name]
+                try:
+                    _types.check(arg.type, value)
+                except _types.TypeCheckError as exc:
+                    raise InvalidParameterError(f"{self.name}: argument {arg.name}: {exc}") from None
+                bound[arg.name] = value
+            elif arg.required:
+                raise InvalidParameterError(f"{self.name}: missing argument {arg.name} ({arg.type})")
+            else:
+                bound[arg.name] = arg.default
+        return bound
+
+
+@dataclass(frozen=True)
+class Property:
+    name: str
+    type: str
+    desc: str = ""
+    index: bool = False
+    references: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Statistic:
+    name: str
+    type: str
+    unit: str = ""
+    desc: str = ""
+
+
+@dataclass(frozen=True)
+class ClassSchema:
+    package: str
+    name: str
+    properties: Tuple[Property, ...]
+    statistics: Tuple[Statistic, ...]
+    methods: Mapping[str, Method]
+    hash: str
+    desc: str = ""
+
+    @property
+    def schema_id(self) -> SchemaId:
+        return SchemaId(self.package, self.name, self.hash)
+
+    def method(self, name: str) -> Optional[Method]:
+        return self.methods.get(name)
+
+
+@dataclass(frozen=True)
+class EventSchema:
+    package: str
+    name: str
+    arguments: Tuple[Argument, ...]
+    hash: str
+    desc: str = ""
+
+    @property
+    def schema_id(self) -> SchemaId:
+        return SchemaId(self.package, self.name, self.hash, "_event")
+
+
+@dataclass(frozen=True)
+class Schema:
+    package: str
+    classes: Mapping[str, ClassSchema]
+    events: Mapping[str, EventSchema]
+    hash: str
+    """Identifies this version of the contract (an MD5 over the canonical schema)."""
+
+    def cls(self, name: str) -> ClassSchema:
+        return self.classes[name]
+
+
+def frozen_map(items: Dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(items))
+
+
+__all__ = ["Argument", "ClassSchema", "EventSchema", "Method", "NO_DEFAULT", "Property",
+           "Schema", "SchemaId", "Statistic", "frozen_map"]

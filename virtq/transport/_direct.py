@@ -1,0 +1,292 @@
+"""Direct mode: AMQP 1.0 with no broker. The agent listens, consoles connect to it.
+
+The listener plays the small part of a broker the QMF addresses need: consoles attach
+receivers on ``qmf.default.topic[/<binding>]`` (indications, matched by subject) and
+dynamic receivers (their reply addresses), and senders to ``qmf.default.direct/<agent>``
+or ``qmf.default.topic`` (requests, agent locate).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import uuid
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from proton import Endpoint
+
+from virtq.schema.codec import TOPIC, WireMessage
+from virtq.schema.errors import NotConnectedError
+
+from ._convert import from_proton, to_proton
+from ._reactor import ReactorHandler, ReactorThread
+from .base import Deliver, StateListener, Transport, topic_matches
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG = 10_000
+"""Messages held per link while the peer grants no credit; beyond it the oldest are dropped."""
+
+INDICATIONS = f"{TOPIC}/agent.ind.#"
+
+
+def _host_port(url: str) -> str:
+    return url.split("://", 1)[-1].rsplit("@", 1)[-1]
+
+
+class _Outbox:
+    """Messages waiting for credit on one sender link."""
+
+    def __init__(self, link: Any, name: str) -> None:
+        self.link = link
+        self.name = name
+        self.pending: Deque[WireMessage] = collections.deque()
+        self.dropped = 0
+
+    def push(self, wire: WireMessage) -> None:
+        self.pending.append(wire)
+        if len(self.pending) > MAX_BACKLOG:
+            self.pending.popleft()
+            self.dropped += 1
+            if self.dropped in (1, 100) or self.dropped % 10_000 == 0:
+                log.warning("link %s: peer grants no credit, %d message(s) dropped", self.name, self.dropped)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.pending and self.link.credit > 0 and not self.link.state & Endpoint.LOCAL_CLOSED:
+            self.link.send(to_proton(self.pending.popleft()))
+
+
+class _ListenerHandler(ReactorHandler):
+    def __init__(self, owner: "DirectListener") -> None:
+        super().__init__()
+        self.owner = owner
+        self.replies: Dict[str, _Outbox] = {}
+        self.subscriptions: List[Tuple[str, _Outbox]] = []
+
+    def on_link_opening(self, event: Any) -> None:
+        link = event.link
+        if link.is_sender:
+            source = link.remote_source
+            if source.dynamic:
+                address = f"reply-{uuid.uuid4()}"
+                link.source.address = address
+                self.replies[address] = _Outbox(link, address)
+            else:
+                address = source.address or ""
+                link.source.address = address
+                if address == TOPIC or address.startswith(TOPIC + "/"):
+                    pattern = address[len(TOPIC) + 1:] or "#"
+                    self.subscriptions.append((pattern, _Outbox(link, address)))
+                else:  # a named reply address the console chose
+                    self.replies[address] = _Outbox(link, address)
+        else:
+            link.target.address = link.remote_target.address
+
+    def on_sendable(self, event: Any) -> None:
+        for box in self._boxes():
+            if box.link == event.sender:
+                box.flush()
+
+    def _boxes(self) -> List[_Outbox]:
+        return list(self.replies.values()) + [box for _, box in self.subscriptions]
+
+    def _forget(self, closed: Any) -> None:
+        self.replies = {a: b for a, b in self.replies.items() if not closed(b.link)}
+        self.subscriptions = [(p, b) for p, b in self.subscriptions if not closed(b.link)]
+
+    def on_link_closing(self, event: Any) -> None:
+        self._forget(lambda link: link == event.link)
+
+    def on_disconnected(self, event: Any) -> None:
+        self._forget(lambda link: link.connection == event.connection)
+
+    def on_message(self, event: Any) -> None:
+        target = event.link.target.address if event.link is not None else None
+        self.owner._deliver(from_proton(event.message, target, self.last_delivery_size))
+
+    def route(self, wire: WireMessage) -> None:
+        if wire.address == TOPIC or wire.address.startswith(TOPIC + "/"):
+            for pattern, box in self.subscriptions:
+                if topic_matches(pattern, wire.subject):
+                    box.push(wire)
+            return
+        reply_box = self.replies.get(wire.address)
+        if reply_box is None:
+            log.info("no link for reply address %s; message dropped", wire.address)
+            return
+        reply_box.push(wire)
+
+
+class DirectListener(Transport):
+    """The agent's side of direct mode: an AMQP 1.0 endpoint consoles connect to."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._handler = _ListenerHandler(self)
+        self._reactor = ReactorThread(self._handler, f"virtq-listener-{_host_port(url)}")
+        self._deliver_fn: Optional[Deliver] = None
+        self._running = False
+        self.acceptor: Any = None
+
+    def _deliver(self, wire: WireMessage) -> None:
+        if self._deliver_fn is not None:
+            self._deliver_fn(wire)
+
+    def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
+        self._deliver_fn = deliver
+        try:
+            # Before the reactor thread runs, so a port in use fails here, in the caller.
+            self.acceptor = self._reactor.container.listen(_host_port(self.url))
+        except Exception as exc:
+            raise NotConnectedError(f"cannot listen on {self.url}: {exc}") from exc
+        self._reactor.start()
+        self._running = True
+        if on_state is not None:
+            on_state(True)
+
+    @property
+    def port(self) -> int:
+        return int(_host_port(self.url).rsplit(":", 1)[1])
+
+    def send(self, message: WireMessage) -> None:
+        if not self._running:
+            raise NotConnectedError("listener is not running")
+        self._reactor.call(lambda: self._handler.route(message))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._running = False
+
+        def close() -> None:
+            if self.acceptor is not None:
+                self.acceptor.close()
+
+        self._reactor.stop(close, timeout)
+
+    @property
+    def reply_address(self) -> str:
+        return ""
+
+    @property
+    def connected(self) -> bool:
+        return self._running
+
+
+class _ConnectorHandler(ReactorHandler):
+    def __init__(self, owner: "DirectConnector") -> None:
+        super().__init__()
+        self.owner = owner
+        self.connection: Any = None
+        self.reply_link: Any = None
+        self.senders: Dict[str, _Outbox] = {}
+
+    def on_start(self, event: Any) -> None:
+        container = event.container
+        self.connection = container.connect(self.owner.url, reconnect=False)
+        self.reply_link = container.create_receiver(self.connection, None, dynamic=True, name="replies")
+        container.create_receiver(self.connection, self.owner.subscribe_to, name="indications")
+
+    def on_link_opened(self, event: Any) -> None:
+        if event.receiver is not None and event.receiver.name == "replies":
+            self.owner._opened(event.receiver.remote_source.address)
+
+    def on_message(self, event: Any) -> None:
+        target = event.link.source.address if event.link is not None else None
+        self.owner._deliver(from_proton(event.message, target, self.last_delivery_size))
+
+    def on_sendable(self, event: Any) -> None:
+        for box in self.senders.values():
+            if box.link == event.sender:
+                box.flush()
+
+    def send(self, wire: WireMessage) -> None:
+        box = self.senders.get(wire.address)
+        if box is None:
+            link = self.owner._reactor.container.create_sender(self.connection, wire.address)
+            box = self.senders[wire.address] = _Outbox(link, wire.address)
+        box.push(wire)
+
+    def _lost(self, event: Any, why: str) -> None:
+        condition = getattr(event, "transport", None) and event.transport.condition
+        self.owner._failed(f"{why}: {condition.description if condition else 'closed'}")
+
+    def on_transport_error(self, event: Any) -> None:
+        self._lost(event, "transport error")
+
+    def on_connection_remote_close(self, event: Any) -> None:
+        self._lost(event, "closed by peer")
+
+    def on_disconnected(self, event: Any) -> None:
+        self._lost(event, "disconnected")
+
+
+class DirectConnector(Transport):
+    """The console's side of direct mode: one AMQP connection to one agent's listener."""
+
+    def __init__(self, url: str, subscribe_to: str = INDICATIONS) -> None:
+        self.url = url
+        self.subscribe_to = subscribe_to
+        self._handler = _ConnectorHandler(self)
+        self._reactor = ReactorThread(self._handler, f"virtq-connector-{_host_port(url)}")
+        self._deliver_fn: Optional[Deliver] = None
+        self._on_state: Optional[StateListener] = None
+        self._reply_address = ""
+        self._ready = threading.Event()
+        self._error: Optional[str] = None
+        self._connected = False
+        self._closing = False
+
+    def _opened(self, reply_address: str) -> None:
+        self._reply_address = reply_address
+        self._connected = True
+        self._ready.set()
+        if self._on_state is not None:
+            self._on_state(True)
+
+    def _failed(self, why: str) -> None:
+        was_connected = self._connected
+        self._connected = False
+        if self._error is None:
+            self._error = why
+        self._ready.set()
+        if was_connected and not self._closing:
+            log.warning("connection to %s lost: %s", self.url, why)
+            if self._on_state is not None:
+                self._on_state(False)
+
+    def _deliver(self, wire: WireMessage) -> None:
+        if self._deliver_fn is not None:
+            self._deliver_fn(wire)
+
+    def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
+        self._deliver_fn = deliver
+        self._on_state = on_state
+        self._reactor.start()
+        if not self._ready.wait(timeout) or not self._connected:
+            why = self._error or f"no answer within {timeout:g}s"
+            self.kill()
+            raise NotConnectedError(f"cannot connect to {self.url}: {why}")
+
+    def send(self, message: WireMessage) -> None:
+        if not self._connected:
+            raise NotConnectedError(f"not connected to {self.url}")
+        self._reactor.call(lambda: self._handler.send(message))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._closing = True
+
+        def close() -> None:
+            if self._handler.connection is not None:
+                self._handler.connection.close()
+
+        self._reactor.stop(close, timeout)
+        self._connected = False
+
+    @property
+    def reply_address(self) -> str:
+        return self._reply_address
+
+    @property
+    def connected(self) -> bool:
+        return self._connected

@@ -1,0 +1,74 @@
+"""The transport seam: what agent and console need from a message carrier, and nothing more.
+
+A transport moves :class:`~virtq.schema.codec.WireMessage` values. ``send`` may be called
+from any thread; ``deliver`` (given to ``start``) is called on the transport's own thread
+and must return quickly. Implementations: direct AMQP 1.0 over proton (listener for the
+agent, connector for the console) and an in-memory bus for unit tests.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, Optional
+
+from virtq.schema.codec import WireMessage
+
+Deliver = Callable[[WireMessage], None]
+StateListener = Callable[[bool], None]
+"""Told True when the transport is (again) able to carry messages, False when it is not."""
+
+
+class Transport(abc.ABC):
+    """A message carrier with start / stop / kill, usable as a context manager."""
+
+    @abc.abstractmethod
+    def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
+        """Begin carrying messages; raise NotConnectedError if that cannot happen within ``timeout``."""
+
+    @abc.abstractmethod
+    def send(self, message: WireMessage) -> None:
+        """Queue a message for sending; thread-safe. Raises NotConnectedError when it cannot be sent."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close gracefully and join the transport's thread."""
+
+    def kill(self) -> None:
+        """Stop at once; never raises."""
+        try:
+            self.stop(timeout=1.0)
+        except Exception:  # noqa: BLE001 - kill must not raise
+            pass
+
+    @property
+    @abc.abstractmethod
+    def reply_address(self) -> str:
+        """The address replies to this endpoint's requests are sent to ('' for agents)."""
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether ``send`` can carry messages now."""
+
+    def __enter__(self) -> "Transport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def topic_matches(pattern: str, subject: str) -> bool:
+    """AMQP topic matching: ``*`` matches one dot-separated word, ``#`` zero or more."""
+    words = subject.split(".") if subject else []
+    parts = pattern.split(".") if pattern else []
+
+    def match(i: int, j: int) -> bool:
+        if i == len(parts):
+            return j == len(words)
+        if parts[i] == "#":
+            return any(match(i + 1, k) for k in range(j, len(words) + 1))
+        if j == len(words):
+            return False
+        return (parts[i] == "*" or parts[i] == words[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
