@@ -108,7 +108,7 @@ class Console:
                         self._load_agent(reply.info, url, transport)
             except errors.ConsoleError as exc:
                 self.unreachable[url] = str(exc)
-        if self._transports and not self.agents:
+        if self._transports and len(self.agents) == 0:
             self.close()
             raise errors.NotConnectedError("; ".join(self.unreachable.values()) or "no agent answered")
 

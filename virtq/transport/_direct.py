@@ -207,6 +207,9 @@ class _ConnectorHandler(ReactorHandler):
             box = self.senders[wire.address] = _Outbox(link, wire.address)
         box.push(wire)
 
+    def on_connection_closed(self, event: Any) -> None:
+        self.owner._closed.set()
+
     def _lost(self, event: Any, why: str) -> None:
         condition = getattr(event, "transport", None) and event.transport.condition
         self.owner._failed(f"{why}: {condition.description if condition else 'closed'}")
@@ -236,6 +239,7 @@ class DirectConnector(Transport):
         self._error: Optional[str] = None
         self._connected = False
         self._closing = False
+        self._closed = threading.Event()
 
     def _opened(self, reply_address: str) -> None:
         self._reply_address = reply_address
@@ -250,6 +254,7 @@ class DirectConnector(Transport):
         if self._error is None:
             self._error = why
         self._ready.set()
+        self._closed.set()
         if was_connected and not self._closing:
             log.warning("connection to %s lost: %s", self.url, why)
             if self._on_state is not None:
@@ -276,11 +281,11 @@ class DirectConnector(Transport):
     def stop(self, timeout: float = 5.0) -> None:
         self._closing = True
 
-        def close() -> None:
-            if self._handler.connection is not None:
-                self._handler.connection.close()
-
-        self._reactor.stop(close, timeout)
+        if self._connected:
+            # Close the AMQP connection properly (peer sees a clean close), then stop the reactor.
+            self._reactor.call(self._handler.connection.close)
+            self._closed.wait(timeout)
+        self._reactor.stop(None, timeout)
         self._connected = False
 
     @property

@@ -1,0 +1,72 @@
+"""Shared fixtures: real agents on libvirt's test driver, real consoles over loopback AMQP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional
+
+import pytest
+
+from virtq.agent import Agent
+from virtq.agent.libvirt_adapter import LibvirtHypervisor
+from virtq.console import Console
+from virtq.schema import default_schema
+from virtq.transport import DirectListener
+
+from .helpers import DEFAULT_URI, NODE_URI, free_port
+
+AgentFactory = Callable[..., Agent]
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
+    """Start agents in direct mode on free loopback ports; all are stopped after the test."""
+    agents: List[Agent] = []
+
+    def start(uri: str = DEFAULT_URI, heartbeat: float = 1.0, instance: Optional[str] = None,
+              **kwargs: Any) -> Agent:
+        url = f"amqp://127.0.0.1:{free_port()}"
+        agent = Agent(default_schema(), LibvirtHypervisor(uri), DirectListener(url), heartbeat=heartbeat,
+                      instance=instance, state_dir=tmp_path / f"state-{len(agents)}", **kwargs)
+        agent.url = url  # type: ignore[attr-defined]
+        agent.start()
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.kill()
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., Console]]:
+    """Open consoles (closed after the test): connect(agent_or_url, ..., timeout=5)."""
+    consoles: List[Console] = []
+
+    def open_console(*targets: Any, timeout: float = 5.0) -> Console:
+        urls = [t if isinstance(t, str) else t.url for t in targets]
+        console = Console(urls, timeout=timeout)
+        console.start()
+        consoles.append(console)
+        return console
+
+    yield open_console
+    for console in consoles:
+        console.close()
+
+
+@pytest.fixture
+def default_agent(start_agent: AgentFactory) -> Agent:
+    """An agent serving libvirt's built-in test:///default hypervisor."""
+    return start_agent(DEFAULT_URI)
+
+
+@pytest.fixture
+def node_agent(start_agent: AgentFactory) -> Agent:
+    """An agent serving tests/data/node.xml: 4 domains (running, running, paused, shut off), 2 pools, 3 volumes."""
+    return start_agent(NODE_URI)
+
+
+@pytest.fixture
+def console(connect: Callable[..., Console], node_agent: Agent) -> Console:
+    return connect(node_agent)
