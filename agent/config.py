@@ -13,8 +13,12 @@ class ConfigError(ValueError):
     pass
 
 
-def read_config(path: Path, known: set[str]) -> Dict[str, str]:
-    """Options from ``path`` keyed by parameter name (``state-dir`` -> ``state_dir``)."""
+def read_config(path: Path, known: Dict[str, str]) -> Dict[str, str]:
+    """Options from ``path`` keyed by parameter name.
+
+    ``known`` maps long option names (``state-dir``) to parameter names (``state_dir``);
+    keys may be written with dashes or underscores.
+    """
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -23,8 +27,8 @@ def read_config(path: Path, known: set[str]) -> Dict[str, str]:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     if not parser.has_section(SECTION):
         raise ConfigError(f"{path}: no [{SECTION}] section")
-    options = {key.replace("-", "_"): value for key, value in parser.items(SECTION)}
-    unknown = sorted(set(options) - known)
+    options = {key.replace("_", "-"): value for key, value in parser.items(SECTION)}
+    unknown = sorted(set(options) - set(known))
     if unknown:
         raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    return options
+    return {known[key]: value for key, value in options.items()}

@@ -23,7 +23,8 @@ log = logging.getLogger("virtq.agent")
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
     if value:
-        known = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+        known = {opt[2:]: p.name for p in ctx.command.params if p.name and p.name != "config"
+                 for opt in p.opts if opt.startswith("--")}
         try:
             ctx.default_map = read_config(Path(value), known)
         except ConfigError as exc:

@@ -1,0 +1,36 @@
+"""The console API documentation's examples run, in order, against a real agent."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+from virtq.agent import Agent
+
+pytestmark = pytest.mark.integration
+
+DOC = Path(__file__).parents[2] / "docs" / "CONSOLE.md"
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_console_doc_has_examples() -> None:
+    assert len(python_blocks(DOC.read_text())) >= 6
+
+
+def test_console_doc_examples_run(node_agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTQ_URL", node_agent.url)  # type: ignore[attr-defined]
+    namespace: Dict[str, Any] = {}
+    try:
+        for number, block in enumerate(python_blocks(DOC.read_text()), 1):
+            code = compile(block, f"{DOC.name}[block {number}]", "exec")
+            exec(code, namespace)  # noqa: S102 - the documentation's own examples
+    finally:
+        console = namespace.get("console")
+        if console is not None:
+            console.close()
