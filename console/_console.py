@@ -35,6 +35,7 @@ class _Pending:
     """A request waiting for its answer (several messages when the answer is partial)."""
 
     cid: str
+    transport: Transport
     apply: bool = False  # apply returned records to the repositories, in wire order
     replies: List[Message] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
@@ -95,7 +96,8 @@ class Console:
         started: List[Tuple[str, Transport]] = []
         for url, transport in self._transports:
             try:
-                transport.start(self._deliverer(url, transport), timeout=self.timeout)
+                transport.start(self._deliverer(url, transport), self._state_listener(url, transport),
+                                timeout=self.timeout)
                 started.append((url, transport))
             except errors.NotConnectedError as exc:
                 self.unreachable[url] = str(exc)
@@ -116,6 +118,22 @@ class Console:
         """What a transport calls on its own thread: queue for the ingest thread, nothing more."""
         return lambda wire: self._inbox.put((url, transport, wire))
 
+    def _state_listener(self, url: str, transport: Transport) -> Callable[[bool], None]:
+        def on_state(up: bool) -> None:
+            if not up:
+                self._fail_pending(transport, errors.NotConnectedError(f"connection to {url} lost"))
+        return on_state
+
+    def _fail_pending(self, transport: Optional[Transport], error: Exception) -> None:
+        """Requests that can no longer be answered fail now instead of timing out."""
+        with self._pending_lock:
+            failed = [p for p in self._pending.values() if transport is None or p.transport is transport]
+            for p in failed:
+                del self._pending[p.cid]
+        for p in failed:
+            p.error = error
+            p.done.set()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -125,11 +143,7 @@ class Console:
         self._inbox.put(None)
         if self._ingest.is_alive():
             self._ingest.join(5)
-        with self._pending_lock:
-            pending, self._pending = list(self._pending.values()), {}
-        for p in pending:
-            p.error = errors.NotConnectedError("console closed")
-            p.done.set()
+        self._fail_pending(None, errors.NotConnectedError("console closed"))
 
     # --- requests ----------------------------------------------------------------------------------
 
@@ -137,7 +151,7 @@ class Console:
         if self._closed:
             raise errors.NotConnectedError("console is closed")
         cid = f"c{next(self._ids)}"
-        pending = _Pending(cid, apply)
+        pending = _Pending(cid, transport, apply)
         with self._pending_lock:
             self._pending[cid] = pending
         wire = dataclasses.replace(request, correlation_id=cid, reply_to=transport.reply_address).encode(address)

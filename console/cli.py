@@ -36,24 +36,24 @@ COLUMNS: Dict[str, Sequence[str]] = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class CliError(click.ClickException):
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+def cli_error(message: str, exit_code: int = 1) -> click.ClickException:
+    error = click.ClickException(message)
+    error.exit_code = exit_code  # type: ignore[misc]  # ClickException declares it per class
+    return error
 
 
-def _translate(exc: errors.VirtqError) -> CliError:
+def _translate(exc: errors.VirtqError) -> click.ClickException:
     if isinstance(exc, errors.NotConnectedError):
-        return CliError(f"unreachable: {exc}", EXIT_UNREACHABLE)
+        return cli_error(f"unreachable: {exc}", EXIT_UNREACHABLE)
     if isinstance(exc, (errors.UnknownRefError, errors.AmbiguousRefError)):
-        return CliError(str(exc), EXIT_BAD_REF)
+        return cli_error(str(exc), EXIT_BAD_REF)
     if isinstance(exc, errors.CallTimeoutError):
-        return CliError(f"timeout: {exc}", EXIT_TIMEOUT)
+        return cli_error(f"timeout: {exc}", EXIT_TIMEOUT)
     if isinstance(exc, errors.RemoteError):
         kind = "libvirt error" if isinstance(exc, errors.LibvirtError) else "agent error"
-        return CliError(f"{kind} {exc.error_code:#x}: {exc.error_text}" if exc.error_code >= errors.STATUS_USER
-                        else f"{kind} {exc.error_code}: {exc.error_text}", EXIT_REMOTE)
-    return CliError(str(exc))
+        return cli_error(f"{kind} {exc.error_code:#x}: {exc.error_text}" if exc.error_code >= errors.STATUS_USER
+                         else f"{kind} {exc.error_code}: {exc.error_text}", EXIT_REMOTE)
+    return cli_error(str(exc))
 
 
 class _Group(click.Group):
@@ -290,4 +290,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
