@@ -133,7 +133,8 @@ class Agent:
             return True
         if wire.address == DIRECT:
             return wire.subject == self.name
-        return wire.address.startswith(TOPIC) and wire.subject == LOCATE_SUBJECT
+        on_topic = wire.address == TOPIC or wire.address.startswith(TOPIC + "/")
+        return on_topic and wire.subject == LOCATE_SUBJECT
 
     def _receive(self, wire: WireMessage) -> None:
         """Called on the transport's thread: hand over to a worker at once."""

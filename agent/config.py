@@ -23,7 +23,7 @@ def read_config(path: Path, known: Dict[str, str]) -> Dict[str, str]:
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
-    except (OSError, configparser.Error) as exc:
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     if not parser.has_section(SECTION):
         raise ConfigError(f"{path}: no [{SECTION}] section")

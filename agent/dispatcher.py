@@ -59,7 +59,11 @@ class Dispatcher:
         target = request.object_id
         if target.agent_name not in ("", self.registry.agent_name):
             raise errors.UnknownObjectError(f"{target.object_name} belongs to agent {target.agent_name}")
-        entry = self.registry.resolve(target.object_name)
+        try:
+            entry, found = self.registry.resolve(target.object_name)
+            changes += found
+        except HypervisorError as exc:  # e.g. a key libvirt refuses to look up
+            raise errors.LibvirtError.from_libvirt(exc.code, exc.message) from exc
         if entry is None:
             raise errors.UnknownObjectError(f"no such object: {target.object_name}")
         cls = self.schema.cls(entry.class_name)
@@ -93,7 +97,12 @@ class Dispatcher:
         outputs = method.outputs
         if not outputs:
             return {}
-        values: Sequence[Any] = [result] if len(outputs) == 1 else list(result)
+        if len(outputs) == 1:
+            values: Sequence[Any] = [result]
+        elif isinstance(result, (list, tuple)):
+            values = list(result)
+        else:  # one value where several are declared (a str is not split into characters)
+            values = [result]
         if len(values) != len(outputs):
             raise errors.AgentError(f"{cls.name}.{method.name}: libvirt returned {len(values)} values, "
                                     f"schema declares {len(outputs)}")
@@ -136,7 +145,7 @@ class Dispatcher:
             return [], [schema_map(c) for c in self._classes(request)]
         changes: List[DataRecord] = []
         if request.object_id is not None:
-            entry = self.registry.resolve(request.object_id.object_name)
+            entry, changes = self.registry.resolve(request.object_id.object_name)
             entries = [] if entry is None else [entry]
         else:
             changes = self.registry.sync_all()

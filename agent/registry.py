@@ -85,16 +85,19 @@ class Registry:
         with self._lock:
             return [e for e in self._entries.values() if class_name in (None, e.class_name)]
 
-    def resolve(self, name: str) -> Optional[Entry]:
-        """The entry for an object name, asking libvirt when the registry does not know it yet."""
+    def resolve(self, name: str) -> Tuple[Optional[Entry], List[DataRecord]]:
+        """The entry for an object name, asking libvirt when the registry does not know it yet.
+
+        Also returns what that look-up changed in the registry, to be pushed like any change.
+        """
         entry = self.get(name)
         if entry is not None:
-            return entry
+            return entry, []
         class_name, key = class_of(name)
         if class_name not in ("Domain", "Pool", "Volume") or not key:
-            return None
-        self.sync_object(class_name, key)
-        return self.get(name)
+            return None, []
+        changes = self.sync_object(class_name, key)
+        return self.get(name), changes
 
     # --- syncing -----------------------------------------------------------------------------
 

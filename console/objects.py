@@ -77,7 +77,7 @@ class RemoteObject:
         call.__doc__ = f"{method.libvirt}: {method.desc}".rstrip(": ")
         return call
 
-    def refresh(self) -> "RemoteObject":
+    def latest(self) -> "RemoteObject":
         """The repository's current snapshot of this object (it may have changed since)."""
         return self._console.lookup(self.object_id)
 

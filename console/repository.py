@@ -1,8 +1,8 @@
 """In-memory repositories of the objects (and agents) the console follows.
 
 The console's updater is the only writer; readers get snapshots. ``get(ref)`` accepts
-a uuid, a name, a volume key or path, an object name (``Domain:<uuid>``) or
-``<agent-or-hostname>/<name>``.
+a uuid, a name (a node's is its hostname), a volume key or path, an object name
+(``Domain:<uuid>``) or ``<agent-or-hostname>/<name>``.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class Repository(_Store[RemoteObject]):
         super().__init__(class_name.lower() + "s")
         self.class_name = class_name
         self._agents = agents
+        self._name = "hostname" if class_name == "Node" else "name"  # nodes have no name property
 
     def by_id(self, object_id: ObjectId) -> Optional[RemoteObject]:
         return self._peek((object_id.agent_name, object_id.object_name))
@@ -114,11 +115,11 @@ class Repository(_Store[RemoteObject]):
         """Find one object by reference; UnknownRefError / AmbiguousRefError otherwise."""
         tests: List[Callable[[RemoteObject], bool]] = [
             lambda o: any(o.values.get(k) == ref for k in self.IDENTITY) or o.object_id.object_name == ref,
-            lambda o: o.values.get("name") == ref,
+            lambda o: o.values.get(self._name) == ref,
         ]
         if "/" in ref:
             scope, _, name = ref.partition("/")
-            tests.append(lambda o: o.values.get("name") == name and self._scope_matches(scope, o))
+            tests.append(lambda o: o.values.get(self._name) == name and self._scope_matches(scope, o))
         return self._pick(ref, tests)
 
     def of_agent(self, agent_name: str) -> List[RemoteObject]:

@@ -53,7 +53,10 @@ def _argument(element: Any, where: str, default_dir: str = "I") -> Argument:
     direction = element.get("dir", default_dir)
     if direction not in ("I", "O", "IO"):
         raise SchemaError(f"{where}: dir must be I, O or IO")
-    flags = tuple((f.get("name"), int(f.get("value"), 0)) for f in element.iterfind("flag"))
+    try:
+        flags = tuple((f.get("name"), int(f.get("value"), 0)) for f in element.iterfind("flag"))
+    except (TypeError, ValueError):
+        raise SchemaError(f"{where}: flag value must be an integer") from None
     return Argument(
         name=name,
         type=type_name,
@@ -115,8 +118,12 @@ def load(source: Union[Path, str, bytes, None] = None) -> Schema:
             continue
         name = str(element.get("name"))
         if element.tag == "class":
+            if name in classes:
+                raise SchemaError(f"class {name}: declared twice")
             classes[name] = _class(package, element)
         elif element.tag == "event":
+            if name in events:
+                raise SchemaError(f"event {name}: declared twice")
             args = tuple(_argument(a, name, default_dir="O") for a in element.iterfind("arg"))
             events[name] = EventSchema(package, name, args, _md5_uuid(_canonical(element)),
                                        element.get("desc", ""))
@@ -128,6 +135,10 @@ def load(source: Union[Path, str, bytes, None] = None) -> Schema:
         for where, ref in refs:
             if ref is not None and ref not in classes:
                 raise SchemaError(f"{cls.name}.{where}: references unknown class {ref}")
+    for event in events.values():
+        for arg in event.arguments:
+            if arg.references is not None and arg.references not in classes:
+                raise SchemaError(f"{event.name}.{arg.name}: references unknown class {arg.references}")
     return Schema(package, frozen_map(classes), frozen_map(events), _md5_uuid(_canonical(root)))
 
 

@@ -82,9 +82,9 @@ class Method:
         if not isinstance(arguments, Mapping):
             raise InvalidParameterError(f"{self.name}: _arguments must be a map")
         inputs = {a.name: a for a in self.inputs}
-        unknown = sorted(set(arguments) - set(inputs))
+        unknown = sorted(str(k) for k in arguments if k not in inputs)  # keys of any type (wire maps)
         if unknown:
-            raise InvalidParameterError(f"{self.name}: unknown argument(s) {', '.join(map(str, unknown))}")
+            raise InvalidParameterError(f"{self.name}: unknown argument(s) {', '.join(unknown)}")
         bound: Dict[str, Any] = {}
         for arg in self.inputs:
             if arg.name in arguments:

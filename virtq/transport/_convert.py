@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from proton import Message
+from proton import Message, ulong
 
 from virtq.schema.codec import WireMessage
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _amqp(value: Any) -> Any:
+    """Python ints are sent as AMQP long (int64); larger ones (uint64 values) as ulong."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > INT64_MAX:
+        return ulong(value)
+    if isinstance(value, dict):
+        return {k: _amqp(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_amqp(v) for v in value]
+    return value
+
+
 def to_proton(wire: WireMessage) -> Message:
-    return Message(body=wire.body, address=wire.address, subject=wire.subject or None,
+    return Message(body=_amqp(wire.body), address=wire.address, subject=wire.subject or None,
                    properties=dict(wire.properties), correlation_id=wire.correlation_id,
                    reply_to=wire.reply_to)
 

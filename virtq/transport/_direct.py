@@ -12,7 +12,7 @@ import collections
 import logging
 import threading
 import uuid
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from proton import Endpoint
 
@@ -64,6 +64,27 @@ class _ListenerHandler(ReactorHandler):
         self.owner = owner
         self.replies: Dict[str, _Outbox] = {}
         self.subscriptions: List[Tuple[str, _Outbox]] = []
+        self.connections: Set[Any] = set()
+        self._when_closed: Optional[Callable[[], None]] = None
+
+    def on_connection_opening(self, event: Any) -> None:
+        self.connections.add(event.connection)
+
+    def on_connection_remote_close(self, event: Any) -> None:
+        self._gone(event.connection)
+
+    def _gone(self, connection: Any) -> None:
+        self.connections.discard(connection)
+        if self._when_closed is not None and not self.connections:
+            done, self._when_closed = self._when_closed, None
+            done()
+
+    def close_connections(self, done: Callable[[], None]) -> None:
+        """Close every console's connection; ``done()`` once all peers have closed theirs (or gone)."""
+        self._when_closed = done
+        for connection in list(self.connections):
+            connection.close()
+        self._gone(None)
 
     def on_link_opening(self, event: Any) -> None:
         link = event.link
@@ -101,6 +122,7 @@ class _ListenerHandler(ReactorHandler):
 
     def on_disconnected(self, event: Any) -> None:
         self._forget(lambda link: link.connection == event.connection)
+        self._gone(event.connection)
 
     def on_message(self, event: Any) -> None:
         target = event.link.target.address if event.link is not None else None
@@ -156,13 +178,19 @@ class DirectListener(Transport):
         self._reactor.call(lambda: self._handler.route(message))
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._running = False
+        was_running, self._running = self._running, False
+        closed = threading.Event()
 
         def close() -> None:
             if self.acceptor is not None:
                 self.acceptor.close()
+            # Consoles must see the agent go (a clean AMQP close) rather than a silent socket.
+            self._handler.close_connections(closed.set)
 
-        self._reactor.stop(close, timeout)
+        if was_running and self._reactor.running:
+            self._reactor.call(close)
+            closed.wait(timeout)
+        self._reactor.stop(None, timeout)
 
     @property
     def reply_address(self) -> str:

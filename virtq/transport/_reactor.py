@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Optional
+import weakref
+from typing import Any, Callable, List, Optional, cast
 
-from proton.handlers import MessagingHandler
+from proton import Delivery
+from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 log = logging.getLogger(__name__)
+
+
+class _TolerantIncoming(IncomingMessageHandler):
+    """proton's incoming-message handler, except that a message that cannot be decoded
+    (valid AMQP that has no Python value, e.g. a map keyed by a list) is rejected and
+    logged instead of raising out of the reactor, which would end the reactor thread."""
+
+    def on_delivery(self, event: Any) -> None:
+        try:
+            super().on_delivery(event)
+        except Exception:  # noqa: BLE001 - one bad message must not stop the reactor
+            delivery = event.delivery
+            log.warning("rejecting a message on link %s that could not be received", delivery.link.name,
+                        exc_info=True)
+            if not delivery.settled:
+                delivery.update(Delivery.REJECTED)
+                delivery.settle()
 
 
 class ReactorHandler(MessagingHandler):
@@ -17,6 +36,8 @@ class ReactorHandler(MessagingHandler):
 
     def __init__(self) -> None:
         super().__init__(prefetch=256, auto_accept=True)
+        self.handlers = [_TolerantIncoming(True, weakref.proxy(self)) if type(h) is IncomingMessageHandler else h
+                         for h in cast(List[Any], self.handlers)]
         self.last_delivery_size = 0
 
     def on_virtq_call(self, event: Any) -> None:
@@ -65,6 +86,11 @@ class ReactorThread:
             fn()
         else:
             self._injector.trigger(ApplicationEvent("virtq_call", subject=fn))
+
+    @property
+    def running(self) -> bool:
+        """The reactor thread is alive and has not stopped."""
+        return self._thread.is_alive() and not self._stopped.is_set()
 
     def in_reactor(self) -> bool:
         return threading.current_thread() is self._thread
