@@ -1,0 +1,180 @@
+"""The agent's INI configuration file and how virtq-agent merges it with the command line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from virtq.agent import libvirt_adapter
+from virtq.agent import main as agent_main
+from virtq.agent.config import ConfigError, read_config
+
+ROOT = Path(__file__).resolve().parents[2]
+KNOWN = {"libvirt": "libvirt_uri", "listen": "listen", "heartbeat": "heartbeat",
+         "state-dir": "state_dir", "log-level": "log_level"}
+
+
+def write(tmp_path: Path, text: str, name: str = "agent.conf") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- read_config ---------------------------------------------------------------------------------
+
+
+def test_keys_map_to_parameter_names(tmp_path: Path) -> None:
+    path = write(tmp_path, "[agent]\nlibvirt = test:///default\nstate-dir = /var/lib/x\n"
+                           "log_level = debug\nheartbeat = 2.5\n")
+    assert read_config(path, KNOWN) == {"libvirt_uri": "test:///default", "state_dir": "/var/lib/x",
+                                        "log_level": "debug", "heartbeat": "2.5"}
+
+
+def test_empty_section_gives_no_options(tmp_path: Path) -> None:
+    assert read_config(write(tmp_path, "[agent]\n"), KNOWN) == {}
+
+
+def test_other_sections_are_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path, "[console]\nwhatever = 1\n[agent]\nlisten = amqp://0.0.0.0:5672\n")
+    assert read_config(path, KNOWN) == {"listen": "amqp://0.0.0.0:5672"}
+
+
+def test_unknown_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "[agent]\nlisten = x\nlibvirt-uri = test:///default\nbogus = 1\n")
+    with pytest.raises(ConfigError, match="unknown option.*bogus") as info:
+        read_config(path, KNOWN)
+    assert "libvirt-uri" in str(info.value)  # the parameter's name is not an option name
+    assert str(path) in str(info.value)
+
+
+def test_missing_section(tmp_path: Path) -> None:
+    path = write(tmp_path, "[virtq]\nlisten = x\n")
+    with pytest.raises(ConfigError, match=r"no \[agent\] section"):
+        read_config(path, KNOWN)
+
+
+@pytest.mark.parametrize("text", ["listen = x\n", "[agent]\nlisten = x\nlisten = y\n", "[agent\n"],
+                         ids=["no-section-header", "duplicate-key", "broken-header"])
+def test_malformed_file(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_config(write(tmp_path, text), KNOWN)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_config(tmp_path / "missing.conf", KNOWN)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_config(tmp_path, KNOWN)  # a directory
+    path = tmp_path / "latin1.conf"
+    path.write_bytes(b"[agent]\ninstance = h\xe9\n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_config(path, KNOWN)
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+# --- virtq-agent --config ------------------------------------------------------------------------
+# A libvirt URI no driver serves makes the command fail fast, before any daemon work, with a
+# message naming the URI it was given: that shows which value won.
+
+
+@pytest.fixture(autouse=True)
+def only_bogus_uris(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should the config be ignored, fail at once instead of opening the default qemu:///system."""
+    real = libvirt_adapter.LibvirtHypervisor
+
+    def guarded(uri: str) -> Any:
+        if not uri.startswith("bogus:"):
+            pytest.fail(f"virtq-agent opened {uri}")
+        return real(uri)
+
+    monkeypatch.setattr(libvirt_adapter, "LibvirtHypervisor", guarded)
+
+
+@pytest.fixture
+def logging_config(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
+    """Record main()'s logging.basicConfig call instead of configuring the test process."""
+    calls: List[Dict[str, Any]] = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: calls.append(kw))
+    return calls
+
+
+def run(*args: str) -> Result:
+    env = {f"VIRTQ_AGENT_{n}": None for n in ("CONFIG", "LIBVIRT", "LISTEN", "HEARTBEAT", "LOG_LEVEL")}
+    return CliRunner().invoke(agent_main.main, list(args), env=env)
+
+
+def test_config_values_become_defaults(tmp_path: Path, logging_config: List[Dict[str, Any]]) -> None:
+    path = write(tmp_path, "[agent]\nlibvirt = bogus:///from-config\nlog-level = debug\n")
+    result = run("--config", str(path))
+    assert result.exit_code == 1, result.output
+    assert "cannot open libvirt bogus:///from-config" in result.output
+    assert logging_config and logging_config[0]["level"] == "DEBUG"
+
+
+@pytest.mark.parametrize("order", ["config-first", "config-last"])
+def test_command_line_overrides_config(tmp_path: Path, logging_config: List[Dict[str, Any]],
+                                       order: str) -> None:
+    path = write(tmp_path, "[agent]\nlibvirt = bogus:///from-config\nlog-level = debug\n")
+    config = ["--config", str(path)]
+    cli = ["--libvirt", "bogus:///from-cli", "--log-level", "error"]
+    result = run(*(config + cli if order == "config-first" else cli + config))
+    assert result.exit_code == 1, result.output
+    assert "cannot open libvirt bogus:///from-cli" in result.output
+    assert "from-config" not in result.output
+    assert logging_config[0]["level"] == "ERROR"
+
+
+def test_without_config_the_builtin_defaults_apply(logging_config: List[Dict[str, Any]]) -> None:
+    result = run("--libvirt", "bogus:///plain")
+    assert result.exit_code == 1
+    assert "bogus:///plain" in result.output
+    assert logging_config[0]["level"] == "INFO"
+
+
+def test_config_values_are_validated_like_options(tmp_path: Path, logging_config: List[Dict[str, Any]]) -> None:
+    path = write(tmp_path, "[agent]\nlibvirt = bogus:///x\nheartbeat = 0.001\n")
+    result = run("--config", str(path))
+    assert result.exit_code == 2
+    assert "heartbeat" in result.output
+    assert not logging_config  # refused before main() ran
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[agent]\nlibvirt = bogus:///x\nport = 1\n", "unknown option(s) port"),
+    ("[agent]\nconfig = other.conf\n", "unknown option(s) config"),
+    ("libvirt = bogus:///x\n", "cannot read"),
+    ("[other]\n", "no [agent] section"),
+], ids=["unknown-key", "config-in-config", "no-section-header", "no-agent-section"])
+def test_bad_config_is_a_usage_error(tmp_path: Path, logging_config: List[Dict[str, Any]],
+                                     text: str, message: str) -> None:
+    result = run("--config", str(write(tmp_path, text)))
+    assert result.exit_code == 2
+    assert "--config" in result.output and message in result.output
+    assert not logging_config
+
+
+def test_missing_config_file_is_a_usage_error(tmp_path: Path, logging_config: List[Dict[str, Any]]) -> None:
+    result = run("--config", str(tmp_path / "nope.conf"), "--libvirt", "bogus:///x")
+    assert result.exit_code == 2
+    assert "nope.conf" in result.output
+    assert "bogus:///x" not in result.output
+
+
+def test_every_long_option_can_be_configured() -> None:
+    """The contrib example and the command's own options agree (keys are the long options)."""
+    command = agent_main.main
+    assert isinstance(command, click.Command)
+    known = {opt[2:]: p.name for p in command.params if p.name and p.name != "config"
+             for opt in p.opts if opt.startswith("--")}
+    assert known["libvirt"] == "libvirt_uri"
+    options = read_config(ROOT / "contrib" / "agent.conf", known)
+    assert options["libvirt_uri"] == "qemu:///system"
+    assert set(options) <= set(known.values())
