@@ -1,0 +1,92 @@
+"""Fixtures of the real-hypervisor tier: a real libvirtd with the QEMU driver, and tiny guests.
+
+In CI (``CI=true``) the tier must run: any set-up problem fails it. Elsewhere it is skipped,
+with the reason, when the packages are missing (``bash scripts/install-libvirtd.sh``, which
+``make test`` runs, installs them) or when it is not root and no libvirtd is running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import pytest
+
+from .harness import (BOOT_LINE, GUEST_PREFIX, HarnessError, LibvirtDaemons, Unavailable, destroy_guests,
+                      guest_name, guest_xml, write_disk)
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.fixture(scope="session")
+def real_libvirt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URI (qemu:///system) of a running libvirtd with the QEMU driver, for the whole session."""
+    daemons = LibvirtDaemons(tmp_path_factory.mktemp("libvirtd"))
+    problem: Optional[HarnessError] = None
+    try:
+        daemons.start()
+    except HarnessError as exc:
+        problem = exc
+    if isinstance(problem, Unavailable) and not IN_CI:
+        pytest.skip(f"real libvirtd unavailable: {problem}")
+    if problem is not None:
+        pytest.fail(f"real libvirtd {'unavailable in CI' if isinstance(problem, Unavailable) else 'failed'}: "
+                    f"{problem}", pytrace=False)
+    try:
+        yield daemons.uri
+    finally:
+        daemons.stop()
+
+
+@dataclass(frozen=True)
+class TinyGuest:
+    """A guest that prints BOOT_LINE on its serial port and halts: define it with ``xml``."""
+
+    name: str
+    xml: str
+    disk: Path
+    serial: Path
+
+    def serial_text(self) -> str:
+        try:
+            return self.serial.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def booted(self) -> bool:
+        return BOOT_LINE in self.serial_text()
+
+
+@pytest.fixture
+def tiny_guest(real_libvirt: str) -> Iterator[Callable[[], TinyGuest]]:
+    """Make tiny guests (not defined yet); each is destroyed and undefined after the test, even on failure.
+
+    Their files live in a world-traversable directory (pytest's tmp_path is root-only), so a reused
+    libvirtd whose qemu.conf runs QEMU as another user (libvirt chowns the files) can open them too.
+    """
+    made: List[str] = []
+    files = Path(tempfile.mkdtemp(prefix=GUEST_PREFIX))
+    files.chmod(0o755)
+
+    def make() -> TinyGuest:
+        name = guest_name(uuid.uuid4().hex[:8])
+        folder = files / name
+        folder.mkdir(mode=0o755)
+        disk = write_disk(folder / "disk.img")
+        serial = folder / "serial.log"
+        made.append(name)
+        return TinyGuest(name, guest_xml(name, disk, serial), disk, serial)
+
+    try:
+        yield make
+    finally:
+        try:
+            if made:
+                destroy_guests(real_libvirt, names=made)
+        finally:
+            shutil.rmtree(files, ignore_errors=True)
