@@ -1,7 +1,8 @@
 """The agent: receives requests from its transport, answers them from libvirt, pushes changes.
 
 Threads: the transport's reactor delivers messages and sends what it is given; libvirt is
-called only on the worker pool; the heartbeat timer runs on its own thread. Nothing a
+called only on the worker pool, the sampler and the event pump (libvirt's own event-loop
+thread only queues events); heartbeats and the reconcile have a thread each. Nothing a
 peer sends can kill the agent: every message gets an answer or a log line.
 """
 
@@ -17,16 +18,20 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from virtq.schema import errors
-from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, TOPIC, AgentHeartbeat, AgentInfo,
+from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, AgentHeartbeat, AgentInfo,
                                 AgentLocateRequest, AgentLocateResponse, DataIndication, DataRecord,
-                                ExceptionResponse, Message, MethodRequest, QueryRequest, WireMessage,
-                                PRODUCT, VENDOR, data_subject, decode, direct_address, now_ns)
-from virtq.schema.model import Schema
+                                EventIndication, EventRecord, ExceptionResponse, Message, MethodRequest,
+                                QueryRequest, StatsBatch, StatsIndication, WireMessage, data_subject, decode,
+                                direct_address, event_subject, now_ns, stats_subject)
+from virtq.schema.model import Method, Schema
 from virtq.transport.base import Transport
 
+from .configgen import ConfigGenerations, method_changes_config
 from .dispatcher import Dispatcher, unexpected
-from .hypervisor import Hypervisor
-from .registry import Registry
+from .events import EventPump
+from .hypervisor import Hypervisor, HypervisorError
+from .registry import Entry, Registry
+from .sampler import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -55,37 +60,55 @@ class Agent:
 
     def __init__(self, schema: Schema, hypervisor: Hypervisor, transport: Transport, *,
                  instance: Optional[str] = None, heartbeat: float = 10.0, workers: int = 8,
-                 state_dir: Optional[Path] = None, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
+                 state_dir: Optional[Path] = None, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 interval: float = 10.0, slow_interval: float = 60.0, reconcile: float = 300.0,
+                 events: bool = True) -> None:
         self.schema = schema
         self.hypervisor = hypervisor
         self.transport = transport
         self.heartbeat_interval = heartbeat
         self.max_request_bytes = max_request_bytes
+        self.reconcile_interval = reconcile
+        self.events_enabled = events
         node = hypervisor.node()
         self.instance = instance or node.uuid
         self.name = f"{VENDOR}:{PRODUCT}:{self.instance}"
         self.epoch = load_epoch(state_dir)
-        self.registry = Registry(schema, hypervisor, self.name, self.epoch)
-        self.dispatcher = Dispatcher(schema, self.registry, hypervisor)
+        self.registry = Registry(schema, hypervisor, self.name, self.epoch, ConfigGenerations(state_dir))
+        self.sampler = Sampler(schema, self.registry, hypervisor, self.push_stats, interval=interval,
+                               slow_interval=slow_interval)
+        self.pump = EventPump(schema, self.registry, self.sampler, self.push, self.push_events)
+        self.dispatcher = Dispatcher(schema, self.registry, hypervisor, after_call=self._after_call,
+                                     statistics=self.sampler.latest)
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="virtq-worker")
         self._stop = threading.Event()
         self._heartbeats = threading.Thread(target=self._heartbeat_loop, name="virtq-heartbeat", daemon=True)
+        self._reconciler = threading.Thread(target=self._reconcile_loop, name="virtq-reconcile", daemon=True)
         self._started = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         self.registry.sync_all()
+        self.pump.start()
+        if self.events_enabled:
+            self.hypervisor.watch(self.pump.deliver)
         self.transport.start(self._receive)
         self._started = True
         self._heartbeats.start()
+        self.sampler.start()
+        self._reconciler.start()
         log.info("agent %s (epoch %d) serving %s: %d objects", self.name, self.epoch,
                  self.hypervisor.uri, len(self.registry.entries()))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self._heartbeats.is_alive():
-            self._heartbeats.join(timeout)
+        self.hypervisor.unwatch()
+        for thread in (self._heartbeats, self._reconciler):
+            if thread.is_alive():
+                thread.join(timeout)
+        self.sampler.stop(timeout)
+        self.pump.stop(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._started:
             self.transport.stop(timeout)
@@ -199,6 +222,45 @@ class Agent:
             return
         for reply in replies:
             self._send(reply_wire(reply, self.name, request.reply_to))
+
+    def _after_call(self, entry: Entry, method: Method) -> List[DataRecord]:
+        """After a successful call: a new configuration generation if it may have changed the XML,
+        and the target's fresh statistics pushed at once (before the reply)."""
+        changes: List[DataRecord] = []
+        if method_changes_config(method.name):
+            changes += self.registry.bump_config(f"{entry.class_name}:{entry.key}")
+        if entry.class_name in ("Domain", "Pool", "Volume") and self.registry.get(
+                f"{entry.class_name}:{entry.key}") is not None:
+            self.push(changes)
+            changes = []
+            self.sampler.sample(entry.class_name, [entry.key])
+        return changes
+
+    def _reconcile_loop(self) -> None:
+        """The backstop: events are hints, a periodic full re-list makes the state right."""
+        while not self._stop.wait(self.reconcile_interval):
+            self.reconcile()
+
+    def reconcile(self) -> None:
+        try:
+            if not self.hypervisor.alive():
+                log.warning("libvirt connection to %s lost: reconnecting", self.hypervisor.uri)
+                self.hypervisor.reconnect()
+            self.push(self.registry.sync_all())
+            for class_name in ("Domain", "Node", "Pool", "Volume"):
+                self.sampler.sample(class_name)
+        except HypervisorError as exc:
+            log.warning("reconcile failed: %s", exc.message)
+
+    def push_stats(self, batches: Sequence[StatsBatch]) -> None:
+        for batch in batches:
+            message = StatsIndication(batches=(batch,), agent=self.name)
+            self._send(message.encode(TOPIC, stats_subject(self.schema.package, batch.schema_id.class_name)))
+
+    def push_events(self, events: Sequence[EventRecord]) -> None:
+        for event in events:
+            message = EventIndication(events=(event,), agent=self.name)
+            self._send(message.encode(TOPIC, event_subject(self.schema.package, event.schema_id.class_name)))
 
     def push(self, records: Sequence[DataRecord]) -> None:
         """Push changed objects as data indications, one per class; all deletions go first."""

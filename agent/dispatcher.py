@@ -6,9 +6,10 @@ function it mirrors, and nothing that the schema does not declare is callable.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from virtq.schema import errors
 from virtq.schema.codec import (CONTENT_FOR_WHAT, DataRecord, ExceptionResponse, Message, MethodRequest,
@@ -16,7 +17,7 @@ from virtq.schema.codec import (CONTENT_FOR_WHAT, DataRecord, ExceptionResponse,
 from virtq.schema.model import Argument, ClassSchema, Method, Schema
 
 from .hypervisor import Hypervisor, HypervisorError, Identity
-from .registry import Registry, object_name
+from .registry import Entry, Registry, object_name
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,18 @@ def error_reply(exc: errors.RemoteError, request: Message) -> ExceptionResponse:
                              correlation_id=request.correlation_id)
 
 
+AfterCall = Callable[[Entry, Method], List[DataRecord]]
+Statistics = Callable[[str], Optional[Mapping[str, Any]]]
+
+
 class Dispatcher:
-    def __init__(self, schema: Schema, registry: Registry, hypervisor: Hypervisor) -> None:
+    def __init__(self, schema: Schema, registry: Registry, hypervisor: Hypervisor, *,
+                 after_call: Optional[AfterCall] = None, statistics: Optional[Statistics] = None) -> None:
         self.schema = schema
         self.registry = registry
         self.hypervisor = hypervisor
+        self._after_call = after_call
+        self._statistics = statistics
 
     # --- methods -------------------------------------------------------------------------------
 
@@ -83,6 +91,8 @@ class Dispatcher:
         returned: List[Identity] = []
         arguments = self._shape(cls, method, result, returned)
         changes += self._resync(entry.class_name, entry.key, returned)
+        if self._after_call is not None:
+            changes += self._after_call(entry, method)
         return arguments
 
     def _resync(self, class_name: str, key: str, returned: List[Identity]) -> List[DataRecord]:
@@ -151,10 +161,16 @@ class Dispatcher:
             changes = self.registry.sync_all()
             names = {c.name for c in self._classes(request)}
             entries = [e for e in self.registry.entries() if e.class_name in names]
-        records = [self.registry.record(e) for e in entries]
+        records = [self._with_statistics(self.registry.record(e)) for e in entries]
         if request.what == "OBJECT_ID":
             return changes, [r.object_id for r in records]
         return changes, records
+
+
+    def _with_statistics(self, record: DataRecord) -> DataRecord:
+        """Query answers carry the latest pushed statistics too, so a new console starts complete."""
+        latest = self._statistics(record.object_id.object_name) if self._statistics is not None else None
+        return dataclasses.replace(record, values={**record.values, **latest}) if latest else record
 
 
 def _arg_map(arg: Argument) -> Dict[str, Any]:

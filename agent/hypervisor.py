@@ -7,8 +7,8 @@ so nothing outside the adapter holds or imports libvirt objects.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,32 @@ NO_SUCH_OBJECT_CODES = frozenset({42, 49, 50})
 """VIR_ERR_NO_DOMAIN, VIR_ERR_NO_STORAGE_POOL, VIR_ERR_NO_STORAGE_VOL."""
 
 
+# --- events and statistics (push) ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HypervisorEvent:
+    """One libvirt event, with names instead of numbers.
+
+    ``name`` is the event kind as the schema's event class (``domainLifecycle``,
+    ``domainDeviceAdded``, ``poolRefresh`` …); ``event``/``detail`` are the names of
+    libvirt's enum values where the callback has them (``started``/``booted``), else "".
+    ``data`` holds the callback's other arguments by libvirt's parameter names.
+    """
+
+    class_name: str  # "Domain" or "Pool"
+    key: str  # uuid
+    name: str
+    event: str = ""
+    detail: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+EventSink = Callable[[HypervisorEvent], None]
+
+DOMAIN_INFO_FIELDS = ("state", "maxMem", "memory", "nrVirtCpu", "cpuTime")
+"""virDomainGetInfo's fields, in libvirt's order."""
+
+
 class Hypervisor(abc.ABC):
     """One libvirt connection, seen as identities and generic calls."""
 
@@ -86,3 +112,25 @@ class Hypervisor(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    # Push support. Defaults describe a hypervisor without events or bulk statistics.
+
+    def watch(self, sink: EventSink) -> None:
+        """Register for every domain and storage pool event; ``sink`` is called on libvirt's event thread."""
+
+    def unwatch(self) -> None:
+        """Stop delivering events."""
+
+    def bulk_domain_info(self) -> Dict[str, Dict[str, int]]:
+        """virDomainGetInfo fields of many domains in one call (virConnectGetAllDomainStats, no-wait).
+
+        Domains the bulk call could not describe completely are left out; callers ask them one by one.
+        """
+        return {}
+
+    def alive(self) -> bool:
+        """Whether the libvirt connection still works (False after libvirtd went away)."""
+        return True
+
+    def reconnect(self) -> None:
+        """Open the connection again after it was lost."""

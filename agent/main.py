@@ -41,6 +41,12 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
               help="Direct mode: be an AMQP 1.0 endpoint at this address (no broker).")
 @click.option("--heartbeat", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
               help="Seconds between heartbeats.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
+              help="Seconds between domain statistics passes (virDomainGetInfo fields, pushed when changed).")
+@click.option("--slow-interval", type=click.FloatRange(min=0.05), default=60.0, show_default=True,
+              help="Seconds between pool, volume and node statistics passes.")
+@click.option("--reconcile", type=click.FloatRange(min=1.0), default=300.0, show_default=True,
+              help="Seconds between full re-lists that repair anything events missed.")
 @click.option("--instance", default=None, help="Agent instance name (default: the host UUID).")
 @click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True,
               help="Threads that call libvirt (a stuck call holds one).")
@@ -48,8 +54,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
               help="Directory for persistent state (the epoch counter).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def main(libvirt_uri: str, listen: str, heartbeat: float, instance: Optional[str], workers: int,
-         state_dir: Optional[str], log_level: str) -> None:
+def main(libvirt_uri: str, listen: str, heartbeat: float, interval: float, slow_interval: float,
+         reconcile: float, instance: Optional[str], workers: int, state_dir: Optional[str], log_level: str) -> None:
     """Serve the local libvirt's Node, Domains, Pools and Volumes over AMQP 1.0 (QMFv2 maps)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -60,7 +66,8 @@ def main(libvirt_uri: str, listen: str, heartbeat: float, instance: Optional[str
     except HypervisorError as exc:
         raise click.ClickException(f"cannot open libvirt {libvirt_uri}: {exc.message}") from exc
     agent = Agent(default_schema(), hypervisor, DirectListener(listen), instance=instance,
-                  heartbeat=heartbeat, workers=workers, state_dir=Path(state_dir) if state_dir else None)
+                  heartbeat=heartbeat, workers=workers, state_dir=Path(state_dir) if state_dir else None,
+                  interval=interval, slow_interval=slow_interval, reconcile=reconcile)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: stopping", signum)

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from virtq.schema.codec import DataRecord, ObjectId, now_ns
 from virtq.schema.model import Schema
 
+from .configgen import ConfigGenerations
 from .hypervisor import DomainIdentity, Hypervisor, Identity, NodeIdentity, PoolIdentity, VolumeIdentity
 
 
@@ -45,11 +46,13 @@ class Entry:
 class Registry:
     """Thread-safe; libvirt is asked outside the lock, the diff is applied under it."""
 
-    def __init__(self, schema: Schema, hypervisor: Hypervisor, agent_name: str, epoch: int) -> None:
+    def __init__(self, schema: Schema, hypervisor: Hypervisor, agent_name: str, epoch: int,
+                 generations: Optional[ConfigGenerations] = None) -> None:
         self._schema = schema
         self._hv = hypervisor
         self.agent_name = agent_name
         self.epoch = epoch
+        self.generations = generations or ConfigGenerations(None)
         self._entries: Dict[str, Entry] = {}
         self._lock = threading.Lock()
         self.node = hypervisor.node()
@@ -59,16 +62,19 @@ class Registry:
         return ObjectId(name, self.agent_name, self.epoch)
 
     def values(self, identity: Identity) -> Dict[str, Any]:
-        """The wire properties: identity plus the parent reference."""
+        """The wire properties: identity, the parent reference and the configuration generation."""
+        gen = self.generations.get(object_name(identity))
         if isinstance(identity, NodeIdentity):
-            return {"uuid": identity.uuid, "hostname": identity.hostname, "uri": identity.uri}
+            return {"uuid": identity.uuid, "hostname": identity.hostname, "uri": identity.uri, "configGen": gen}
         node_ref = self.object_id(self.node_name).to_wire()
         if isinstance(identity, DomainIdentity):
-            return {"uuid": identity.uuid, "name": identity.name, "id": identity.id, "node": node_ref}
+            return {"uuid": identity.uuid, "name": identity.name, "id": identity.id, "node": node_ref,
+                    "configGen": gen}
         if isinstance(identity, PoolIdentity):
-            return {"uuid": identity.uuid, "name": identity.name, "node": node_ref}
+            return {"uuid": identity.uuid, "name": identity.name, "node": node_ref, "configGen": gen}
         pool_ref = self.object_id(f"Pool:{identity.pool_uuid}").to_wire()
-        return {"key": identity.key, "name": identity.name, "path": identity.path, "pool": pool_ref}
+        return {"key": identity.key, "name": identity.name, "path": identity.path, "pool": pool_ref,
+                "configGen": gen}
 
     def record(self, entry: Entry, delete_ts: int = 0) -> DataRecord:
         name = object_name(entry.identity)
@@ -123,7 +129,18 @@ class Registry:
                 if name not in seen_names and name in self._entries:
                     entry = self._entries.pop(name)
                     removals.append(self.record(replace(entry, update_ts=now), delete_ts=now))
+        self.generations.forget(r.object_id.object_name for r in removals)
         return removals + changes
+
+    def bump_config(self, name: str) -> List[DataRecord]:
+        """The object's configuration may have changed: a new generation, pushed as an update."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                return []
+            self.generations.bump(name)
+            entry = self._entries[name] = replace(entry, update_ts=now_ns())
+            return [self.record(entry)]
 
     def sync_all(self) -> List[DataRecord]:
         """Re-list everything from libvirt; returns the differences (deletions first)."""

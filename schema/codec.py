@@ -10,6 +10,7 @@ WireMessage and :func:`decode` turns a WireMessage back into one, raising
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
@@ -52,6 +53,10 @@ def data_subject(package: str, class_name: str, vendor: str = VENDOR, product: s
 
 def event_subject(package: str, event: str, vendor: str = VENDOR, product: str = PRODUCT) -> str:
     return f"agent.ind.event.{_subject_word(package)}.{event}.{_subject_word(vendor)}.{_subject_word(product)}"
+
+
+def stats_subject(package: str, class_name: str, vendor: str = VENDOR, product: str = PRODUCT) -> str:
+    return f"agent.ind.stats.{_subject_word(package)}.{class_name}.{_subject_word(vendor)}.{_subject_word(product)}"
 
 
 def now_ns() -> int:
@@ -410,6 +415,130 @@ class DataIndication(Message):
                    content=str(properties.get(CONTENT, "_data")), **common)
 
 
+@dataclass(frozen=True)
+class EventRecord:
+    """One QMF event: ``{_schema_id (type _event), _values, _timestamp, _severity}``."""
+
+    schema_id: SchemaId
+    values: Mapping[str, Any]
+    timestamp: int = 0
+    severity: int = 5  # QMF/syslog: 3 error, 4 warning, 5 notice
+
+    def to_wire(self) -> Dict[str, Any]:
+        return {"_schema_id": schema_id_to_wire(self.schema_id), "_values": dict(self.values),
+                "_timestamp": self.timestamp, "_severity": self.severity}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "EventRecord":
+        values = _require(value, "_values", Mapping, "event")
+        timestamp = value.get("_timestamp", 0)
+        severity = value.get("_severity", 5)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (timestamp, severity)):
+            raise ProtocolError("event: _timestamp and _severity must be integers")
+        return cls(schema_id_from_wire(value.get("_schema_id")), dict(values), timestamp, severity)
+
+
+@dataclass(frozen=True)
+class EventIndication(Message):
+    """Events pushed by an agent: ``_data_indication`` with ``qmf.content: _event``."""
+
+    OPCODE = "_data_indication"
+    KIND = "indication"
+    events: Sequence[EventRecord] = ()
+
+    def _body(self) -> Any:
+        return [e.to_wire() for e in self.events]
+
+    def _properties(self) -> Dict[str, Any]:
+        return {CONTENT: "_event"}
+
+    @classmethod
+    def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "EventIndication":
+        if not isinstance(body, (list, tuple)):
+            raise ProtocolError("event indication: body must be a list")
+        return cls(events=tuple(EventRecord.from_wire(e) for e in body), **common)
+
+
+UUID_KEYED = ("Node", "Domain", "Pool")
+
+
+def _key_to_wire(class_name: str, key: str) -> Any:
+    """uuids travel as 16 bytes (AMQP binary), other keys as strings."""
+    return uuid.UUID(key).bytes if class_name in UUID_KEYED else key
+
+
+def _key_from_wire(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)) and len(value) == 16:
+        return str(uuid.UUID(bytes=bytes(value)))
+    if isinstance(value, str):
+        return value
+    raise ProtocolError("stats: object keys must be 16-byte uuids or strings")
+
+
+@dataclass(frozen=True)
+class StatsBatch:
+    """Statistics of objects of one class, columnar and sparse, to keep the wire small.
+
+    ``keys`` name the objects (uuid or volume key); each column holds one value per key,
+    None where that object's value did not change since the agent last pushed it. Only
+    columns with at least one change are present.
+    """
+
+    schema_id: SchemaId
+    epoch: int
+    sample_ts: int
+    keys: Tuple[str, ...]
+    columns: Mapping[str, Sequence[Any]]
+
+    def object_name(self, index: int) -> str:
+        return f"{self.schema_id.class_name}:{self.keys[index]}"
+
+    def rows(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """(object name, {field: value}) for each object, unchanged fields left out."""
+        return [(self.object_name(i), {f: col[i] for f, col in self.columns.items() if col[i] is not None})
+                for i in range(len(self.keys))]
+
+    def to_wire(self) -> Dict[str, Any]:
+        body: Dict[str, Any] = {"_schema_id": schema_id_to_wire(self.schema_id), "_agent_epoch": self.epoch,
+                                "_sample_ts": self.sample_ts,
+                                "_keys": [_key_to_wire(self.schema_id.class_name, k) for k in self.keys]}
+        body.update({name: list(values) for name, values in self.columns.items()})
+        return body
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "StatsBatch":
+        epoch = _require(value, "_agent_epoch", int, "stats")
+        sample_ts = _require(value, "_sample_ts", int, "stats")
+        keys = tuple(_key_from_wire(k) for k in _require(value, "_keys", (list, tuple), "stats"))
+        columns = {str(k): list(v) for k, v in value.items() if not str(k).startswith("_")}
+        if any(not isinstance(v, list) or len(v) != len(keys) for v in columns.values()):
+            raise ProtocolError("stats: every column needs one value per key")
+        return cls(schema_id_from_wire(value.get("_schema_id")), epoch, sample_ts, keys, columns)
+
+
+@dataclass(frozen=True)
+class StatsIndication(Message):
+    """Pushed statistics: ``_data_indication`` with ``qmf.content: _stats`` (a virtq extension)."""
+
+    OPCODE = "_data_indication"
+    KIND = "indication"
+    batches: Sequence[StatsBatch] = ()
+
+    def _body(self) -> Any:
+        return [b.to_wire() for b in self.batches]
+
+    def _properties(self) -> Dict[str, Any]:
+        return {CONTENT: "_stats"}
+
+    @classmethod
+    def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "StatsIndication":
+        if not isinstance(body, (list, tuple)):
+            raise ProtocolError("stats indication: body must be a list")
+        return cls(batches=tuple(StatsBatch.from_wire(b) for b in body), **common)
+
+
+_INDICATION_BY_CONTENT: Dict[str, Type[Message]] = {"_event": EventIndication, "_stats": StatsIndication}
+
 _BY_OPCODE: Dict[str, Type[Message]] = {
     cls.OPCODE: cls
     for cls in (AgentLocateRequest, AgentLocateResponse, AgentHeartbeat, QueryRequest, QueryResponse,
@@ -422,6 +551,8 @@ def decode(wire: WireMessage) -> Message:
     properties = wire.properties if isinstance(wire.properties, Mapping) else {}
     opcode = properties.get(OPCODE)
     cls = _BY_OPCODE.get(opcode) if isinstance(opcode, str) else None
+    if cls is DataIndication:
+        cls = _INDICATION_BY_CONTENT.get(str(properties.get(CONTENT, "_data")), DataIndication)
     if cls is None:
         raise ProtocolError(f"unknown or missing qmf.opcode {opcode!r}")
     agent = properties.get(AGENT, "")

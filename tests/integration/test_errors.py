@@ -164,9 +164,11 @@ def test_a_key_libvirt_cannot_parse_gets_libvirts_error(shared_raw: RawClient, s
     assert_serving(shared_raw, shared_agent, baseline)
 
 
-def test_object_removed_behind_the_agents_back(connect: Callable[..., Console], default_agent: Agent) -> None:
-    """libvirt's no-such-domain comes back as libvirt's error, the console drops the object, then it is unknown."""
-    console = connect(default_agent)
+def test_object_removed_behind_the_back_of_an_agent_without_events(
+        connect: Callable[..., Console], start_agent: Callable[..., Agent]) -> None:
+    """Without events: libvirt's no-such-domain comes back as libvirt's error, the console drops the object,
+    then it is unknown."""
+    console = connect(start_agent(DEFAULT_URI, events=False))
     name, dom_uuid = f"virtq-gone-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
     node = next(iter(console.nodes))
     dom = node.domainDefineXML(xml=f"<domain type='test'><name>{name}</name><uuid>{dom_uuid}</uuid>"
@@ -192,6 +194,25 @@ def test_object_removed_behind_the_agents_back(connect: Callable[..., Console], 
         dom.getInfo()
     assert again.value.error_text == f"no such object: Domain:{dom_uuid}"
     assert console.domains.get("test").getInfo()["state"] == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_object_removed_behind_the_agents_back_is_pushed_by_its_event(
+        connect: Callable[..., Console], default_agent: Agent) -> None:
+    """With events (the default): libvirt's UNDEFINED event makes the agent push the removal at once."""
+    console = connect(default_agent)
+    name, dom_uuid = f"virtq-gone-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    node = next(iter(console.nodes))
+    dom = node.domainDefineXML(xml=f"<domain type='test'><name>{name}</name><uuid>{dom_uuid}</uuid>"
+                                   "<memory>65536</memory><os><type>hvm</type></os></domain>")
+    truth = libvirt.open(DEFAULT_URI)  # shares the agent's test:///default
+    try:
+        truth.lookupByUUIDString(dom_uuid).undefine()
+    finally:
+        truth.close()
+    assert console.wait_for(lambda: dom_uuid not in {d.uuid for d in console.domains}, timeout=5)
+    with pytest.raises(UnknownObjectError) as gone:
+        dom.getInfo()
+    assert gone.value.error_text == f"no such object: Domain:{dom_uuid}"
 
 
 # --- unknown methods --------------------------------------------------------------------------

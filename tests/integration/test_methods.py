@@ -386,7 +386,7 @@ def test_pool_create_xml_is_transient(default_console: Console, default_truth: l
         truth = default_truth.storagePoolLookupByUUIDString(pool_uuid)
         assert truth.isActive() and not truth.isPersistent()
         assert pool.getInfo()["state"] == libvirt.VIR_STORAGE_POOL_RUNNING
-        assert default_console.pools.get(name) == pool
+        assert default_console.pools.get(name).object_id == pool.object_id
 
         pool.destroy()
         with pytest.raises(UnknownRefError):

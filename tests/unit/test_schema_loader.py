@@ -31,7 +31,9 @@ def all_methods() -> List[Tuple[str, Method]]:
 def test_packaged_schema_loads() -> None:
     assert SCHEMA.package == "org.libvirt"
     assert set(SCHEMA.classes) == {"Node", "Domain", "Pool", "Volume"}
-    assert set(SCHEMA.events) == {"domainLifecycle"}
+    from virtq.agent.libvirt_adapter import DOMAIN_EVENT_KINDS, POOL_EVENT_KINDS, event_name
+    assert set(SCHEMA.events) == ({event_name("domain", k) for k in DOMAIN_EVENT_KINDS}
+                                  | {event_name("pool", k) for k in POOL_EVENT_KINDS})
     for cls in SCHEMA.classes.values():
         assert cls.package == "org.libvirt"
         assert cls.methods, f"{cls.name} declares no methods"
@@ -43,10 +45,10 @@ def test_default_schema_is_the_packaged_file_loaded_once() -> None:
 
 
 @pytest.mark.parametrize("class_name, properties", [
-    ("Node", ["uuid", "hostname", "uri"]),
-    ("Domain", ["uuid", "name", "id", "node"]),
-    ("Pool", ["uuid", "name", "node"]),
-    ("Volume", ["key", "name", "path", "pool"]),
+    ("Node", ["uuid", "hostname", "uri", "configGen"]),
+    ("Domain", ["uuid", "name", "id", "node", "configGen"]),
+    ("Pool", ["uuid", "name", "node", "configGen"]),
+    ("Volume", ["key", "name", "path", "pool", "configGen"]),
 ])
 def test_properties_are_identity_only(class_name: str, properties: List[str]) -> None:
     assert [p.name for p in SCHEMA.cls(class_name).properties] == properties
@@ -94,7 +96,8 @@ def test_arguments() -> None:
     info = SCHEMA.cls("Domain").methods["getInfo"]
     assert info.outputs[0].fields == ("state", "maxMem", "memory", "nrVirtCpu", "cpuTime")
     event = SCHEMA.events["domainLifecycle"]
-    assert [a.direction for a in event.arguments] == ["O", "O", "O"]
+    assert [(a.name, a.direction) for a in event.arguments] == [
+        ("domain", "O"), ("event", "O"), ("detail", "O"), ("data", "O")]
     assert event.schema_id.type == "_event"
 
 

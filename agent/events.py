@@ -1,0 +1,108 @@
+"""libvirt events, turned into pushes: object changes, the event itself, fresh statistics.
+
+libvirt calls back on its event-loop thread; the pump only queues there. One pump thread
+handles events in order: re-reads the object (its id, or that it vanished), moves its
+configuration generation when the event says the XML may have changed, pushes the
+changes and the event, and for lifecycle events samples the object's statistics at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Callable, Deque, List, Optional, Sequence
+
+from virtq.schema.codec import DataRecord, EventRecord, now_ns
+from virtq.schema.model import Schema
+
+from .configgen import event_changes_config
+from .hypervisor import HypervisorError, HypervisorEvent
+from .registry import Registry
+from .sampler import Sampler
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 100_000
+"""Events held while the pump is behind; beyond it the oldest are dropped (the reconcile repairs state)."""
+
+WARNING_EVENTS = frozenset({"domainIoError", "domainIoErrorReason", "domainControlError", "domainWatchdog",
+                            "domainMemoryFailure"})
+RESYNC_EVENTS = frozenset({"domainLifecycle", "poolLifecycle", "poolRefresh"})
+STATE_EVENTS = frozenset({"domainLifecycle", "poolLifecycle", "domainPmwakeup", "domainPmsuspend",
+                          "domainPmsuspendDisk", "domainBalloonChange"})
+
+
+class EventPump:
+    def __init__(self, schema: Schema, registry: Registry, sampler: Sampler,
+                 push_records: Callable[[Sequence[DataRecord]], None],
+                 push_events: Callable[[Sequence[EventRecord]], None]) -> None:
+        self._schema = schema
+        self._registry = registry
+        self._sampler = sampler
+        self._push_records = push_records
+        self._push_events = push_events
+        self._queue: Deque[Optional[HypervisorEvent]] = collections.deque()
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="virtq-events", daemon=True)
+        self.dropped = 0
+        self.handled = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._ready:
+            self._queue.append(None)
+            self._ready.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def deliver(self, event: HypervisorEvent) -> None:
+        """Called on libvirt's event-loop thread: queue and return."""
+        with self._ready:
+            self._queue.append(event)
+            if len(self._queue) > MAX_QUEUED:
+                self._queue.popleft()
+                self.dropped += 1
+                if self.dropped in (1, 1000) or self.dropped % 100_000 == 0:
+                    log.warning("event pump behind: %d event(s) dropped", self.dropped)
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                event = self._queue.popleft()
+            if event is None:
+                return
+            try:
+                self.handle(event)
+            except Exception:  # noqa: BLE001 - one event must not stop the pump
+                log.exception("handling %s", event)
+            self.handled += 1
+
+    def handle(self, event: HypervisorEvent) -> None:
+        name = f"{event.class_name}:{event.key}"
+        changes: List[DataRecord] = []
+        try:
+            if event.name in RESYNC_EVENTS:
+                changes += self._registry.sync_object(event.class_name, event.key)
+            if event_changes_config(event.name, event.event):
+                changes += self._registry.bump_config(name)
+        except HypervisorError as exc:
+            log.warning("re-reading %s after %s failed: %s", name, event.name, exc.message)
+        self._push_records(changes)
+        self._push_events([self.record(event)])
+        if event.name in STATE_EVENTS and self._registry.get(name) is not None:
+            self._sampler.sample(event.class_name, [event.key])
+
+    def record(self, event: HypervisorEvent) -> EventRecord:
+        schema = self._schema.events.get(event.name)
+        if schema is None:
+            raise LookupError(f"event {event.name} is not in the schema")
+        ref = self._registry.object_id(f"{event.class_name}:{event.key}").to_wire()
+        values = {"domain" if event.class_name == "Domain" else "pool": ref, "event": event.event,
+                  "detail": event.detail, "data": dict(event.data)}
+        return EventRecord(schema.schema_id, values, now_ns(), 4 if event.name in WARNING_EVENTS else 5)

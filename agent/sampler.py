@@ -1,0 +1,188 @@
+"""Statistics sampling: cheap libvirt calls on a schedule, pushed only when values changed.
+
+Every ``interval`` seconds one pass over all domains — virConnectGetAllDomainStats (no-wait)
+where the hypervisor supports it, virDomainGetInfo per domain otherwise — and one
+``_stats`` indication with just the values that changed. Pools, volumes and the node
+are sampled every ``slow_interval``. Per-object calls run on a small pool with a
+deadline: a domain that does not answer in time is skipped and reported, and is not
+asked again until its stuck call returns, so it never delays the others.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from virtq.schema.codec import StatsBatch, now_ns
+from virtq.schema.model import Schema
+
+from .hypervisor import DOMAIN_INFO_FIELDS, Hypervisor, HypervisorError
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Sequence[StatsBatch]], None]
+
+# class -> (libvirt function giving its statistics, field names in libvirt's order)
+SOURCES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "Domain": ("virDomainGetInfo", DOMAIN_INFO_FIELDS),
+    "Pool": ("virStoragePoolGetInfo", ("state", "capacity", "allocation", "available")),
+    "Volume": ("virStorageVolGetInfo", ("type", "capacity", "allocation")),
+    "Node": ("virNodeGetFreeMemory", ("freeMemory",)),
+}
+
+
+@dataclass(frozen=True)
+class SampleReport:
+    """What one pass did, for logs, tests and benchmarks."""
+
+    class_name: str
+    sampled: int
+    changed: int
+    skipped: Tuple[str, ...]  # object names that did not answer in time
+    libvirt_calls: int
+
+
+class Sampler:
+    def __init__(self, schema: Schema, registry: Registry, hypervisor: Hypervisor, publish: Publish, *,
+                 interval: float = 10.0, slow_interval: float = 60.0, timeout: Optional[float] = None,
+                 workers: int = 4) -> None:
+        self._schema = schema
+        self._registry = registry
+        self._hv = hypervisor
+        self._publish = publish
+        self.interval = interval
+        self.slow_interval = slow_interval
+        self.timeout = timeout if timeout is not None else max(0.1, interval / 2)
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="virtq-sample")
+        self._last: Dict[str, Dict[str, Any]] = {}  # object name -> values last pushed
+        self._lock = threading.Lock()
+        self._stuck: Set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="virtq-sampler", daemon=True)
+        self.reports: List[SampleReport] = []  # the latest pass per class
+        self.libvirt_calls = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        next_slow = 0.0
+        elapsed = 0.0
+        while not self._stop.is_set():
+            try:
+                self.sample("Domain")
+                if elapsed >= next_slow:
+                    for class_name in ("Node", "Pool", "Volume"):
+                        self.sample(class_name)
+                    next_slow = elapsed + self.slow_interval
+            except Exception:  # noqa: BLE001 - the sampler must keep sampling
+                log.exception("statistics pass failed")
+            self._stop.wait(self.interval)
+            elapsed += self.interval
+
+    # --- sampling --------------------------------------------------------------------------------
+
+    def latest(self, name: str) -> Optional[Mapping[str, Any]]:
+        """The values last pushed for an object (query answers include them)."""
+        with self._lock:
+            values = self._last.get(name)
+            return dict(values) if values is not None else None
+
+    def sample(self, class_name: str, keys: Optional[Sequence[str]] = None) -> SampleReport:
+        """Sample objects of one class (all, or ``keys``) and publish what changed."""
+        entries = [e for e in self._registry.entries(class_name) if keys is None or e.key in keys]
+        values: Dict[str, Dict[str, Any]] = {}
+        calls = 0
+        if class_name == "Domain" and keys is None:
+            try:
+                bulk = self._hv.bulk_domain_info()
+                calls += 1
+            except HypervisorError as exc:
+                log.warning("bulk domain statistics failed: %s", exc.message)
+                bulk = {}
+            values.update({f"Domain:{uuid}": info for uuid, info in bulk.items()})
+        missing = [e for e in entries if f"{class_name}:{e.key}" not in values]
+        fetched, skipped, made = self._fetch_each(class_name, [e.key for e in missing])
+        values.update(fetched)
+        calls += made
+        live = {f"{class_name}:{e.key}" for e in entries}
+        batch = self._diff(class_name, {n: v for n, v in values.items() if n in live},
+                           forget=live if keys is None else None)
+        with self._lock:
+            self.libvirt_calls += calls
+        if skipped:
+            log.warning("%d %s(s) did not answer within %.1fs and were skipped: %s", len(skipped), class_name,
+                        self.timeout, ", ".join(sorted(skipped)[:5]))
+        if batch is not None:
+            self._publish([batch])
+        report = SampleReport(class_name, len(entries), len(batch.keys) if batch else 0, tuple(sorted(skipped)),
+                              calls)
+        self.reports = [r for r in self.reports if r.class_name != class_name] + [report]
+        return report
+
+    def _fetch_each(self, class_name: str, keys: List[str]) -> Tuple[Dict[str, Dict[str, Any]], List[str], int]:
+        function, fields = SOURCES[class_name]
+        futures: Dict[concurrent.futures.Future[Any], str] = {}
+        skipped: List[str] = []
+        for key in keys:
+            name = f"{class_name}:{key}"
+            with self._lock:
+                if name in self._stuck:
+                    skipped.append(name)
+                    continue
+                self._stuck.add(name)  # until its call returns
+            target = None if class_name == "Node" else key
+            future = self._pool.submit(self._hv.invoke, class_name, target, function, [])
+            future.add_done_callback(functools.partial(self._unstick, name))
+            futures[future] = name
+        done, not_done = concurrent.futures.wait(futures, timeout=self.timeout)
+        skipped += [futures[f] for f in not_done]
+        values: Dict[str, Dict[str, Any]] = {}
+        for future in done:
+            name = futures[future]
+            try:
+                result = future.result()
+            except HypervisorError as exc:  # vanished meanwhile, or a libvirt failure: the reconcile decides
+                log.debug("%s of %s failed: %s", function, name, exc.message)
+                continue
+            row = [result] if len(fields) == 1 else list(result)
+            values[name] = {f: int(v) for f, v in zip(fields, row)}
+        return values, skipped, len(futures)
+
+    def _unstick(self, name: str, _future: object = None) -> None:
+        with self._lock:
+            self._stuck.discard(name)
+
+    def _diff(self, class_name: str, values: Dict[str, Dict[str, Any]],
+              forget: Optional[Set[str]]) -> Optional[StatsBatch]:
+        """Keep what changed since the last push; None when nothing did."""
+        changed: List[Tuple[str, Dict[str, Any]]] = []
+        with self._lock:
+            if forget is not None:
+                for name in [n for n in self._last if n.startswith(class_name + ":") and n not in forget]:
+                    del self._last[name]
+            for name, new in sorted(values.items()):
+                old = self._last.get(name, {})
+                delta = {f: v for f, v in new.items() if old.get(f) != v}
+                if delta:
+                    changed.append((name, delta))
+                    self._last[name] = {**old, **new}
+        if not changed:
+            return None
+        fields = [f for f in SOURCES[class_name][1] if any(f in delta for _, delta in changed)]
+        columns = {f: [delta.get(f) for _, delta in changed] for f in fields}
+        keys = tuple(name.partition(":")[2] for name, _ in changed)
+        return StatsBatch(self._schema.cls(class_name).schema_id, self._registry.epoch, now_ns(), keys, columns)
