@@ -1,8 +1,9 @@
 """The Console: connects to agents, keeps repositories from their answers and pushes, calls methods.
 
 Threads: each transport's reactor only puts received messages in the inbox; one ingest
-thread decodes and applies them in arrival order (responses complete pending requests,
-indications update the repositories); callers block only on their own requests.
+thread decodes them and applies them in arrival order (responses complete pending
+requests, pushes go through the updater into the repositories and out to subscribers);
+a monitor thread watches heartbeats; callers block only on their own requests.
 """
 
 from __future__ import annotations
@@ -14,20 +15,27 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from virtq.schema import default_schema, errors
 from virtq.schema.codec import (TOPIC, AgentHeartbeat, AgentInfo, AgentLocateRequest, AgentLocateResponse,
-                                DataIndication, DataRecord, ExceptionResponse, Message, MethodRequest,
-                                MethodResponse, ObjectId, QueryRequest, QueryResponse, WireMessage, decode,
-                                direct_address)
+                                DataIndication, EventIndication, ExceptionResponse, Message, MethodRequest,
+                                MethodResponse, ObjectId, QueryRequest, QueryResponse, StatsIndication,
+                                WireMessage, decode, direct_address)
 from virtq.schema.model import Method, Schema
 from virtq.transport import DirectConnector, Transport
 
+from .events import AgentAdded, AgentLost, AgentRestarted, Event
+from .jobs import Apartments, Job
 from .objects import RemoteObject
 from .repository import AgentRepository, AgentView, Repository
+from .subscriptions import Subscription, normalize_kinds
+from .updater import Updater
 
 log = logging.getLogger(__name__)
+
+LOST_AFTER = 3
+"""Heartbeat intervals without a heartbeat after which an agent is lost."""
 
 
 @dataclass
@@ -53,13 +61,17 @@ class Console:
         with Console("amqp://127.0.0.1:5672") as console:
             dom = console.domains.get("test")
             dom.suspend()
+
+    ``clock`` (monotonic seconds) is injectable so tests can drive heartbeat expiry.
     """
 
     def __init__(self, urls: Union[str, Sequence[str]] = (), timeout: float = 10.0, *,
-                 transports: Sequence[Transport] = (), schema: Optional[Schema] = None) -> None:
+                 transports: Sequence[Transport] = (), schema: Optional[Schema] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         urls = [urls] if isinstance(urls, str) else list(urls)
         self.timeout = timeout
         self.schema = schema or default_schema()
+        self.clock = clock
         self._transports: List[Tuple[str, Transport]] = [(u, DirectConnector(u)) for u in urls]
         self._transports += [(f"transport-{i}", t) for i, t in enumerate(transports, 1)]
         self.agents = AgentRepository()
@@ -71,13 +83,25 @@ class Console:
                                               (self.nodes, self.domains, self.pools, self.volumes)}
         self.unreachable: Dict[str, str] = {}
         """URLs that could not be reached at start, with the reason."""
+        self.apartments = Apartments()
+        self._subscriptions: List[Subscription] = []
+        self._subscriptions_lock = threading.Lock()
+        self._updater = Updater(self, self.schema, self.agents, self._repos, self.apartments, self._emit)
+        self._lost: Dict[str, bool] = {}
+        self._xml_cache: Dict[Tuple[str, str], Tuple[Any, str]] = {}
+        self._xml_lock = threading.Lock()
+        self.xml_fetches = 0
+        """How many times the console asked an agent for XML (the fetcher's cache misses)."""
         self._agent_transport: Dict[str, Tuple[str, Transport]] = {}
-        self._inbox: "queue.Queue[Optional[Tuple[str, Transport, WireMessage]]]" = queue.Queue()
+        self._inbox: "queue.Queue[Optional[Tuple[str, Optional[Transport], Union[WireMessage, _Marker, _Resynced]]]]" = \
+            queue.Queue()
         self._pending: Dict[str, _Pending] = {}
         self._pending_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._changed = threading.Condition()
         self._ingest = threading.Thread(target=self._ingest_loop, name="virtq-console-ingest", daemon=True)
+        self._monitor = threading.Thread(target=self._monitor_loop, name="virtq-console-monitor", daemon=True)
+        self._stopping = threading.Event()
         self._loaders: List[threading.Thread] = []
         self._closed = False
 
@@ -113,6 +137,7 @@ class Console:
         if self._transports and len(self.agents) == 0:
             self.close()
             raise errors.NotConnectedError("; ".join(self.unreachable.values()) or "no agent answered")
+        self._monitor.start()
 
     def _deliverer(self, url: str, transport: Transport) -> Callable[[WireMessage], None]:
         """What a transport calls on its own thread: queue for the ingest thread, nothing more."""
@@ -138,12 +163,48 @@ class Console:
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
         for _, transport in self._transports:
             transport.kill()
         self._inbox.put(None)
-        if self._ingest.is_alive():
-            self._ingest.join(5)
+        for thread in (self._ingest, self._monitor):
+            if thread.is_alive():
+                thread.join(5)
         self._fail_pending(None, errors.NotConnectedError("console closed"))
+        with self._subscriptions_lock:
+            subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription.close()
+
+    # --- subscribers -----------------------------------------------------------------------------
+
+    def subscribe(self, callback: Optional[Callable[[Event], None]] = None, *,
+                  kinds: Union[None, Type[Event], Tuple[Type[Event], ...], List[Type[Event]]] = None,
+                  maxsize: int = 10_000) -> Subscription:
+        """Receive typed events (``kinds``: event classes to keep; None for all).
+
+        With a callback, events are delivered on the subscription's own thread; without
+        one, read them with ``subscription.get(timeout)`` or iterate. Each subscription
+        has a bounded queue of ``maxsize``: on overflow the oldest events are dropped and
+        an ``Overflowed`` event says how many. Close it (or use it as a context manager).
+        """
+        subscription = Subscription(callback, normalize_kinds(kinds), maxsize)
+        with self._subscriptions_lock:
+            self._subscriptions.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._subscriptions_lock:
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
+        subscription.close()
+
+    def _emit(self, event: Event) -> None:
+        with self._subscriptions_lock:
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            if subscription.wants(event):
+                subscription.offer(event)
 
     # --- requests ----------------------------------------------------------------------------------
 
@@ -188,14 +249,50 @@ class Console:
         return self._wait(pending, timeout or self.timeout, f"query to {agent_name}")
 
     def _load_agent(self, info: AgentInfo, url: str, transport: Transport) -> None:
-        """Record the agent and load all its objects (records applied by the ingest thread)."""
+        """Record the agent and (re)load all its objects; records are applied by the ingest thread."""
         self._agent_transport[info.name] = (url, transport)
-        self._see_agent(info, url)
-        pending = self._send_request(transport, QueryRequest(what="OBJECT"), direct_address(info.name), apply=True)
-        replies = self._wait(pending, self.timeout, f"loading objects of {info.name}")
+        old = self._see_agent(info, url)
+        if old is None:
+            self._emit(AgentAdded(self.agents.by_name(info.name) or old))  # type: ignore[arg-type]
+        self.resync(info.name)
+
+    def resync(self, agent_name: str) -> None:
+        """Re-read every object of an agent; objects it no longer has are removed (ObjectRemoved)."""
+        transport = self._transport_for(agent_name)
+        started = time.time_ns()
+        pending = self._send_request(transport, QueryRequest(what="OBJECT"), direct_address(agent_name), apply=True)
+        replies = self._wait(pending, self.timeout, f"loading objects of {agent_name}")
+        seen: set[str] = set()
         for reply in replies:
             if isinstance(reply, ExceptionResponse):
                 raise errors.remote_error(reply.error_code, reply.error_text)
+            if isinstance(reply, QueryResponse):
+                seen.update(r.object_id.object_name for r in reply.records)
+        self._inbox.put(("", transport, _Resynced(agent_name, frozenset(seen), started)))  # in ingest order
+
+    def run(self, obj: Union[RemoteObject, ObjectId], method_name: str,
+            arguments: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> Tuple[Job, Any]:
+        """Call a method as a job in the object's apartment; returns (job, result)."""
+        target = obj if isinstance(obj, RemoteObject) else self.lookup(obj)
+        method = target.schema.method(method_name)
+        if method is None:
+            raise errors.UnknownMethodError(f"{target.class_name} has no method {method_name!r}")
+        arguments = dict(arguments or {})
+        method.bind(arguments)
+        transport = self._transport_for(target.agent)
+        with self.apartments.run(self, target.object_id, method_name) as job:
+            request = MethodRequest(object_id=target.object_id, method_name=method_name, arguments=arguments)
+            pending = self._send_request(transport, request, direct_address(target.agent))
+            reply = self._wait(pending, timeout or self.timeout,
+                               f"{target.class_name}.{method_name} on {target.object_id.object_name}")[-1]
+            # The agent pushes what the call changed before it replies; let the ingest thread apply it
+            # while the job still owns the object, so those transitions are the job's.
+            self._settle()
+        if isinstance(reply, ExceptionResponse):
+            raise errors.remote_error(reply.error_code, reply.error_text)
+        if not isinstance(reply, MethodResponse):
+            raise errors.ProtocolError(f"unexpected answer {reply.OPCODE} to a method request")
+        return job, self._results(method, reply.arguments)
 
     def call(self, obj: Union[RemoteObject, ObjectId], method_name: str,
              arguments: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> Any:
@@ -204,22 +301,15 @@ class Console:
         Returns None (no out-arguments), the single out-argument, or a dict of them; object
         references come back as snapshots when the console knows the object.
         """
-        target = obj if isinstance(obj, RemoteObject) else self.lookup(obj)
-        method = target.schema.method(method_name)
-        if method is None:
-            raise errors.UnknownMethodError(f"{target.class_name} has no method {method_name!r}")
-        arguments = dict(arguments or {})
-        method.bind(arguments)
-        transport = self._transport_for(target.agent)
-        request = MethodRequest(object_id=target.object_id, method_name=method_name, arguments=arguments)
-        pending = self._send_request(transport, request, direct_address(target.agent))
-        reply = self._wait(pending, timeout or self.timeout,
-                           f"{target.class_name}.{method_name} on {target.object_id.object_name}")[-1]
-        if isinstance(reply, ExceptionResponse):
-            raise errors.remote_error(reply.error_code, reply.error_text)
-        if not isinstance(reply, MethodResponse):
-            raise errors.ProtocolError(f"unexpected answer {reply.OPCODE} to a method request")
-        return self._results(method, reply.arguments)
+        return self.run(obj, method_name, arguments, timeout)[1]
+
+    def _settle(self) -> None:
+        """Wait until the ingest thread has applied everything received so far."""
+        if threading.current_thread() is self._ingest:
+            return
+        marker = threading.Event()
+        self._inbox.put(("", None, _Marker(marker)))
+        marker.wait(self.timeout)
 
     def _results(self, method: Method, arguments: Mapping[str, Any]) -> Any:
         results: Dict[str, Any] = {}
@@ -227,14 +317,28 @@ class Console:
             value = arguments.get(arg.name)
             if arg.type == "objId" and isinstance(value, Mapping):
                 ref = ObjectId.from_wire(value)
-                try:
-                    value = self.lookup(ref)
-                except errors.UnknownRefError:
-                    value = ref
+                value = self.find(ref) or ref
             results[arg.name] = value
         if not results:
             return None
         return next(iter(results.values())) if len(results) == 1 else results
+
+    # --- the fetcher ----------------------------------------------------------------------------
+
+    def xml(self, obj: RemoteObject, flags: int = 0) -> str:
+        """An object's XML, fetched only when its configGen changed since the last fetch."""
+        current = self.find(obj.object_id) or obj
+        generation = current.values.get("configGen")
+        key = (current.agent, current.object_id.object_name)
+        with self._xml_lock:
+            cached = self._xml_cache.get(key)
+        if cached is not None and cached[0] == (generation, flags) and generation is not None:
+            return cached[1]
+        text = str(self.call(current, "getXMLDesc", {"flags": flags} if flags else {}))
+        with self._xml_lock:
+            self.xml_fetches += 1
+            self._xml_cache[key] = ((generation, flags), text)
+        return text
 
     # --- lookups and waiting -------------------------------------------------------------------
 
@@ -245,18 +349,85 @@ class Console:
                 return repo
         raise errors.UnknownRefError(f"no class {class_name!r} (node, domain, pool, volume)")
 
+    def find(self, object_id: ObjectId) -> Optional[RemoteObject]:
+        repo = self._repos.get(object_id.object_name.partition(":")[0])
+        return None if repo is None else repo.by_id(object_id)
+
     def lookup(self, object_id: ObjectId) -> RemoteObject:
-        class_name = object_id.object_name.partition(":")[0]
-        repo = self._repos.get(class_name)
-        found = None if repo is None else repo.by_id(object_id)
+        found = self.find(object_id)
         if found is None:
             raise errors.UnknownRefError(f"unknown object {object_id.object_name} on {object_id.agent_name}")
         return found
+
+    def scope(self, *agent_refs: str) -> "Scope":
+        """Repositories limited to some agents (cluster scope) — seed 000's configurable set."""
+        return Scope(self, {self.agents.get(ref).name for ref in agent_refs})
+
+    def is_lost(self, agent_name: str) -> bool:
+        return self._lost.get(agent_name, False)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: Optional[float] = None) -> bool:
         """Block until ``predicate()`` is true (re-checked after every update); False on timeout."""
         with self._changed:
             return bool(self._changed.wait_for(predicate, timeout if timeout is not None else self.timeout))
+
+    # --- agents: heartbeats, loss, restarts ------------------------------------------------------
+
+    def _see_agent(self, info: AgentInfo, url: str) -> Optional[AgentView]:
+        view = AgentView(info.name, info.epoch, info.heartbeat_interval, str(info.attributes.get("hostname", "")),
+                         str(info.attributes.get("uri", "")), url, self.clock(), dict(info.attributes))
+        self._lost[info.name] = False
+        return self.agents._put(info.name, view)
+
+    def _heartbeat(self, info: AgentInfo, url: str, transport: Transport) -> None:
+        known = self.agents.by_name(info.name)
+        if known is None and info.name not in self._agent_transport:
+            # An agent we have not loaded yet (it started after us): load it off the ingest thread.
+            self._agent_transport[info.name] = (url, transport)
+            self._background(self._load_agent, info, url, transport)
+            return
+        was_lost = self.is_lost(info.name)
+        self._see_agent(info, url)
+        view = self.agents.by_name(info.name)
+        assert view is not None
+        if known is not None and known.epoch != info.epoch:
+            self._emit(AgentRestarted(view, known.epoch))
+            self._background(self._resync_quietly, info.name)
+        elif was_lost:
+            self._emit(AgentAdded(view))  # back, same epoch: catch up on what we missed
+            self._background(self._resync_quietly, info.name)
+
+    def _background(self, fn: Callable[..., None], *args: Any) -> None:
+        def run() -> None:
+            try:
+                fn(*args)
+            except errors.VirtqError as exc:
+                log.warning("%s failed: %s", getattr(fn, "__name__", "loading"), exc)
+
+        thread = threading.Thread(target=run, name="virtq-console-load", daemon=True)
+        self._loaders = [t for t in self._loaders if t.is_alive()] + [thread]
+        thread.start()
+
+    def _resync_quietly(self, agent_name: str) -> None:
+        self.resync(agent_name)
+
+    def check_agents(self) -> List[AgentView]:
+        """Mark agents without a heartbeat for LOST_AFTER intervals as lost; returns those newly lost."""
+        now = self.clock()
+        lost = []
+        for view in self.agents:
+            if not self._lost.get(view.name) and now - view.last_seen > LOST_AFTER * max(view.heartbeat_interval, 0.001):
+                self._lost[view.name] = True
+                lost.append(view)
+                self._emit(AgentLost(view))
+        if lost:
+            with self._changed:
+                self._changed.notify_all()
+        return lost
+
+    def _monitor_loop(self) -> None:
+        while not self._stopping.wait(0.25):
+            self.check_agents()
 
     # --- ingest (one thread) ---------------------------------------------------------------------
 
@@ -267,7 +438,13 @@ class Console:
                 return
             url, transport, wire = item
             try:
-                self._ingest_one(url, transport, wire)
+                if isinstance(wire, _Marker):
+                    wire.event.set()
+                    continue
+                if isinstance(wire, _Resynced):
+                    self._updater.remove_missing(wire.agent, set(wire.seen), wire.started)
+                elif transport is not None:
+                    self._ingest_one(url, transport, wire)
             except Exception:  # noqa: BLE001 - one bad message must not stop ingest
                 log.exception("ingesting a message from %s", url)
             with self._changed:
@@ -285,49 +462,64 @@ class Console:
                 pending = self._pending.get(message.correlation_id)
         if pending is not None:
             if pending.apply and isinstance(message, QueryResponse):
-                self._apply(message.records)
+                self._updater.apply_records(message.records)
             pending.add(message)
         elif isinstance(message, AgentHeartbeat):
             self._heartbeat(message.info, url, transport)
+        elif isinstance(message, StatsIndication):
+            self._updater.apply_stats(message.agent, message.batches)
+        elif isinstance(message, EventIndication):
+            self._updater.apply_events(message.agent, message.events)
         elif isinstance(message, DataIndication):
-            if message.content == "_data":
-                self._apply(message.records)
+            self._updater.apply_records(message.records)
         else:
             log.debug("unsolicited %s from %s", message.OPCODE, url)
 
-    def _see_agent(self, info: AgentInfo, url: str) -> Optional[AgentView]:
-        view = AgentView(info.name, info.epoch, info.heartbeat_interval, str(info.attributes.get("hostname", "")),
-                         str(info.attributes.get("uri", "")), url, time.monotonic(), dict(info.attributes))
-        return self.agents._put(info.name, view)
 
-    def _heartbeat(self, info: AgentInfo, url: str, transport: Transport) -> None:
-        if info.name in self._agent_transport:
-            self._see_agent(info, url)
-            return
-        # An agent we have not loaded yet (it started after us): load it off the ingest thread.
-        loader = threading.Thread(target=self._load_quietly, args=(info, url, transport),
-                                  name=f"virtq-load-{info.name}", daemon=True)
-        self._agent_transport[info.name] = (url, transport)
-        self._loaders.append(loader)
-        loader.start()
+@dataclass(frozen=True)
+class _Marker:
+    event: threading.Event
 
-    def _load_quietly(self, info: AgentInfo, url: str, transport: Transport) -> None:
-        try:
-            self._load_agent(info, url, transport)
-        except errors.VirtqError as exc:
-            log.warning("could not load agent %s: %s", info.name, exc)
 
-    def _apply(self, records: Sequence[DataRecord]) -> None:
-        for record in records:
-            repo = self._repos.get(record.schema_id.class_name)
-            if repo is None:
-                log.debug("record of unknown class %s", record.schema_id.class_name)
-                continue
-            if record.deleted:
-                repo.remove(record.object_id)
-                continue
-            cls = self.schema.classes.get(record.schema_id.class_name)
-            if cls is None:
-                continue
-            repo.upsert(RemoteObject(self, cls, record.object_id, record.values, record.update_ts,
-                                     record.create_ts))
+@dataclass(frozen=True)
+class _Resynced:
+    agent: str
+    seen: frozenset  # type: ignore[type-arg]
+    started: int
+
+
+class ScopedRepository:
+    """A repository seen through a scope: only the objects of some agents."""
+
+    def __init__(self, repo: Repository, agents: Iterable[str]) -> None:
+        self._repo = repo
+        self.agent_names = frozenset(agents)
+        self.class_name = repo.class_name
+
+    def __iter__(self) -> Iterator[RemoteObject]:
+        return iter([o for o in self._repo if o.agent in self.agent_names])
+
+    def __len__(self) -> int:
+        return sum(1 for o in self._repo if o.agent in self.agent_names)
+
+    def get(self, ref: str) -> RemoteObject:
+        found = [o for o in self if ref in (o.values.get("uuid"), o.values.get("name"), o.values.get("key"),
+                                            o.values.get("path"), o.values.get("hostname"),
+                                            o.object_id.object_name)]
+        if not found:
+            raise errors.UnknownRefError(f"no {self._repo.kind[:-1]} matches {ref!r} in this scope")
+        if len(found) > 1:
+            raise errors.AmbiguousRefError(f"{ref!r} matches {len(found)} {self._repo.kind} in this scope")
+        return found[0]
+
+
+class Scope:
+    """nodes/domains/pools/volumes of a set of agents."""
+
+    def __init__(self, console: Console, agent_names: Iterable[str]) -> None:
+        names = frozenset(agent_names)
+        self.agent_names = names
+        self.nodes = ScopedRepository(console.nodes, names)
+        self.domains = ScopedRepository(console.domains, names)
+        self.pools = ScopedRepository(console.pools, names)
+        self.volumes = ScopedRepository(console.volumes, names)

@@ -1,15 +1,18 @@
 """Snapshots of remote objects, with method proxies generated from the schema.
 
 A snapshot never changes; the repository replaces it when the agent pushes a new state.
-Properties read as attributes (``dom.uuid``, ``dom.name``, ``dom.id``); references to
-parents (``dom.node``, ``vol.pool``) are :class:`ObjectId` values that
-``console.lookup()`` turns into snapshots; every method the class declares is a callable
-attribute (``dom.suspend()``, ``dom.getXMLDesc(flags=0)``).
+Properties read as attributes (``dom.uuid``, ``dom.name``, ``dom.id``, ``dom.configGen``);
+so do the pushed statistics (``dom.state``, ``dom.cpuTime`` …, also in ``dom.stats``).
+References to parents (``dom.node``, ``vol.pool``) are :class:`ObjectId` values that
+``console.lookup()`` turns into snapshots. Every method the class declares is a callable
+attribute (``dom.suspend()``, ``dom.getXMLDesc(flags=0)``); a method without out-arguments
+returns its :class:`~virtq.console.jobs.Job`, so ``dom.create().wait_state("running")``
+waits for the pushed state.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import InvalidParameterError
@@ -22,23 +25,43 @@ if TYPE_CHECKING:
 class RemoteObject:
     """An immutable snapshot of one Node, Domain, Pool or Volume on one agent."""
 
-    __slots__ = ("_console", "_schema", "object_id", "values", "update_ts", "create_ts")
+    __slots__ = ("_console", "_schema", "object_id", "values", "stats", "update_ts", "create_ts", "stats_ts")
 
     _console: "Console"
     _schema: ClassSchema
     object_id: ObjectId
     values: Mapping[str, Any]
+    stats: Mapping[str, Any]
     update_ts: int
     create_ts: int
+    stats_ts: int
 
     def __init__(self, console: "Console", schema: ClassSchema, object_id: ObjectId,
-                 values: Mapping[str, Any], update_ts: int = 0, create_ts: int = 0) -> None:
+                 values: Mapping[str, Any], update_ts: int = 0, create_ts: int = 0,
+                 stats: Optional[Mapping[str, Any]] = None, stats_ts: int = 0) -> None:
         refs = {p.name for p in schema.properties if p.type == "objId"}
-        frozen: Dict[str, Any] = {k: ObjectId.from_wire(v) if k in refs and isinstance(v, Mapping) else v
-                                  for k, v in values.items()}
+        statistics = {s.name for s in schema.statistics}
+        frozen: Dict[str, Any] = {}
+        sampled: Dict[str, Any] = dict(stats or {})
+        for key, value in values.items():
+            if key in statistics:
+                sampled[key] = value  # query answers carry the latest statistics too
+            else:
+                frozen[key] = ObjectId.from_wire(value) if key in refs and isinstance(value, Mapping) else value
         for name, value in (("_console", console), ("_schema", schema), ("object_id", object_id),
-                            ("values", frozen), ("update_ts", update_ts), ("create_ts", create_ts)):
+                            ("values", frozen), ("stats", sampled), ("update_ts", update_ts),
+                            ("create_ts", create_ts), ("stats_ts", stats_ts)):
             object.__setattr__(self, name, value)
+
+    def with_stats(self, changed: Mapping[str, Any], stats_ts: int) -> "RemoteObject":
+        """A new snapshot with these statistics merged in."""
+        return RemoteObject(self._console, self._schema, self.object_id, self.values, self.update_ts,
+                            self.create_ts, {**self.stats, **changed}, stats_ts)
+
+    def with_values(self, values: Mapping[str, Any], update_ts: int, create_ts: int) -> "RemoteObject":
+        """A new snapshot with new properties, keeping the statistics."""
+        return RemoteObject(self._console, self._schema, self.object_id, values, update_ts, create_ts,
+                            self.stats, self.stats_ts)
 
     @property
     def class_name(self) -> str:
@@ -52,14 +75,34 @@ class RemoteObject:
     def schema(self) -> ClassSchema:
         return self._schema
 
+    @property
+    def stale(self) -> bool:
+        """True while its agent is lost (no heartbeat for 3 intervals): the values may be outdated."""
+        return self._console.is_lost(self.agent)
+
+    @property
+    def state_name(self) -> str:
+        """A domain's pushed virDomainState as a name ("running", "paused", "shutoff" …)."""
+        from .events import DOMAIN_STATES
+
+        state = self.stats.get("state")
+        return DOMAIN_STATES.get(state, "unknown") if isinstance(state, int) else "unknown"
+
+    def xml(self) -> str:
+        """The XML description, fetched once per configuration generation (see Console.xml)."""
+        return self._console.xml(self)
+
     def __getattr__(self, name: str) -> Any:
         values = object.__getattribute__(self, "values")
         if name in values:
             return values[name]
+        stats = object.__getattribute__(self, "stats")
+        if name in stats:
+            return stats[name]
         method = object.__getattribute__(self, "_schema").method(name)
         if method is not None:
             return self._proxy(method)
-        raise AttributeError(f"{self._schema.name} has no property or method {name!r}")
+        raise AttributeError(f"{self._schema.name} has no property, statistic or method {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("snapshots are immutable")
@@ -71,7 +114,8 @@ class RemoteObject:
                 raise InvalidParameterError(f"{method.name} takes {len(inputs)} argument(s)")
             arguments = dict(zip((a.name for a in inputs), args))
             arguments.update(kwargs)
-            return self._console.call(self, method.name, arguments)
+            job, result = self._console.run(self, method.name, arguments)
+            return job if not method.outputs else result
 
         call.__name__ = method.name
         call.__doc__ = f"{method.libvirt}: {method.desc}".rstrip(": ")
@@ -97,6 +141,3 @@ def describe(obj: RemoteObject) -> Dict[str, Any]:
     """Plain data for printing or JSON: class, agent, object name and properties."""
     values = {k: (v.object_name if isinstance(v, ObjectId) else v) for k, v in obj.values.items()}
     return {"class": obj.class_name, "agent": obj.agent, "object": obj.object_id.object_name, **values}
-
-
-__all__ = ["RemoteObject", "describe"]

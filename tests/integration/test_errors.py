@@ -224,7 +224,7 @@ def test_unknown_method_is_refused_by_the_console(console: Console, node_agent: 
     with pytest.raises(UnknownMethodError) as err:
         console.call(web1, "frobnicate")
     assert (err.value.error_code, err.value.error_text) == (2, "Domain has no method 'frobnicate'")
-    with pytest.raises(AttributeError, match="Domain has no property or method 'frobnicate'"):
+    with pytest.raises(AttributeError, match="Domain has no property, statistic or method 'frobnicate'"):
         web1.frobnicate()
     assert calls.call_count == 0
     assert web1.getInfo()["state"] == libvirt.VIR_DOMAIN_RUNNING

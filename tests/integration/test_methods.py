@@ -16,6 +16,7 @@ import pytest
 
 from virtq.agent import Agent
 from virtq.console import Console
+from virtq.console.jobs import Job
 from virtq.console.objects import RemoteObject
 from virtq.schema.errors import UnknownRefError
 
@@ -138,11 +139,11 @@ def test_destroy_then_create_changes_state_and_id(console: Console) -> None:
     web2 = console.domains.get("web2")
     assert (web2.id, web2.getInfo()["state"]) == (2, libvirt.VIR_DOMAIN_RUNNING)
 
-    assert web2.destroy() is None
+    assert isinstance(web2.destroy(), Job)  # void methods return their job
     assert web2.getInfo()["state"] == libvirt.VIR_DOMAIN_SHUTOFF
     assert console.domains.get("web2").id == -1  # pushed before the reply: no wait needed
 
-    assert web2.create() is None
+    assert isinstance(web2.create(), Job)  # void methods return their job
     assert web2.getInfo()["state"] == libvirt.VIR_DOMAIN_RUNNING
     restarted = console.domains.get("web2")
     assert restarted.id > 0
@@ -152,7 +153,7 @@ def test_destroy_then_create_changes_state_and_id(console: Console) -> None:
 
 def test_shutdown_stops_a_running_domain(console: Console) -> None:
     web1 = console.domains.get("web1")
-    assert web1.shutdown() is None
+    assert isinstance(web1.shutdown(), Job)  # void methods return their job
     assert web1.getInfo()["state"] == libvirt.VIR_DOMAIN_SHUTOFF
     assert console.domains.get("web1").id == -1
     web1.create()
@@ -161,8 +162,8 @@ def test_shutdown_stops_a_running_domain(console: Console) -> None:
 
 def test_reboot_keeps_the_domain_running_with_its_id(console: Console) -> None:
     web1 = console.domains.get("web1")
-    assert web1.reboot() is None
-    assert web1.reboot(flags=0) is None
+    assert isinstance(web1.reboot(), Job)  # void methods return their job
+    assert isinstance(web1.reboot(flags=0), Job)  # void methods return their job
     assert web1.getInfo()["state"] == libvirt.VIR_DOMAIN_RUNNING
     assert console.domains.get("web1").id == 1
 
@@ -170,9 +171,9 @@ def test_reboot_keeps_the_domain_running_with_its_id(console: Console) -> None:
 def test_resume_then_suspend_a_paused_domain(console: Console) -> None:
     db1 = console.domains.get("db1")
     assert db1.getInfo()["state"] == libvirt.VIR_DOMAIN_PAUSED
-    assert db1.resume() is None
+    assert isinstance(db1.resume(), Job)  # void methods return their job
     assert db1.getInfo()["state"] == libvirt.VIR_DOMAIN_RUNNING
-    assert db1.suspend() is None
+    assert isinstance(db1.suspend(), Job)  # void methods return their job
     assert db1.getInfo()["state"] == libvirt.VIR_DOMAIN_PAUSED
     assert console.domains.get("db1").id == 3
 
@@ -180,7 +181,7 @@ def test_resume_then_suspend_a_paused_domain(console: Console) -> None:
 def test_undefine_an_inactive_domain_removes_it(console: Console, node_agent: Agent) -> None:
     build = console.domains.get("build")
     assert build.id == -1
-    assert build.undefine() is None
+    assert isinstance(build.undefine(), Job)  # void methods return their job
     with pytest.raises(UnknownRefError):
         console.domains.get("build")
     assert {d.name for d in console.domains} == {"web1", "web2", "db1"}
@@ -284,24 +285,24 @@ def test_pool_destroy_hides_its_volumes_and_create_brings_them_back(console: Con
     iso = console.volumes.get("debian.iso")
     assert iso.pool == isos.object_id
 
-    assert isos.destroy() is None
+    assert isinstance(isos.destroy(), Job)  # void methods return their job
     assert isos.getInfo()["state"] == libvirt.VIR_STORAGE_POOL_INACTIVE
     assert console.pools.get("isos").uuid == isos.uuid  # a persistent pool stays
     with pytest.raises(UnknownRefError):
         console.volumes.get("debian.iso")
 
-    assert isos.create() is None
+    assert isinstance(isos.create(), Job)  # void methods return their job
     assert isos.getInfo()["state"] == libvirt.VIR_STORAGE_POOL_RUNNING
     back = console.volumes.get("debian.iso")
     assert (back.key, back.path, back.pool) == (iso.key, iso.path, isos.object_id)
 
-    assert isos.refresh() is None
+    assert isinstance(isos.refresh(), Job)  # void methods return their job
     assert {v.name for v in console.volumes} == {"web1.img", "db1.qcow2", "debian.iso"}
 
 
 def test_volume_delete_removes_it(console: Console) -> None:
     iso = console.volumes.get("/var/lib/virtq-test/isos/debian.iso")
-    assert iso.delete() is None
+    assert isinstance(iso.delete(), Job)  # void methods return their job
     with pytest.raises(UnknownRefError):
         console.volumes.get(iso.key)
     isos = console.pools.get("isos")
@@ -312,13 +313,13 @@ def test_volume_delete_removes_it(console: Console) -> None:
 
 def test_pool_refresh_is_callable_as_an_attribute_like_every_other_method(console: Console) -> None:
     images = console.pools.get("images")
-    assert images.refresh(flags=0) is None
+    assert isinstance(images.refresh(flags=0), Job)  # void methods return their job
 
 
 def test_undefine_an_inactive_pool_removes_it(console: Console) -> None:
     isos = console.pools.get("isos")
     isos.destroy()
-    assert isos.undefine() is None
+    assert isinstance(isos.undefine(), Job)  # void methods return their job
     with pytest.raises(UnknownRefError):
         console.pools.get("isos")
     assert {p.name for p in console.pools} == {"images"}

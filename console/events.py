@@ -1,0 +1,105 @@
+"""What a console tells its subscribers: typed, frozen events.
+
+Object events carry the snapshot as it is after (or, for removals, before) the change,
+and ``job``: the id of the job that owned the object when the change was observed
+(None when no job did) — seed 001's job apartments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from virtq.schema.codec import ObjectId
+
+from .objects import RemoteObject
+from .repository import AgentView
+
+DOMAIN_STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
+                 6: "crashed", 7: "pmsuspended"}
+"""virDomainState names."""
+STATE_CODES = {name: code for code, name in DOMAIN_STATES.items()}
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of everything a subscriber receives."""
+
+
+@dataclass(frozen=True)
+class AgentAdded(Event):
+    agent: AgentView
+
+
+@dataclass(frozen=True)
+class AgentLost(Event):
+    """No heartbeat for 3 intervals (console's monotonic clock); its objects are kept, marked stale."""
+
+    agent: AgentView
+
+
+@dataclass(frozen=True)
+class AgentRestarted(Event):
+    """The agent's epoch changed: the console re-reads all its objects."""
+
+    agent: AgentView
+    old_epoch: int
+
+
+@dataclass(frozen=True)
+class ObjectEvent(Event):
+    obj: RemoteObject
+    job: Optional[int] = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class ObjectAdded(ObjectEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class ObjectRemoved(ObjectEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class ConfigChanged(ObjectEvent):
+    """configGen moved: the object's XML may have changed (fetch it when you need it)."""
+
+    old_gen: Any
+    new_gen: Any
+
+
+@dataclass(frozen=True)
+class StatsUpdated(ObjectEvent):
+    changed: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DomainStateChanged(ObjectEvent):
+    old: str
+    new: str
+    reason: str = ""  # the libvirt lifecycle event/detail that explains it, e.g. "started/booted"
+
+
+@dataclass(frozen=True)
+class LibvirtEvent(Event):
+    """One of the agent's libvirt events (schema event ``name``: domainLifecycle, poolRefresh …)."""
+
+    agent: str
+    name: str
+    object_id: ObjectId
+    event: str
+    detail: str
+    data: Mapping[str, Any]
+    timestamp: int
+    severity: int
+    obj: Optional[RemoteObject] = None
+    job: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Overflowed(Event):
+    """Delivered to a subscriber after its queue overflowed: ``dropped`` older events were discarded."""
+
+    dropped: int

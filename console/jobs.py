@@ -1,0 +1,126 @@
+"""Job apartments (seed 001): operations on one object run one at a time, in arrival order.
+
+Calls on different objects run in parallel; calls on the same object queue behind each
+other (FIFO). While a job owns an object, the changes the console observes on it are
+recorded in the job and delivered to subscribers tagged with the job's id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+
+from virtq.schema.codec import ObjectId
+from virtq.schema.errors import CallTimeoutError
+
+if TYPE_CHECKING:
+    from ._console import Console
+    from .events import Event
+    from .objects import RemoteObject
+
+Key = Tuple[str, str]  # (agent, object name)
+
+
+@dataclass
+class Job:
+    """One operation on one object; after the call, ``wait_state`` waits for the pushed state."""
+
+    id: int
+    object_id: ObjectId
+    method: str
+    console: "Console" = field(repr=False)
+    transitions: List["Event"] = field(default_factory=list)
+    started: float = 0.0
+    finished: Optional[float] = None
+
+    def wait_state(self, state: Union[str, int], timeout: Optional[float] = None) -> "RemoteObject":
+        """Block until the object's pushed state is ``state`` ("running", "paused", … or a code).
+
+        No polling: it waits on the console's updates. Raises CallTimeoutError on timeout.
+        """
+        from .events import STATE_CODES
+
+        wanted = STATE_CODES.get(state, -1) if isinstance(state, str) else state
+        if wanted == -1:
+            raise ValueError(f"unknown state {state!r}; one of {', '.join(STATE_CODES)}")
+
+        def reached() -> bool:
+            obj = self.console.find(self.object_id)
+            return obj is not None and obj.stats.get("state") == wanted
+
+        if not self.console.wait_for(reached, timeout):
+            raise CallTimeoutError(f"{self.object_id.object_name} did not reach state {state!r} "
+                                   f"within {timeout if timeout is not None else self.console.timeout:g}s")
+        obj = self.console.find(self.object_id)
+        assert obj is not None
+        return obj
+
+
+class _Apartment:
+    """A FIFO lock: tickets are served in the order they were taken."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.next_ticket = 0
+        self.serving = 0
+        self.owner: Optional[Job] = None
+
+
+class Apartments:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._apartments: Dict[Key, _Apartment] = {}
+        self._ids = itertools.count(1)
+        self.completed = 0
+
+    def _apartment(self, key: Key) -> _Apartment:
+        with self._lock:
+            apartment = self._apartments.get(key)
+            if apartment is None:
+                apartment = self._apartments[key] = _Apartment()
+            return apartment
+
+    def owner(self, object_id: ObjectId) -> Optional[Job]:
+        """The job owning the object now, if any (called by the updater)."""
+        with self._lock:
+            apartment = self._apartments.get((object_id.agent_name, object_id.object_name))
+        return None if apartment is None else apartment.owner
+
+    def run(self, console: "Console", object_id: ObjectId, method: str) -> "_Holding":
+        return _Holding(self, console, object_id, method)
+
+    def _enter(self, job: Job) -> None:
+        apartment = self._apartment((job.object_id.agent_name, job.object_id.object_name))
+        with apartment.cond:
+            ticket = apartment.next_ticket
+            apartment.next_ticket += 1
+            apartment.cond.wait_for(lambda: apartment.serving == ticket)
+            apartment.owner = job
+        job.started = time.monotonic()
+
+    def _leave(self, job: Job) -> None:
+        apartment = self._apartment((job.object_id.agent_name, job.object_id.object_name))
+        job.finished = time.monotonic()
+        with apartment.cond:
+            apartment.owner = None
+            apartment.serving += 1
+            apartment.cond.notify_all()
+        self.completed += 1
+
+
+class _Holding:
+    def __init__(self, apartments: Apartments, console: "Console", object_id: ObjectId, method: str) -> None:
+        self._apartments = apartments
+        self.job = Job(next(apartments._ids), object_id, method, console)
+
+    def __enter__(self) -> Job:
+        self._apartments._enter(self.job)
+        return self.job
+
+    def __exit__(self, *exc: Any) -> None:
+        self._apartments._leave(self.job)
+
+

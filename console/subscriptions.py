@@ -1,0 +1,105 @@
+"""Subscribers: each has a bounded queue and its own delivery thread, so a slow one never stalls ingest.
+
+Overflow policy: when a subscriber's queue is full the OLDEST queued event is dropped
+(the newest state is worth more than an old one) and the subscriber receives one
+:class:`Overflowed` event with the count before its next event.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Callable, Deque, Iterator, Optional, Tuple, Type, Union
+
+from .events import Event, Overflowed
+
+log = logging.getLogger(__name__)
+
+Kinds = Optional[Tuple[Type[Event], ...]]
+
+
+class Subscription:
+    """A callback subscription (delivered on its own thread) or, without a callback, a queue to read."""
+
+    def __init__(self, callback: Optional[Callable[[Event], None]], kinds: Kinds, maxsize: int) -> None:
+        self.kinds = kinds
+        self.maxsize = maxsize
+        self.dropped = 0
+        self.delivered = 0
+        self._callback = callback
+        self._queue: Deque[Event] = collections.deque()
+        self._pending_drops = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+        if callback is not None:
+            self._thread = threading.Thread(target=self._run, name="virtq-subscriber", daemon=True)
+            self._thread.start()
+
+    def wants(self, event: Event) -> bool:
+        return self.kinds is None or isinstance(event, self.kinds)
+
+    def offer(self, event: Event) -> None:
+        """Called by the console's ingest thread: never blocks."""
+        with self._cond:
+            if self._closed:
+                return
+            if len(self._queue) >= self.maxsize:
+                self._queue.popleft()
+                self.dropped += 1
+                self._pending_drops += 1
+            self._queue.append(event)
+            self._cond.notify()
+
+    def get(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """Next event (queue mode); None on timeout or when closed and drained."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._queue or self._closed, timeout):
+                return None
+            if self._pending_drops:
+                dropped, self._pending_drops = self._pending_drops, 0
+                return Overflowed(dropped)
+            if not self._queue:
+                return None
+            self.delivered += 1
+            return self._queue.popleft()
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            event = self.get()
+            if event is None:
+                return
+            yield event
+
+    def _run(self) -> None:
+        assert self._callback is not None
+        while True:
+            event = self.get()
+            if event is None:
+                return
+            try:
+                self._callback(event)
+            except Exception:  # noqa: BLE001 - a subscriber's bug is its own
+                log.exception("subscriber callback failed on %s", type(event).__name__)
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def normalize_kinds(kinds: Union[None, Type[Event], Tuple[Type[Event], ...], list]) -> Kinds:  # type: ignore[type-arg]
+    if kinds is None:
+        return None
+    if isinstance(kinds, type):
+        return (kinds,)
+    return tuple(kinds)

@@ -1,0 +1,153 @@
+"""The updater: applies what agents push (and answer) to the repositories, in arrival order.
+
+Staleness guards: a record or sample older than what the repository holds never replaces
+it; statistics from an epoch other than the agent's current one are dropped; an object
+removed at time T is not brought back by a record from before T. Every change becomes
+typed events for the subscribers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Sequence, Set, Tuple, Union
+
+from virtq.schema.codec import DataRecord, EventRecord, ObjectId, StatsBatch
+from virtq.schema.model import Schema
+
+from .events import (DOMAIN_STATES, ConfigChanged, DomainStateChanged, Event, LibvirtEvent, ObjectAdded,
+                     ObjectEvent, ObjectRemoved, StatsUpdated)
+from .jobs import Apartments
+from .objects import RemoteObject
+from .repository import AgentRepository, Repository
+
+if TYPE_CHECKING:
+    from ._console import Console
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Event], None]
+
+
+class Updater:
+    """Owned by the console; only its ingest thread calls it."""
+
+    def __init__(self, console: "Console", schema: Schema, agents: AgentRepository,
+                 repos: Dict[str, Repository], apartments: Apartments, emit: Emit) -> None:
+        self._console = console
+        self._schema = schema
+        self._agents = agents
+        self._repos = repos
+        self._apartments = apartments
+        self._emit = emit
+        self._tombstones: Dict[Tuple[str, str], int] = {}  # (agent, name) -> delete_ts
+        self._reasons: Dict[Tuple[str, str], str] = {}  # last lifecycle event per domain
+        self.records_applied = 0
+        self.samples_applied = 0
+
+    def _tell(self, event: Union[ObjectEvent, LibvirtEvent]) -> None:
+        """Deliver an event; while a job owns its object, it is the job's (tagged and recorded)."""
+        object_id = event.obj.object_id if isinstance(event, ObjectEvent) else event.object_id
+        job = self._apartments.owner(object_id)
+        if job is not None:
+            event = dataclasses.replace(event, job=job.id)
+            job.transitions.append(event)
+        self._emit(event)
+
+    # --- object records ---------------------------------------------------------------------
+
+    def apply_records(self, records: Sequence[DataRecord]) -> None:
+        for record in records:
+            self.records_applied += 1
+            repo = self._repos.get(record.schema_id.class_name)
+            cls = self._schema.classes.get(record.schema_id.class_name)
+            if repo is None or cls is None:
+                log.debug("record of unknown class %s", record.schema_id.class_name)
+                continue
+            key = (record.object_id.agent_name, record.object_id.object_name)
+            if record.deleted:
+                self._tombstones[key] = record.delete_ts
+                old = repo.remove(record.object_id)
+                if old is not None:
+                    self._tell(ObjectRemoved(old))
+                continue
+            if record.update_ts and record.update_ts <= self._tombstones.get(key, 0):
+                continue  # from before the object was removed
+            old = repo.by_id(record.object_id)
+            if old is None:
+                obj = RemoteObject(self._console, cls, record.object_id, record.values, record.update_ts,
+                                   record.create_ts)
+            else:
+                if record.update_ts and old.update_ts > record.update_ts:
+                    continue  # an older record than the one we hold
+                obj = old.with_values(record.values, record.update_ts, record.create_ts)
+                fresh = RemoteObject(self._console, cls, record.object_id, record.values)
+                if fresh.stats and (not old.stats_ts or record.update_ts >= old.stats_ts):
+                    obj = obj.with_stats(fresh.stats, old.stats_ts)
+            repo.upsert(obj)
+            if old is None:
+                self._tell(ObjectAdded(obj))
+            elif old.values.get("configGen") != obj.values.get("configGen"):
+                self._tell(ConfigChanged(obj, old.values.get("configGen"), obj.values.get("configGen")))
+            self._state_change(old, obj)
+
+    def remove_missing(self, agent: str, seen: Set[str], before: int) -> None:
+        """After a full resync: objects the agent no longer has (and not updated since ``before``) go."""
+        for repo in self._repos.values():
+            for obj in repo.of_agent(agent):
+                if obj.object_id.object_name not in seen and obj.update_ts <= before:
+                    repo.remove(obj.object_id)
+                    self._tell(ObjectRemoved(obj))
+
+    # --- statistics ----------------------------------------------------------------------------
+
+    def apply_stats(self, agent: str, batches: Iterable[StatsBatch]) -> None:
+        view = self._agents.by_name(agent)
+        for batch in batches:
+            if view is not None and batch.epoch != view.epoch:
+                log.debug("dropping statistics of %s from epoch %d (now %d)", agent, batch.epoch, view.epoch)
+                continue
+            repo = self._repos.get(batch.schema_id.class_name)
+            if repo is None:
+                continue
+            for name, changed in batch.rows():
+                old = repo.by_id(ObjectId(name, agent))
+                if old is None or (old.stats_ts and old.stats_ts > batch.sample_ts):
+                    continue  # unknown yet, or an older sample than the one we hold
+                obj = old.with_stats(changed, batch.sample_ts)
+                repo.upsert(obj)
+                self.samples_applied += 1
+                if changed:
+                    self._tell(StatsUpdated(obj, changed))
+                self._state_change(old, obj)
+
+    def _state_change(self, old: Optional[RemoteObject], new: RemoteObject) -> None:
+        if new.class_name != "Domain" or old is None:
+            return
+        before, after = old.stats.get("state"), new.stats.get("state")
+        if after is None or before == after:
+            return
+        reason = self._reasons.pop((new.agent, new.object_id.object_name), "")
+        old_name = DOMAIN_STATES.get(before, "unknown") if isinstance(before, int) else "unknown"
+        self._tell(DomainStateChanged(new, old_name, new.state_name, reason))
+
+    # --- libvirt events ------------------------------------------------------------------------
+
+    def apply_events(self, agent: str, events: Iterable[EventRecord]) -> None:
+        for record in events:
+            values = record.values
+            ref = values.get("domain", values.get("pool"))
+            try:
+                object_id = ObjectId.from_wire(ref)
+            except Exception:  # noqa: BLE001 - a malformed event is dropped, not fatal
+                log.debug("event %s without an object reference", record.schema_id.class_name)
+                continue
+            object_id = ObjectId(object_id.object_name, agent, object_id.agent_epoch)
+            obj = self._console.find(object_id)
+            name = record.schema_id.class_name
+            event, detail = str(values.get("event", "")), str(values.get("detail", ""))
+            if name == "domainLifecycle":
+                self._reasons[(agent, object_id.object_name)] = f"{event}/{detail}" if detail else event
+            data = values.get("data") if isinstance(values.get("data"), dict) else {}
+            self._tell(LibvirtEvent(agent, name, object_id, event, detail, data or {}, record.timestamp,
+                                    record.severity, obj))
