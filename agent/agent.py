@@ -26,7 +26,7 @@ from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, 
 from virtq.schema.model import Method, Schema
 from virtq.transport.base import Transport
 
-from .configgen import ConfigGenerations, method_changes_config
+from .configgen import RUN_STATE_ONLY, ConfigGenerations, method_changes_config
 from .dispatcher import Dispatcher, unexpected
 from .events import EventPump
 from .hypervisor import Hypervisor, HypervisorError
@@ -227,10 +227,11 @@ class Agent:
         """After a successful call: a new configuration generation if it may have changed the XML,
         and the target's fresh statistics pushed at once (before the reply)."""
         changes: List[DataRecord] = []
-        if method_changes_config(method.name):
+        changing = method_changes_config(method.name)
+        if changing:
             changes += self.registry.bump_config(f"{entry.class_name}:{entry.key}")
-        if entry.class_name in ("Domain", "Pool", "Volume") and self.registry.get(
-                f"{entry.class_name}:{entry.key}") is not None:
+        if (changing or method.name in RUN_STATE_ONLY) and entry.class_name in ("Domain", "Pool", "Volume") \
+                and self.registry.get(f"{entry.class_name}:{entry.key}") is not None:
             self.push(changes)
             changes = []
             self.sampler.sample(entry.class_name, [entry.key])

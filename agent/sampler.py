@@ -62,6 +62,7 @@ class Sampler:
         self._last: Dict[str, Dict[str, Any]] = {}  # object name -> values last pushed
         self._lock = threading.Lock()
         self._stuck: Set[str] = set()
+        self._sampling = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="virtq-sampler", daemon=True)
         self.reports: List[SampleReport] = []  # the latest pass per class
@@ -102,7 +103,15 @@ class Sampler:
             return dict(values) if values is not None else None
 
     def sample(self, class_name: str, keys: Optional[Sequence[str]] = None) -> SampleReport:
-        """Sample objects of one class (all, or ``keys``) and publish what changed."""
+        """Sample objects of one class (all, or ``keys``) and publish what changed.
+
+        Passes do not overlap (a pass waits at most ``timeout`` for its calls), so an
+        on-demand sample after a method call always asks libvirt after the call returned.
+        """
+        with self._sampling:
+            return self._sample(class_name, keys)
+
+    def _sample(self, class_name: str, keys: Optional[Sequence[str]]) -> SampleReport:
         entries = [e for e in self._registry.entries(class_name) if keys is None or e.key in keys]
         values: Dict[str, Dict[str, Any]] = {}
         calls = 0

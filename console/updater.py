@@ -128,6 +128,9 @@ class Updater:
         if after is None or before == after:
             return
         reason = self._reasons.pop((new.agent, new.object_id.object_name), "")
+        if not reason:  # observed before libvirt's event arrived: a job's own call explains it
+            job = self._apartments.owner(new.object_id)
+            reason = job.method if job is not None else ""
         old_name = DOMAIN_STATES.get(before, "unknown") if isinstance(before, int) else "unknown"
         self._tell(DomainStateChanged(new, old_name, new.state_name, reason))
 

@@ -468,7 +468,7 @@ def _key_to_wire(class_name: str, key: str) -> Any:
 
 
 def _key_from_wire(value: Any) -> str:
-    if isinstance(value, (bytes, bytearray)) and len(value) == 16:
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) == 16:  # proton gives memoryview
         return str(uuid.UUID(bytes=bytes(value)))
     if isinstance(value, str):
         return value
