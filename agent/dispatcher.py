@@ -1,7 +1,10 @@
 """Maps a decoded request to its answer; knows nothing of the transport.
 
 Methods are dispatched through the schema: a class's declared method names the libvirt C
-function it mirrors, and nothing that the schema does not declare is callable.
+function it mirrors, and nothing that the schema does not declare is callable. One code path
+serves every method: arguments are validated against the declaration (objId arguments are
+resolved to the agent's objects), the hypervisor calls the binding positionally, and the
+result is shaped by the declared out-arguments (object references, out-structures, lists).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from virtq.schema import errors
+from virtq.schema import types as schema_types
 from virtq.schema.codec import (CONTENT_FOR_WHAT, DataRecord, ExceptionResponse, Message, MethodRequest,
-                                MethodResponse, QueryRequest, QueryResponse, schema_id_to_wire)
+                                MethodResponse, ObjectId, QueryRequest, QueryResponse, schema_id_to_wire)
 from virtq.schema.model import Argument, ClassSchema, Method, Schema
 
-from .hypervisor import Hypervisor, HypervisorError, Identity
+from .hypervisor import (DomainIdentity, Hypervisor, HypervisorError, Identity, NodeIdentity, ObjectRef,
+                         PoolIdentity, VolumeIdentity)
 from .registry import Entry, Registry, object_name
 
 log = logging.getLogger(__name__)
@@ -79,21 +84,52 @@ class Dispatcher:
         if method is None:
             raise errors.UnknownMethodError(f"{cls.name} has no method {request.method_name!r}")
         bound = method.bind(request.arguments)
+        args = [self._input(method, a, bound[a.name], changes) for a in method.inputs]
         key = None if entry.class_name == "Node" else entry.key
         try:
-            result = self.hypervisor.invoke(entry.class_name, key, method.libvirt,
-                                            [bound[a.name] for a in method.inputs])
+            result = self.hypervisor.invoke(entry.class_name, key, method.libvirt, args)
         except HypervisorError as exc:
             changes += self._resync(entry.class_name, entry.key, [])
             raise errors.LibvirtError.from_libvirt(exc.code, exc.message) from exc
         except LookupError as exc:
             raise errors.NotImplementedError_(f"{cls.name}.{method.name}: {exc}") from exc
+        except ValueError as exc:  # the binding refused a value the schema's types let through
+            raise errors.InvalidParameterError(f"{cls.name}.{method.name}: {exc}") from exc
         returned: List[Identity] = []
         arguments = self._shape(cls, method, result, returned)
         changes += self._resync(entry.class_name, entry.key, returned)
         if self._after_call is not None:
             changes += self._after_call(entry, method)
         return arguments
+
+    def _input(self, method: Method, arg: Argument, value: Any, changes: List[DataRecord]) -> Any:
+        """An in-argument as the hypervisor takes it: objId references become ObjectRefs."""
+        if value is None or not arg.references:
+            return value
+        if arg.type == "list":
+            return [self._object(method, arg, item, changes) for item in value]
+        return self._object(method, arg, value, changes)
+
+    def _object(self, method: Method, arg: Argument, value: Any, changes: List[DataRecord]) -> ObjectRef:
+        where = f"{method.name}: argument {arg.name}"
+        try:
+            schema_types.check("objId", value)
+            ref = ObjectId.from_wire(value)
+        except (schema_types.TypeCheckError, errors.ProtocolError) as exc:
+            raise errors.InvalidParameterError(f"{where}: {exc}") from None
+        if ref.agent_name not in ("", self.registry.agent_name):
+            raise errors.InvalidParameterError(f"{where}: {ref.object_name} belongs to agent {ref.agent_name}")
+        try:
+            entry, found = self.registry.resolve(ref.object_name)
+            changes += found
+        except HypervisorError as exc:
+            raise errors.LibvirtError.from_libvirt(exc.code, exc.message) from exc
+        if entry is None:
+            raise errors.InvalidParameterError(f"{where}: no such object: {ref.object_name}")
+        if entry.class_name != arg.references:
+            raise errors.InvalidParameterError(f"{where}: {ref.object_name} is a {entry.class_name}, "
+                                               f"not a {arg.references}")
+        return ObjectRef(entry.class_name, entry.key)
 
     def _resync(self, class_name: str, key: str, returned: List[Identity]) -> List[DataRecord]:
         """The call may have changed its target and created objects: mirror that at once."""
@@ -119,14 +155,33 @@ class Dispatcher:
         return {arg.name: self._shape_value(arg, value, returned) for arg, value in zip(outputs, values)}
 
     def _shape_value(self, arg: Argument, value: Any, returned: List[Identity]) -> Any:
-        if arg.type == "objId":
+        """One out-argument on the wire: objects as references, out-structures as maps."""
+        value = self._references(value, returned)
+        if arg.fields and arg.type == "map":
+            return self._fields(arg, value)
+        if arg.fields and arg.type == "list" and isinstance(value, list):
+            return [self._fields(arg, item) for item in value]
+        return value
+
+    def _references(self, value: Any, returned: List[Identity]) -> Any:
+        """Identities at any depth become object references (and are remembered); tuples become lists."""
+        if isinstance(value, (NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity)):
             returned.append(value)
             return self.registry.object_id(object_name(value)).to_wire()
-        if arg.fields:
-            return dict(zip(arg.fields, value))
-        if arg.type == "list" and isinstance(value, (list, tuple)):
-            return list(value)
+        if isinstance(value, (list, tuple)):
+            return [self._references(v, returned) for v in value]
+        if isinstance(value, dict):
+            return {k: self._references(v, returned) for k, v in value.items()}
         return value
+
+    @staticmethod
+    def _fields(arg: Argument, value: Any) -> Dict[str, Any]:
+        """An out-structure the binding returns as a sequence, as a map of its fields."""
+        if not isinstance(value, list) or len(value) != len(arg.fields):
+            got = f"{len(value)} values" if isinstance(value, list) else type(value).__name__
+            raise errors.AgentError(f"{arg.name}: libvirt returned {got}, the schema declares the fields "
+                                    f"{' '.join(arg.fields)}")
+        return dict(zip(arg.fields, value))
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -183,6 +238,10 @@ def _arg_map(arg: Argument) -> Dict[str, Any]:
         out["_references"] = arg.references
     if arg.fields:
         out["_fields"] = list(arg.fields)
+    if arg.nullable:
+        out["_nullable"] = True
+    if arg.flags:
+        out["_flags"] = dict(arg.flags)
     return out
 
 

@@ -42,6 +42,14 @@ class VolumeIdentity:
 Identity = Union[NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity]
 
 
+@dataclass(frozen=True)
+class ObjectRef:
+    """An object passed as a method argument (objId): the adapter turns it into a libvirt handle."""
+
+    class_name: str  # "Domain", "Pool" or "Volume"
+    key: str  # the object's key: a uuid, or a volume's key
+
+
 class HypervisorError(Exception):
     """A libvirt failure, with libvirt's error number and message."""
 
@@ -106,8 +114,10 @@ class Hypervisor(abc.ABC):
     def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
         """Call libvirt ``function`` (its C name) on the object, with positional ``args``.
 
-        Returned libvirt objects come back as identities (also inside lists).
-        Raises HypervisorError for libvirt errors and LookupError for unknown functions.
+        Arguments that are ObjectRefs (also inside lists) are passed as libvirt objects.
+        Returned libvirt objects come back as identities (also inside lists, tuples and dicts).
+        Raises HypervisorError for libvirt errors, LookupError for unknown functions and
+        ValueError when the binding refuses the arguments' values.
         """
 
     @abc.abstractmethod

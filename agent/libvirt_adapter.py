@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import libvirt
 
 from .hypervisor import (DOMAIN_INFO_FIELDS, DomainIdentity, EventSink, Hypervisor, HypervisorError,
-                         HypervisorEvent, Identity, NodeIdentity, PoolIdentity, VolumeIdentity)
+                         HypervisorEvent, Identity, NodeIdentity, ObjectRef, PoolIdentity, VolumeIdentity)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ class LibvirtHypervisor(Hypervisor):
             raise
 
     def _identity(self, value: Any) -> Any:
+        """libvirt objects in a result, at any depth, as identities (tuples become lists)."""
         if isinstance(value, libvirt.virDomain):
             return self._domain(value)
         if isinstance(value, libvirt.virStoragePool):
@@ -159,8 +160,18 @@ class LibvirtHypervisor(Hypervisor):
             return self._volume(value)
         if isinstance(value, libvirt.virConnect):
             return self.node()
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             return [self._identity(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._identity(v) for k, v in value.items()}
+        return value
+
+    def _argument(self, value: Any) -> Any:
+        """Object arguments (ObjectRef, also in lists) as libvirt objects."""
+        if isinstance(value, ObjectRef):
+            return self._handle(value.class_name, value.key)
+        if isinstance(value, list):
+            return [self._argument(v) for v in value]
         return value
 
     @_translate
@@ -169,7 +180,13 @@ class LibvirtHypervisor(Hypervisor):
         if target is None or target[0] != PY_CLASS.get(class_name):
             raise LookupError(f"libvirt-python has no {function} on {class_name}")
         handle = self._handle(class_name, key)
-        return self._identity(getattr(handle, target[1])(*args))
+        bound = getattr(handle, target[1])
+        values = [self._argument(a) for a in args]
+        try:
+            result = bound(*values)
+        except (TypeError, ValueError, OverflowError) as exc:  # the binding's own argument checks
+            raise ValueError(f"libvirt-python refused the arguments of {function}: {exc}") from exc
+        return self._identity(result)
 
     def close(self) -> None:
         self.unwatch()

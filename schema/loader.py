@@ -57,15 +57,18 @@ def _argument(element: Any, where: str, default_dir: str = "I") -> Argument:
         flags = tuple((f.get("name"), int(f.get("value"), 0)) for f in element.iterfind("flag"))
     except (TypeError, ValueError):
         raise SchemaError(f"{where}: flag value must be an integer") from None
+    nullable = element.get("nullable") == "y"
+    default = _default(type_name, element.get("default"), where)
     return Argument(
         name=name,
         type=type_name,
         direction=direction,
         desc=element.get("desc", ""),
-        default=_default(type_name, element.get("default"), where),
+        default=None if nullable and default is NO_DEFAULT else default,
         references=element.get("references"),
         fields=tuple(element.get("fields", "").split()),
         flags=flags,
+        nullable=nullable,
     )
 
 

@@ -45,6 +45,7 @@ class Argument:
     references: Optional[str] = None  # class name, for objId
     fields: Tuple[str, ...] = ()  # out-structures returned as maps with these keys
     flags: Tuple[Tuple[str, int], ...] = ()  # named flag constants documented for a flags argument
+    nullable: bool = False  # may be null (libvirt's NULL, Python's None); without a default it defaults to null
 
     @property
     def is_input(self) -> bool:
@@ -89,6 +90,9 @@ class Method:
         for arg in self.inputs:
             if arg.name in arguments:
                 value = arguments[arg.name]
+                if value is None and arg.nullable:
+                    bound[arg.name] = None
+                    continue
                 try:
                     _types.check(arg.type, value)
                 except _types.TypeCheckError as exc:
