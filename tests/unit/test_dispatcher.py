@@ -20,10 +20,9 @@ from virtq.agent.hypervisor import (DomainIdentity, Hypervisor, HypervisorError,
                                     PoolIdentity, VolumeIdentity)
 from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.agent.registry import Registry, object_name
-from virtq.schema import default_schema, errors, load
+from virtq.schema import default_schema, errors
 from virtq.schema.codec import (DataRecord, ExceptionResponse, Message, MethodRequest, MethodResponse,
                                 ObjectId, QueryRequest, QueryResponse, WireMessage, decode, direct_address)
-from virtq.schema.loader import SCHEMA_FILE
 from virtq.schema.model import SchemaId
 from virtq.transport import MemoryBus, MemoryTransport
 from virtq.transport._convert import roundtrip
@@ -162,13 +161,9 @@ def test_hypervisor_error_while_resolving_the_target(dispatcher: Dispatcher, hv:
     invoke.assert_not_called()
 
 
-# A Domain method with two out-arguments, as virDomainGetState (state, reason) would have.
-TWO_OUTPUTS = load(SCHEMA_FILE.read_text(encoding="utf-8").replace(
-    '<method name="suspend" libvirt="virDomainSuspend"/>',
-    '<method name="suspend" libvirt="virDomainSuspend"/>'
-    '<method name="getState" libvirt="virDomainGetState">'
-    '<arg name="flags" dir="I" type="uint32" default="0"/>'
-    '<arg name="state" dir="O" type="int32"/><arg name="reason" dir="O" type="int32"/></method>', 1).encode())
+# A Domain method with two out-arguments: virDomainGetState (state, reason).
+TWO_OUTPUTS = SCHEMA
+assert [a.name for a in SCHEMA.cls("Domain").methods["getState"].outputs] == ["state", "reason"]
 
 
 @pytest.mark.parametrize("result", [[1], [1, 2, 3], [], 5, "ab", None],
@@ -377,7 +372,12 @@ def test_schema_query(dispatcher: Dispatcher) -> None:
     assert domain["_properties"]["node"]["_references"] == "Node"
     assert domain["_methods"]["suspend"]["_libvirt"] == "virDomainSuspend"
     flags = domain["_methods"]["getXMLDesc"]["_arguments"]["flags"]
-    assert flags == {"_type": "uint32", "_dir": "I", "_default": 0}
+    assert flags == {"_type": "uint32", "_dir": "I", "_default": 0, "_desc": "bitwise-OR of virDomainXMLFlags",
+                     "_flags": {"VIR_DOMAIN_XML_SECURE": 1, "VIR_DOMAIN_XML_INACTIVE": 2,
+                                "VIR_DOMAIN_XML_UPDATE_CPU": 4, "VIR_DOMAIN_XML_MIGRATABLE": 8}}
+    assert domain["_methods"]["getState"]["_arguments"]["reason"] == {
+        "_type": "int32", "_dir": "O", "_desc": "the reason, a value of the state's virDomain*Reason enum"}
+    assert domain["_methods"]["saveFlags"]["_arguments"]["dxml"]["_nullable"] is True
     assert "_default" not in domain["_methods"]["getXMLDesc"]["_arguments"]["xml"]
     (every,) = responses(query(dispatcher, "SCHEMA"))
     assert {s["_schema_id"]["_class_name"] for s in every.items} == {"Node", "Domain", "Pool", "Volume"}

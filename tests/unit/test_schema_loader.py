@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import keyword
 import uuid
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import libvirt
 import pytest
 
 from virtq.agent.libvirt_adapter import binding_table
 from virtq.schema import SchemaError, default_schema, load
+from virtq.schema.generate import load_overrides
 from virtq.schema.loader import SCHEMA_FILE
 from virtq.schema.model import NO_DEFAULT, Method
 
@@ -66,16 +68,35 @@ def test_parent_references_and_index() -> None:
     assert indexed == {"Node": ["uuid"], "Domain": ["uuid"], "Pool": ["uuid"], "Volume": ["key"]}
 
 
+def _renamed() -> Dict[str, Dict[str, str]]:
+    """overrides.xml: binding parameters whose wire name is libvirt's C name for them."""
+    renamed: Dict[str, Dict[str, str]] = {}
+    for function, override in load_overrides().items():
+        for spec in override.inputs.values():
+            if len(spec.libvirt) == 1 and not keyword.iskeyword(spec.libvirt[0]):
+                renamed.setdefault(function, {})[spec.python] = spec.name or spec.libvirt[0]
+    return renamed
+
+
+RENAMED = _renamed()
+
+
 @pytest.mark.parametrize("class_name, method", all_methods(), ids=lambda v: getattr(v, "name", v))
 def test_method_names_a_libvirt_function_on_the_right_class(class_name: str, method: Method) -> None:
     table = binding_table()
     assert method.libvirt in table, f"libvirt-python has no {method.libvirt}"
     py_class, py_method = table[method.libvirt]
     assert py_class == LIBVIRT_CLASS[class_name]
-    # The agent passes the inputs positionally, in declared order: the binding must take them so.
+    # The agent passes the inputs positionally, in declared order: the binding must take them so,
+    # under its parameter names, or under libvirt's C names where overrides.xml maps them.
     params = list(inspect.signature(getattr(getattr(libvirt, py_class), py_method)).parameters)[1:]
-    assert [a.name for a in method.inputs] == params[:len(method.inputs)]
-    assert len(method.inputs) == len(params)
+    renamed = RENAMED.get(method.libvirt, {})
+    assert [a.name for a in method.inputs] == [renamed.get(p, p) for p in params]
+
+
+def test_some_inputs_take_libvirts_names_where_the_binding_renamed_them() -> None:
+    assert [a.name for a in SCHEMA.cls("Domain").methods["blockStats"].inputs] == ["disk"]  # binding: path
+    assert [a.name for a in SCHEMA.cls("Node").methods["domainRestore"].inputs] == ["frm"]  # C: from, a keyword
 
 
 def test_binding_table_is_not_trivially_permissive() -> None:
@@ -122,9 +143,9 @@ def _packaged(old: str, new: str) -> bytes:
 
 
 def test_hash_changes_when_a_class_changes() -> None:
-    changed = load(_packaged('<method name="suspend" libvirt="virDomainSuspend"/>',
-                             '<method name="suspend" libvirt="virDomainSuspend"/>'
-                             '<method name="managedSave" libvirt="virDomainManagedSave"/>'))
+    changed = load(_packaged('<method name="suspend" libvirt="virDomainSuspend"',
+                             '<method name="frobnicate" libvirt="virDomainFrobnicate"/>'
+                             '<method name="suspend" libvirt="virDomainSuspend"'))
     assert changed.hash != SCHEMA.hash
     assert changed.cls("Domain").hash != SCHEMA.cls("Domain").hash
     for name in ("Node", "Pool", "Volume"):  # the other classes keep theirs

@@ -1,0 +1,189 @@
+"""schema/generate.py: the committed schema is the generated one, every in-scope function is accounted for,
+and the naming rule and the generator's refusals behave as docs/SCHEMA.md says."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from virtq.schema import default_schema, generate, load
+from virtq.schema.generate import (CLASSES, GenerateError, build, coverage, load_api, load_exclusions,
+                                   load_overrides, method_name)
+from virtq.schema.loader import SCHEMA_FILE
+
+API = load_api()
+SCHEMA = default_schema()
+BY_NAME = {c.name: c for c in CLASSES}
+
+
+# --- drift and coverage --------------------------------------------------------------------------------
+
+
+def test_committed_schema_is_the_generated_one() -> None:
+    """Drift: org.libvirt.xml must be what `python -m virtq.schema.generate` writes from its inputs."""
+    generated = build()
+    committed = SCHEMA_FILE.read_text(encoding="utf-8")
+    assert generated == committed, ("schema/org.libvirt.xml is out of date with base.xml, overrides.xml, "
+                                    "exclusions.xml or libvirt-api.xml: run python -m virtq.schema.generate")
+
+
+def test_generator_check_mode(tmp_path: Path) -> None:
+    assert generate.main(["--check"]) == 0
+    stale = tmp_path / "org.libvirt.xml"
+    stale.write_text("<schema/>")
+    assert generate.main(["--check", "--output", str(stale)]) == 1
+    assert stale.read_text() == "<schema/>"  # --check writes nothing
+    assert generate.main(["--output", str(stale)]) == 0
+    assert stale.read_text(encoding="utf-8") == SCHEMA_FILE.read_text(encoding="utf-8")
+
+
+def test_every_in_scope_function_is_exposed_or_excluded() -> None:
+    report = coverage(SCHEMA, API)
+    assert report.unaccounted == () and report.conflicts == () and report.ok
+    total = report.total
+    assert total.functions == len(API.in_scope()) == total.exposed + total.excluded
+    assert total.percent >= 95.0, f"coverage {total.percent:.1f}% < 95%"
+    exposed = {m.libvirt for c in SCHEMA.classes.values() for m in c.methods.values()}
+    assert total.exposed == len(exposed)
+    assert [r.class_name for r in report.rows] == ["Node", "Domain", "Pool", "Volume"]
+    for row in report.rows:
+        assert row.exposed > 0 and row.unaccounted == 0, row
+
+
+def test_coverage_reports_what_is_missing() -> None:
+    """A schema without Domain.suspend leaves virDomainSuspend unaccounted for."""
+    text = SCHEMA_FILE.read_text(encoding="utf-8")
+    start = text.index('<method name="suspend" libvirt="virDomainSuspend"')
+    end = text.index("/>", start) + 2
+    report = coverage(load((text[:start] + text[end:]).encode()), API)
+    assert report.unaccounted == ("virDomainSuspend",) and not report.ok
+    domain = next(r for r in report.rows if r.class_name == "Domain")
+    assert domain.unaccounted == 1 and domain.percent < 100.0
+    assert "UNACCOUNTED (1)" in generate.format_coverage(report)
+
+
+def test_exclusions_have_reasons_and_categories_are_counted() -> None:
+    exclusions = load_exclusions()
+    report = coverage(SCHEMA, API, exclusions)
+    counts = {c.name: n for c, n in report.categories}
+    assert all(n > 0 for n in counts.values()), counts  # no unused category
+    assert sum(counts.values()) == report.total.excluded
+    assert {c.name for c, _ in report.categories if c.applicable} == {"stream", "binary"}
+    for fn in API.in_scope():
+        exclusion = exclusions.match(fn.name)
+        if exclusion is not None:
+            assert exclusion.reason, fn.name
+
+
+def test_loading_the_schema_is_fast() -> None:
+    started = time.perf_counter()
+    for _ in range(3):
+        load()
+    assert (time.perf_counter() - started) / 3 < 0.5
+
+
+# --- the naming rule -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function, class_name, expected", [
+    ("virDomainGetXMLDesc", "Domain", "getXMLDesc"),
+    ("virStoragePoolRefresh", "Pool", "refresh"),
+    ("virConnectGetCapabilities", "Node", "getCapabilities"),
+    ("virNodeGetFreeMemory", "Node", "getFreeMemory"),
+    ("virDomainDefineXML", "Node", "domainDefineXML"),
+    ("virStoragePoolCreateXML", "Node", "storagePoolCreateXML"),
+    ("virStorageVolCreateXML", "Pool", "storageVolCreateXML"),
+    ("virStoragePoolLookupByVolume", "Volume", "storagePoolLookupByVolume"),
+    ("virDomainFSTrim", "Domain", "fsTrim"),
+    ("virDomainPMWakeup", "Domain", "pmWakeup"),
+    ("virDomainGetID", "Domain", "getID"),
+])
+def test_naming_rule(function: str, class_name: str, expected: str) -> None:
+    assert method_name(function, BY_NAME[class_name]) == expected
+
+
+def test_generated_methods_keep_the_names_of_the_hand_written_schema() -> None:
+    """Every method of the schema before generation is still there, with the same arguments."""
+    before: Dict[str, Dict[str, list]] = {
+        "Node": {"getCapabilities": ["capabilities"], "getInfo": ["info"], "getHostname": ["hostname"],
+                 "getVersion": ["hvVer"], "getLibVersion": ["libVer"], "getFreeMemory": ["freeMemory"],
+                 "domainDefineXML": ["xml", "domain"], "domainCreateXML": ["xmlDesc", "flags", "domain"],
+                 "storagePoolDefineXML": ["xml", "flags", "pool"],
+                 "storagePoolCreateXML": ["xmlDesc", "flags", "pool"]},
+        "Domain": {"getXMLDesc": ["flags", "xml"], "getInfo": ["info"], "create": [], "destroy": [],
+                   "suspend": [], "resume": [], "shutdown": [], "reboot": ["flags"], "undefine": []},
+        "Pool": {"getXMLDesc": ["flags", "xml"], "getInfo": ["info"], "create": ["flags"], "destroy": [],
+                 "refresh": ["flags"], "undefine": [], "storageVolCreateXML": ["xmlDesc", "flags", "volume"]},
+        "Volume": {"getXMLDesc": ["flags", "xml"], "getInfo": ["info"], "delete": ["flags"]},
+    }
+    for class_name, methods in before.items():
+        for name, args in methods.items():
+            method = SCHEMA.cls(class_name).methods[name]
+            assert [a.name for a in method.arguments] == args, f"{class_name}.{name}"
+    assert SCHEMA.cls("Domain").methods["getInfo"].outputs[0].fields == (
+        "state", "maxMem", "memory", "nrVirtCpu", "cpuTime")
+
+
+def test_flags_are_uint32_default_0_with_their_constants() -> None:
+    flags = [a for c in SCHEMA.classes.values() for m in c.methods.values() for a in m.inputs
+             if a.name == "flags"]
+    assert len(flags) > 150
+    assert all(a.type in ("uint32", "uint64") and a.default == 0 for a in flags)
+    reboot = SCHEMA.cls("Domain").methods["reboot"].inputs[0]
+    assert ("VIR_DOMAIN_REBOOT_ACPI_POWER_BTN", 1) in reboot.flags
+
+
+# --- the generator refuses incomplete inputs ------------------------------------------------------------
+
+
+def _exclusions_without(tmp_path: Path, *functions: str) -> Path:
+    text = generate.EXCLUSIONS_XML.read_text(encoding="utf-8")
+    for function in functions:
+        line = next(l for l in text.splitlines() if f'function="{function}"' in l)
+        text = text.replace(line + "\n", "")
+    path = tmp_path / "exclusions.xml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_function_that_cannot_be_shaped_is_refused_not_dropped(tmp_path: Path) -> None:
+    with pytest.raises(GenerateError) as info:
+        generate.generate(API, exclusions=load_exclusions(_exclusions_without(tmp_path, "virDomainOpenConsole")))
+    (problem,) = info.value.problems
+    assert problem.startswith("virDomainOpenConsole") and "overrides.xml" in problem
+
+
+def test_a_function_without_binding_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(GenerateError, match="virConnectListDomains: libvirt-python has no binding"):
+        generate.generate(API, exclusions=load_exclusions(_exclusions_without(tmp_path, "virConnectListDomains")))
+
+
+def test_stale_rules_and_overrides_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "exclusions.xml"
+    path.write_text(generate.EXCLUSIONS_XML.read_text(encoding="utf-8").replace(
+        "</exclusions>", '<exclude function="virDomainFrobnicate" category="stream"/></exclusions>'))
+    overrides = dict(load_overrides())
+    overrides["virDomainFrob"] = overrides["virDomainGetInfo"]
+    with pytest.raises(GenerateError) as info:
+        generate.generate(API, overrides=overrides, exclusions=load_exclusions(path))
+    assert sorted(info.value.problems) == [
+        "exclusions.xml: rule 'virDomainFrobnicate' matches no in-scope function",
+        "overrides.xml: virDomainFrob is not an in-scope libvirt function"]
+
+
+def test_an_excluded_function_cannot_also_be_shaped() -> None:
+    overrides = dict(load_overrides())
+    overrides["virDomainOpenConsole"] = overrides["virDomainGetInfo"]
+    with pytest.raises(GenerateError, match="virDomainOpenConsole: excluded .* but shaped in overrides.xml"):
+        generate.generate(API, overrides=overrides)
+
+
+def test_base_must_not_declare_methods(tmp_path: Path) -> None:
+    base = tmp_path / "base.xml"
+    base.write_text(generate.BASE_XML.read_text(encoding="utf-8").replace(
+        "</class>", '<method name="x" libvirt="virX"/></class>', 1), encoding="utf-8")
+    with pytest.raises(GenerateError, match="methods are generated"):
+        build(base=base)
