@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set, Union
 
 from virtq.schema import errors
 from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, AgentHeartbeat, AgentInfo,
@@ -58,14 +58,14 @@ def load_epoch(state_dir: Optional[Path]) -> int:
 class Agent:
     """One hypervisor's libvirt, served over one transport."""
 
-    def __init__(self, schema: Schema, hypervisor: Hypervisor, transport: Transport, *,
+    def __init__(self, schema: Schema, hypervisor: Hypervisor,
+                 transport: Union[Transport, Callable[[str], Transport]], *,
                  instance: Optional[str] = None, heartbeat: float = 10.0, workers: int = 8,
                  state_dir: Optional[Path] = None, max_request_bytes: int = MAX_REQUEST_BYTES,
                  interval: float = 10.0, slow_interval: float = 60.0, reconcile: float = 300.0,
                  events: bool = True) -> None:
         self.schema = schema
         self.hypervisor = hypervisor
-        self.transport = transport
         self.heartbeat_interval = heartbeat
         self.max_request_bytes = max_request_bytes
         self.reconcile_interval = reconcile
@@ -73,6 +73,8 @@ class Agent:
         node = hypervisor.node()
         self.instance = instance or node.uuid
         self.name = f"{VENDOR}:{PRODUCT}:{self.instance}"
+        # A broker transport subscribes to the agent's own address, so it may be made from the name.
+        self.transport = transport if isinstance(transport, Transport) else transport(self.name)
         self.epoch = load_epoch(state_dir)
         self.registry = Registry(schema, hypervisor, self.name, self.epoch, ConfigGenerations(state_dir))
         self.sampler = Sampler(schema, self.registry, hypervisor, self.push_stats, interval=interval,
@@ -85,6 +87,9 @@ class Agent:
         self._heartbeats = threading.Thread(target=self._heartbeat_loop, name="virtq-heartbeat", daemon=True)
         self._reconciler = threading.Thread(target=self._reconcile_loop, name="virtq-reconcile", daemon=True)
         self._started = False
+        self._beat_now = threading.Event()
+        self._dirty: Set[str] = set()  # objects changed while the transport was down
+        self._dirty_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -93,7 +98,7 @@ class Agent:
         self.pump.start()
         if self.events_enabled:
             self.hypervisor.watch(self.pump.deliver)
-        self.transport.start(self._receive)
+        self.transport.start(self._receive, self._on_transport_state)
         self._started = True
         self._heartbeats.start()
         self.sampler.start()
@@ -147,7 +152,42 @@ class Agent:
     def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
             self._send(AgentHeartbeat(self.info(), agent=self.name).encode())
-            self._stop.wait(self.heartbeat_interval)
+            self._beat_now.wait(self.heartbeat_interval)
+            self._beat_now.clear()
+
+    def _on_transport_state(self, up: bool) -> None:
+        """Back after an outage: re-announce at once and push the latest state of what changed meanwhile."""
+        if not up or not self._started:
+            return
+        self._beat_now.set()
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        if dirty:
+            self._pool.submit(self._push_dirty, dirty)
+
+    def _push_dirty(self, names: Set[str]) -> None:
+        """Coalesced while disconnected: one record (or deletion) and the latest statistics per object."""
+        now = now_ns()
+        records: List[DataRecord] = []
+        for name in sorted(names):
+            entry = self.registry.get(name)
+            if entry is not None:
+                records.append(self.registry.record(entry))
+            elif name.partition(":")[0] in self.schema.classes:
+                class_name = name.partition(":")[0]
+                records.append(DataRecord(self.registry.object_id(name), self.schema.cls(class_name).schema_id,
+                                          {}, now, now, now))
+        self.push(records)
+        self.push_stats(self.sampler.resend(names))
+        log.info("pushed the latest state of %d object(s) changed while disconnected", len(names))
+
+    def _held_back(self, names: Sequence[str]) -> bool:
+        """While the transport is down, remember what changed instead of queueing messages."""
+        if self.transport.connected:
+            return False
+        with self._dirty_lock:
+            self._dirty.update(names)
+        return True
 
     # --- receiving ------------------------------------------------------------------------------
 
@@ -255,6 +295,8 @@ class Agent:
 
     def push_stats(self, batches: Sequence[StatsBatch]) -> None:
         for batch in batches:
+            if self._held_back([batch.object_name(i) for i in range(len(batch.keys))]):
+                continue
             message = StatsIndication(batches=(batch,), agent=self.name)
             self._send(message.encode(TOPIC, stats_subject(self.schema.package, batch.schema_id.class_name)))
 
@@ -265,6 +307,8 @@ class Agent:
 
     def push(self, records: Sequence[DataRecord]) -> None:
         """Push changed objects as data indications, one per class; all deletions go first."""
+        if self._held_back([r.object_id.object_name for r in records]):
+            return
         for deleted in (True, False):
             by_class: Dict[str, List[DataRecord]] = {}
             for record in records:

@@ -6,13 +6,15 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 import click
 
 from virtq.schema import default_schema
 from virtq.schema.errors import NotConnectedError
-from virtq.transport import DirectListener
+from virtq.transport import BrokerConnection, DirectListener, Transport, profile
+from virtq.transport.profiles import PROFILES
+from virtq.transport.urls import redact, with_credentials
 
 from .agent import Agent
 from .config import ConfigError, read_config
@@ -39,6 +41,15 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
               help="libvirt connection URI (test:///default for the built-in test hypervisor).")
 @click.option("--listen", default="amqp://127.0.0.1:5672", show_default=True,
               help="Direct mode: be an AMQP 1.0 endpoint at this address (no broker).")
+@click.option("--broker", "brokers", multiple=True,
+              help="Go through a broker instead of listening: amqp://[user:pass@]host:port. Repeat for a "
+                   "failover list (or separate them with spaces in the config file / VIRTQ_AGENT_BROKER).")
+@click.option("--addressing", type=click.Choice(sorted(PROFILES)), default="qmf", show_default=True,
+              help="Broker address profile: qmf (qpidd, Qpid Dispatch) or rabbitmq (RabbitMQ's AMQP 1.0 plugin).")
+@click.option("--broker-user", default=None, help="Broker user, when not in the URL.")
+@click.option("--broker-password", default=None,
+              help="Broker password, when not in the URL; better set VIRTQ_AGENT_BROKER_PASSWORD or the config "
+                   "file than the command line.")
 @click.option("--heartbeat", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
               help="Seconds between heartbeats.")
 @click.option("--interval", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
@@ -54,7 +65,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
               help="Directory for persistent state (the epoch counter).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def main(libvirt_uri: str, listen: str, heartbeat: float, interval: float, slow_interval: float,
+def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str, broker_user: Optional[str],
+         broker_password: Optional[str], heartbeat: float, interval: float, slow_interval: float,
          reconcile: float, instance: Optional[str], workers: int, state_dir: Optional[str], log_level: str) -> None:
     """Serve the local libvirt's Node, Domains, Pools and Volumes over AMQP 1.0 (QMFv2 maps)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
@@ -65,7 +77,13 @@ def main(libvirt_uri: str, listen: str, heartbeat: float, interval: float, slow_
         hypervisor = LibvirtHypervisor(libvirt_uri)
     except HypervisorError as exc:
         raise click.ClickException(f"cannot open libvirt {libvirt_uri}: {exc.message}") from exc
-    agent = Agent(default_schema(), hypervisor, DirectListener(listen), instance=instance,
+    urls = [with_credentials(u, broker_user, broker_password) for b in brokers for u in b.split()]
+    transport: Union[Transport, Callable[[str], Transport]] = DirectListener(listen)
+    if urls:
+        def transport(name: str) -> Transport:  # noqa: F811 - the agent's name picks its broker address
+            return BrokerConnection(urls, profile(addressing), role="agent", agent_name=name,
+                                    require_connection=False)
+    agent = Agent(default_schema(), hypervisor, transport, instance=instance,
                   heartbeat=heartbeat, workers=workers, state_dir=Path(state_dir) if state_dir else None,
                   interval=interval, slow_interval=slow_interval, reconcile=reconcile)
 
@@ -80,7 +98,8 @@ def main(libvirt_uri: str, listen: str, heartbeat: float, interval: float, slow_
     except NotConnectedError as exc:
         hypervisor.close()
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"virtq-agent {agent.name} listening on {listen}", err=True)
+    where = f"through {' '.join(redact(u) for u in urls)} ({addressing})" if urls else f"listening on {listen}"
+    click.echo(f"virtq-agent {agent.name} {where}", err=True)
     agent.wait()
     agent.stop()
 

@@ -15,7 +15,7 @@ import functools
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from virtq.schema.codec import StatsBatch, now_ns
 from virtq.schema.model import Schema
@@ -95,6 +95,19 @@ class Sampler:
             elapsed += self.interval
 
     # --- sampling --------------------------------------------------------------------------------
+
+    def resend(self, names: Iterable[str]) -> List[StatsBatch]:
+        """Batches with every known value of these objects (after values could not be delivered)."""
+        with self._lock:
+            known = {n: dict(self._last[n]) for n in names if n in self._last}
+        batches = []
+        for class_name, (_, fields) in SOURCES.items():
+            rows = sorted((n, v) for n, v in known.items() if n.startswith(class_name + ":"))
+            if rows:
+                columns = {f: [v.get(f) for _, v in rows] for f in fields}
+                batches.append(StatsBatch(self._schema.cls(class_name).schema_id, self._registry.epoch, now_ns(),
+                                          tuple(n.partition(":")[2] for n, _ in rows), columns))
+        return batches
 
     def latest(self, name: str) -> Optional[Mapping[str, Any]]:
         """The values last pushed for an object (query answers include them)."""

@@ -23,7 +23,8 @@ from virtq.schema.codec import (TOPIC, AgentHeartbeat, AgentInfo, AgentLocateReq
                                 MethodResponse, ObjectId, QueryRequest, QueryResponse, StatsIndication,
                                 WireMessage, decode, direct_address)
 from virtq.schema.model import Method, Schema
-from virtq.transport import DirectConnector, Transport
+from virtq.transport import BrokerConnection, DirectConnector, Transport, profile
+from virtq.transport.urls import redact
 
 from .events import AgentAdded, AgentLost, AgentRestarted, Event
 from .jobs import Apartments, Job
@@ -45,13 +46,14 @@ class _Pending:
     cid: str
     transport: Transport
     apply: bool = False  # apply returned records to the repositories, in wire order
+    many: bool = False  # a broadcast (agent locate through a broker): collect answers until the deadline
     replies: List[Message] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     error: Optional[Exception] = None
 
     def add(self, message: Message) -> None:
         self.replies.append(message)
-        if not (isinstance(message, QueryResponse) and message.partial):
+        if not self.many and not (isinstance(message, QueryResponse) and message.partial):
             self.done.set()
 
 
@@ -66,13 +68,20 @@ class Console:
     """
 
     def __init__(self, urls: Union[str, Sequence[str]] = (), timeout: float = 10.0, *,
-                 transports: Sequence[Transport] = (), schema: Optional[Schema] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 addressing: str = "direct", transports: Sequence[Transport] = (), schema: Optional[Schema] = None,
+                 clock: Callable[[], float] = time.monotonic, discovery: Optional[float] = None) -> None:
         urls = [urls] if isinstance(urls, str) else list(urls)
         self.timeout = timeout
         self.schema = schema or default_schema()
         self.clock = clock
-        self._transports: List[Tuple[str, Transport]] = [(u, DirectConnector(u)) for u in urls]
+        self.addressing = addressing
+        self.discovery = discovery if discovery is not None else min(timeout, 1.0)
+        """With a broker: how long to collect agents' answers to the first locate (heartbeats add later ones)."""
+        if addressing == "direct":
+            self._transports: List[Tuple[str, Transport]] = [(u, DirectConnector(u)) for u in urls]
+        else:  # one connection through the broker; several URLs are its failover list
+            self._transports = [(" ".join(redact(u) for u in urls),
+                                 BrokerConnection(urls, profile(addressing), role="console"))] if urls else []
         self._transports += [(f"transport-{i}", t) for i, t in enumerate(transports, 1)]
         self.agents = AgentRepository()
         self.nodes = Repository("Node", self.agents)
@@ -126,15 +135,18 @@ class Console:
             except errors.NotConnectedError as exc:
                 self.unreachable[url] = str(exc)
                 log.warning("%s", exc)
-        locates = [(url, t, self._send_request(t, AgentLocateRequest(), TOPIC)) for url, t in started]
+        brokered = self.addressing != "direct"
+        locates = [(url, t, self._send_request(t, AgentLocateRequest(), TOPIC, many=brokered)) for url, t in started]
         for url, transport, pending in locates:
             try:
-                for reply in self._wait(pending, self.timeout, f"agent locate via {url}"):
-                    if isinstance(reply, AgentLocateResponse):
+                replies = self._wait(pending, self.discovery if brokered else self.timeout,
+                                     f"agent locate via {url}", many=brokered)
+                for reply in replies:
+                    if isinstance(reply, AgentLocateResponse) and reply.info.name not in self._agent_transport:
                         self._load_agent(reply.info, url, transport)
             except errors.ConsoleError as exc:
                 self.unreachable[url] = str(exc)
-        if self._transports and len(self.agents) == 0:
+        if self._transports and len(self.agents) == 0 and not (brokered and started):
             self.close()
             raise errors.NotConnectedError("; ".join(self.unreachable.values()) or "no agent answered")
         self._monitor.start()
@@ -147,6 +159,10 @@ class Console:
         def on_state(up: bool) -> None:
             if not up:
                 self._fail_pending(transport, errors.NotConnectedError(f"connection to {url} lost"))
+            elif self._monitor.is_alive():  # a reconnect after start: converge on every agent behind it
+                for name, (_, via) in list(self._agent_transport.items()):
+                    if via is transport:
+                        self._background(self._resync_quietly, name)
         return on_state
 
     def _fail_pending(self, transport: Optional[Transport], error: Exception) -> None:
@@ -208,11 +224,12 @@ class Console:
 
     # --- requests ----------------------------------------------------------------------------------
 
-    def _send_request(self, transport: Transport, request: Message, address: str, apply: bool = False) -> _Pending:
+    def _send_request(self, transport: Transport, request: Message, address: str, apply: bool = False,
+                      many: bool = False) -> _Pending:
         if self._closed:
             raise errors.NotConnectedError("console is closed")
         cid = f"c{next(self._ids)}"
-        pending = _Pending(cid, transport, apply)
+        pending = _Pending(cid, transport, apply, many)
         with self._pending_lock:
             self._pending[cid] = pending
         wire = dataclasses.replace(request, correlation_id=cid, reply_to=transport.reply_address).encode(address)
@@ -224,12 +241,14 @@ class Console:
             raise
         return pending
 
-    def _wait(self, pending: _Pending, timeout: float, what: str) -> List[Message]:
+    def _wait(self, pending: _Pending, timeout: float, what: str, many: bool = False) -> List[Message]:
         ok = pending.done.wait(timeout)
         with self._pending_lock:
             self._pending.pop(pending.cid, None)
         if pending.error is not None:
             raise pending.error
+        if many:
+            return list(pending.replies)
         if not ok:
             raise errors.CallTimeoutError(f"{what}: no answer within {timeout:g}s")
         return pending.replies

@@ -67,15 +67,18 @@ class _Group(click.Group):
 
 
 class State:
-    def __init__(self, urls: Sequence[str], timeout: float, as_json: bool, console: Optional[Console]) -> None:
+    def __init__(self, urls: Sequence[str], timeout: float, as_json: bool, console: Optional[Console],
+                 addressing: str = "direct") -> None:
         self.urls = urls
         self.timeout = timeout
         self.as_json = as_json
+        self.addressing = addressing
         self._console = console
 
     def console(self, ctx: click.Context) -> Console:
         if self._console is None:
-            console = Console(self.urls, timeout=self.timeout)
+            urls = [u for url in self.urls for u in url.split()]  # VIRTQ_URL may hold several
+            console = Console(urls, timeout=self.timeout, addressing=self.addressing)
             self._console = ctx.with_resource(console)
             for url, why in console.unreachable.items():
                 click.echo(f"warning: {why}", err=True)
@@ -84,19 +87,25 @@ class State:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-u", "--url", "urls", multiple=True, envvar="VIRTQ_URL", default=("amqp://127.0.0.1:5672",),
-              show_default=True, help="Agent (direct mode) URL; repeat for several. Env: VIRTQ_URL.")
+              show_default=True, help="An agent's URL (direct mode; repeat for several) or, with --addressing, "
+                                      "the broker's (repeat for a failover list). Env: VIRTQ_URL.")
+@click.option("--addressing", type=click.Choice(["direct", "qmf", "rabbitmq"]), envvar="VIRTQ_ADDRESSING",
+              default="direct", show_default=True,
+              help="direct: -u names agents; qmf or rabbitmq: -u names a broker using that address profile. "
+                   "Env: VIRTQ_ADDRESSING.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait for connections and answers.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output for scripts.")
 @click.option("-v", "--verbose", count=True, help="Log warnings (-v) or everything (-vv) to stderr.")
 @click.pass_context
-def cli(ctx: click.Context, urls: Sequence[str], timeout: float, as_json: bool, verbose: int) -> None:
+def cli(ctx: click.Context, urls: Sequence[str], addressing: str, timeout: float, as_json: bool,
+        verbose: int) -> None:
     """Manage libvirt hosts served by virtq agents."""
     level = {0: logging.CRITICAL, 1: logging.WARNING}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)
     given = ctx.obj if isinstance(ctx.obj, Console) else None
-    ctx.obj = State(urls, timeout, as_json, given)
+    ctx.obj = State(urls, timeout, as_json, given, addressing)
 
 
 def _state(ctx: click.Context) -> State:

@@ -1,0 +1,272 @@
+"""Through a broker: one AMQP connection (with a failover list) that reconnects by itself.
+
+Agents and consoles speak the same logical QMF addresses as in direct mode; an
+:class:`~virtq.transport.profiles.AddressProfile` maps them to what the broker accepts.
+Reconnects follow any loss the program did not ask for — errors and clean closes alike
+(a gracefully stopped broker closes cleanly, and proton does not reconnect after that) —
+with exponential backoff and jitter, cycling through the URLs. While disconnected,
+``send`` raises NotConnectedError at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import uuid
+from typing import Any, Dict, List, Optional, Sequence
+
+from virtq.schema.codec import WireMessage
+from virtq.schema.errors import NotConnectedError
+
+from ._convert import from_proton, to_proton
+from ._direct import _Outbox, _host_port
+from ._reactor import ReactorHandler, ReactorThread
+from .base import Deliver, StateListener, Transport
+from .profiles import AddressProfile
+from .urls import redact
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Exponential backoff with full jitter: delays in [0, min(cap, base * 2**n)]."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0, rng: Optional[random.Random] = None) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        delay = self._rng.uniform(self.base / 2, min(self.cap, self.base * 2 ** self.attempt))
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class _BrokerHandler(ReactorHandler):
+    def __init__(self, owner: "BrokerConnection") -> None:
+        super().__init__()
+        self.owner = owner
+        self.connection: Any = None
+        self.receivers: Dict[str, str] = {}  # link name -> physical source address
+        self.opened: set[str] = set()
+        self.senders: Dict[str, _Outbox] = {}
+        self.reply_link_name = ""
+
+    # connecting ---------------------------------------------------------------------------------
+
+    def on_start(self, event: Any) -> None:
+        self.connect()
+
+    def connect(self) -> None:
+        owner = self.owner
+        if owner._closing:
+            return
+        url = owner.urls[owner._url_index % len(owner.urls)]
+        owner._url_index += 1
+        owner.current_url = url
+        container = owner._reactor.container
+        self.receivers, self.opened, self.senders = {}, set(), {}
+        self.connection = container.connect(url, reconnect=False, allowed_mechs=owner.mechanisms,
+                                            allow_insecure_mechs=True)
+        names = []
+        for i, source in enumerate(owner.sources):
+            name = f"{owner.link_prefix}-in-{i}"
+            container.create_receiver(self.connection, source, name=name)
+            self.receivers[name] = source
+            names.append(name)
+        if owner.role == "console":
+            self.reply_link_name = f"{owner.link_prefix}-replies"
+            reply = owner.profile.reply_source(owner.console_id)
+            if reply is None:
+                container.create_receiver(self.connection, None, dynamic=True, name=self.reply_link_name)
+            else:
+                container.create_receiver(self.connection, reply, name=self.reply_link_name)
+                self.receivers[self.reply_link_name] = reply
+
+    def on_link_opened(self, event: Any) -> None:
+        link = event.receiver
+        if link is None:
+            return
+        if link.name == self.reply_link_name and link.name not in self.receivers:  # dynamic
+            self.receivers[link.name] = link.remote_source.address
+        self.opened.add(link.name)
+        expected = set(self.receivers) | ({self.reply_link_name} if self.reply_link_name else set())
+        if expected <= self.opened:
+            self.owner._up(self.receivers.get(self.reply_link_name, ""))
+
+    def on_timer_task(self, event: Any) -> None:
+        self.connect()
+
+    # receiving ---------------------------------------------------------------------------------
+
+    def on_message(self, event: Any) -> None:
+        source = self.receivers.get(event.link.name, "") if event.link is not None else ""
+        wire = from_proton(event.message, source, self.last_delivery_size)
+        profile = self.owner.profile
+        self.owner._deliver(WireMessage(profile.logical(wire.address), wire.properties, profile.unwrap(wire.body),
+                                        wire.subject, wire.correlation_id, wire.reply_to, wire.size))
+
+    # sending -----------------------------------------------------------------------------------
+
+    def send(self, wire: WireMessage) -> None:
+        if self.connection is None or not self.owner.connected:
+            self.owner.dropped += 1
+            return
+        profile = self.owner.profile
+        target = profile.target(wire)
+        box = self.senders.get(target)
+        if box is None:
+            link = self.owner._reactor.container.create_sender(
+                self.connection, target, name=f"{self.owner.link_prefix}-out-{uuid.uuid4().hex[:8]}")
+            box = self.senders[target] = _Outbox(link, target)
+        box.push(WireMessage(target, wire.properties, profile.wrap(wire.body), wire.subject, wire.correlation_id,
+                             wire.reply_to))
+
+    def on_sendable(self, event: Any) -> None:
+        for box in self.senders.values():
+            if box.link == event.sender:
+                box.flush()
+
+    # losing ------------------------------------------------------------------------------------
+
+    def _lost(self, event: Any, why: str) -> None:
+        condition = getattr(event, "transport", None) and event.transport.condition
+        self.owner._down(f"{why}: {condition.description if condition else 'closed'}")
+
+    def on_transport_error(self, event: Any) -> None:
+        self._lost(event, "transport error")
+
+    def on_connection_remote_close(self, event: Any) -> None:
+        condition = event.connection.remote_condition
+        self.owner._down(f"closed by the broker: {condition.description if condition else 'clean close'}")
+        event.connection.close()
+
+    def on_link_remote_close(self, event: Any) -> None:
+        condition = event.link.remote_condition
+        if not self.owner._closing:
+            self.owner._down(f"link {event.link.name} closed by the broker: "
+                             f"{condition.description if condition else 'clean close'}")
+            if self.connection is not None:
+                self.connection.close()
+
+    def on_disconnected(self, event: Any) -> None:
+        self._lost(event, "disconnected")
+        if not self.owner._closing:
+            delay = self.owner.backoff.next()
+            log.info("reconnecting to %s in %.2fs",
+                     redact(self.owner.urls[self.owner._url_index % len(self.owner.urls)]), delay)
+            self.connection = None
+            self.owner._reactor.container.schedule(delay, self)
+        else:
+            self.owner._closed.set()
+
+    def on_connection_closed(self, event: Any) -> None:
+        if self.owner._closing:
+            self.owner._closed.set()
+
+
+class BrokerConnection(Transport):
+    """An agent's or console's connection to a broker (or router), reconnecting across ``urls``."""
+
+    def __init__(self, urls: Sequence[str], profile: AddressProfile, *, role: str, agent_name: str = "",
+                 mechanisms: str = "PLAIN ANONYMOUS", backoff: Optional[Backoff] = None,
+                 require_connection: bool = True) -> None:
+        if not urls:
+            raise ValueError("a broker connection needs at least one URL")
+        if role not in ("agent", "console") or (role == "agent" and not agent_name):
+            raise ValueError("role is 'agent' (with agent_name) or 'console'")
+        self.urls = list(urls)
+        self.profile = profile
+        self.role = role
+        self.agent_name = agent_name
+        self.mechanisms = mechanisms
+        self.backoff = backoff or Backoff()
+        self.require_connection = require_connection
+        self.console_id = uuid.uuid4().hex
+        self.link_prefix = f"virtq-{role}-{self.console_id[:12]}"
+        self.sources: List[str] = (profile.agent_sources(agent_name) if role == "agent"
+                                   else profile.console_sources())
+        self.current_url = self.urls[0]
+        self.dropped = 0
+        """Messages not sent because the connection was down."""
+        self.reconnects = 0
+        self._url_index = 0
+        self._handler = _BrokerHandler(self)
+        self._reactor = ReactorThread(self._handler, f"virtq-broker-{role}-{_host_port(self.urls[0])}")
+        self._deliver_fn: Optional[Deliver] = None
+        self._on_state: Optional[StateListener] = None
+        self._reply_address = ""
+        self._connected = False
+        self._ever_connected = threading.Event()
+        self._closing = False
+        self._closed = threading.Event()
+        self.last_error = ""
+
+    def _up(self, reply_address: str) -> None:
+        if self._connected:
+            return
+        self._reply_address = reply_address
+        self._connected = True
+        if self._ever_connected.is_set():
+            self.reconnects += 1
+            log.info("reconnected to %s", redact(self.current_url))
+        self._ever_connected.set()
+        self.backoff.reset()
+        if self._on_state is not None:
+            self._on_state(True)
+
+    def _down(self, why: str) -> None:
+        self.last_error = why
+        if not self._connected:
+            return
+        self._connected = False
+        if not self._closing:
+            log.warning("connection to %s lost: %s", redact(self.current_url), why)
+            if self._on_state is not None:
+                self._on_state(False)
+
+    def _deliver(self, wire: WireMessage) -> None:
+        if self._deliver_fn is not None:
+            self._deliver_fn(wire)
+
+    def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
+        self._deliver_fn = deliver
+        self._on_state = on_state
+        self._reactor.start()
+        if not self._ever_connected.wait(timeout) and self.require_connection:
+            self.kill()
+            raise NotConnectedError(f"cannot connect to {', '.join(redact(u) for u in self.urls)}: "
+                                    f"{self.last_error or f'no answer within {timeout:g}s'}")
+
+    def send(self, message: WireMessage) -> None:
+        if not self._connected:
+            raise NotConnectedError(f"not connected to the broker ({redact(self.current_url)}): {self.last_error}")
+        self._reactor.call(lambda: self._handler.send(message))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._closing = True
+
+        def close() -> None:
+            if self._handler.connection is not None:
+                self._handler.connection.close()
+            else:
+                self._closed.set()
+
+        if self._reactor.running:
+            self._reactor.call(close)
+            self._closed.wait(timeout)
+        self._reactor.stop(None, timeout)
+        self._connected = False
+
+    @property
+    def reply_address(self) -> str:
+        return self._reply_address
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
