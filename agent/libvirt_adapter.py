@@ -167,10 +167,13 @@ class LibvirtHypervisor(Hypervisor):
         return value
 
     def _argument(self, value: Any) -> Any:
-        """Object arguments (ObjectRef, also in lists) as libvirt objects."""
+        """An argument as the binding takes it: ObjectRefs (also in lists) as libvirt objects; a
+        list of booleans (a CPU map) as a tuple, the binding's convention for CPU maps."""
         if isinstance(value, ObjectRef):
             return self._handle(value.class_name, value.key)
         if isinstance(value, list):
+            if value and all(isinstance(v, bool) for v in value):
+                return tuple(value)
             return [self._argument(v) for v in value]
         return value
 
@@ -184,7 +187,7 @@ class LibvirtHypervisor(Hypervisor):
         values = [self._argument(a) for a in args]
         try:
             result = bound(*values)
-        except (TypeError, ValueError, OverflowError) as exc:  # the binding's own argument checks
+        except (TypeError, ValueError, OverflowError, LookupError) as exc:  # the binding's argument checks
             raise ValueError(f"libvirt-python refused the arguments of {function}: {exc}") from exc
         return self._identity(result)
 
