@@ -23,6 +23,19 @@ def _amqp(value: Any) -> Any:
     return value
 
 
+def _owned(value: Any) -> Any:
+    """Binary values as bytes: proton hands out memoryviews of a buffer it reuses for the next message."""
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    if isinstance(value, dict):
+        return {_owned(k): _owned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_owned(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_owned(v) for v in value)
+    return value
+
+
 def to_proton(wire: WireMessage) -> Message:
     return Message(body=_amqp(wire.body), address=wire.address, subject=wire.subject or None,
                    properties=dict(wire.properties), correlation_id=wire.correlation_id,
@@ -35,8 +48,8 @@ def from_proton(message: Message, link_address: Optional[str], size: int = 0) ->
     cid = message.correlation_id
     return WireMessage(
         address=message.address or link_address or "",
-        properties=properties if isinstance(properties, dict) else {},
-        body=message.body,
+        properties=_owned(properties) if isinstance(properties, dict) else {},
+        body=_owned(message.body),
         subject=message.subject or "",
         correlation_id=None if cid is None else str(cid),
         reply_to=message.reply_to or None,
