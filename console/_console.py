@@ -296,7 +296,7 @@ class Console:
         method = target.schema.method(method_name)
         if method is None:
             raise errors.UnknownMethodError(f"{target.class_name} has no method {method_name!r}")
-        arguments = dict(arguments or {})
+        arguments = {name: _wire_objects(value) for name, value in (arguments or {}).items()}
         method.bind(arguments)
         transport = self._transport_for(target.agent)
         with self.apartments.run(self, target.object_id, method_name) as job:
@@ -333,14 +333,22 @@ class Console:
     def _results(self, method: Method, arguments: Mapping[str, Any]) -> Any:
         results: Dict[str, Any] = {}
         for arg in method.outputs:
-            value = arguments.get(arg.name)
-            if arg.type == "objId" and isinstance(value, Mapping):
-                ref = ObjectId.from_wire(value)
-                value = self.find(ref) or ref
-            results[arg.name] = value
+            results[arg.name] = self._snapshots(arguments.get(arg.name))
         if not results:
             return None
         return next(iter(results.values())) if len(results) == 1 else results
+
+    def _snapshots(self, value: Any) -> Any:
+        """Object references in a result, at any depth (lists, out-structures), as snapshots when known."""
+        if isinstance(value, Mapping) and isinstance(value.get("_object_name"), str) \
+                and set(value) <= {"_object_name", "_agent_name", "_agent_epoch"}:
+            ref = ObjectId.from_wire(value)
+            return self.find(ref) or ref
+        if isinstance(value, Mapping):
+            return {k: self._snapshots(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._snapshots(v) for v in value]
+        return value
 
     # --- the fetcher ----------------------------------------------------------------------------
 
@@ -542,3 +550,14 @@ class Scope:
         self.domains = ScopedRepository(console.domains, names)
         self.pools = ScopedRepository(console.pools, names)
         self.volumes = ScopedRepository(console.volumes, names)
+
+
+def _wire_objects(value: Any) -> Any:
+    """Objects passed as arguments (snapshots, ObjectIds, lists of them) as the wire's object ids."""
+    if isinstance(value, RemoteObject):
+        return value.object_id.to_wire()
+    if isinstance(value, ObjectId):
+        return value.to_wire()
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (RemoteObject, ObjectId)) for v in value):
+        return [_wire_objects(v) for v in value]
+    return value

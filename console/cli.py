@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TypeVar
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import click
 
 from virtq.schema import errors, types
 from virtq.schema.codec import ObjectId
 
-from ._console import Console
+from ._console import LOST_AFTER, Console
+from .events import (AgentAdded, AgentLost, AgentRestarted, ConfigChanged, DomainStateChanged, Event, LibvirtEvent,
+                     ObjectAdded, ObjectEvent, ObjectRemoved, Overflowed, StatsUpdated)
 from .objects import RemoteObject, describe
+from .subscriptions import Subscription
 
 EXIT_UNREACHABLE = 3
 EXIT_BAD_REF = 4
@@ -203,7 +210,8 @@ def show(ctx: click.Context, class_name: str, ref: str) -> None:
         click.echo(f"{key + ':':<9} {value}")
 
 
-def _parse_arguments(obj: RemoteObject, method_name: str, pairs: Sequence[str]) -> Dict[str, Any]:
+def _parse_arguments(obj: RemoteObject, method_name: str, pairs: Sequence[str],
+                     console: Optional[Console] = None) -> Dict[str, Any]:
     method = obj.schema.method(method_name)
     if method is None:
         names = ", ".join(sorted(obj.schema.methods))
@@ -218,6 +226,11 @@ def _parse_arguments(obj: RemoteObject, method_name: str, pairs: Sequence[str]) 
         if arg is None:
             raise click.UsageError(f"{method_name} has no argument {name!r}; it takes: "
                                    f"{', '.join(declared) or 'none'}")
+        if arg.references and console is not None:  # objects by REF; a list of them: REF,REF,…
+            refs = text.split(",") if arg.type == "list" else [text]
+            wire = [_find(console, arg.references, r).object_id.to_wire() for r in refs if r]
+            arguments[name] = wire if arg.type == "list" else wire[0]
+            continue
         try:
             arguments[name] = types.parse_text(arg.type, text)
         except types.TypeCheckError as exc:
@@ -250,7 +263,7 @@ def call(ctx: click.Context, class_name: str, ref: str, method_name: str, argume
     state = _state(ctx)
     console = state.console(ctx)
     obj = _find(console, class_name, ref)
-    parsed = _parse_arguments(obj, method_name, arguments)
+    parsed = _parse_arguments(obj, method_name, arguments, console)
     _print_result(console.call(obj, method_name, parsed), state.as_json)
 
 
@@ -273,14 +286,56 @@ def xml(ctx: click.Context, class_name: str, ref: str, flags: int) -> None:
         click.echo(str(text).rstrip("\n"))
 
 
+def _argument_details(arg: Any) -> Dict[str, Any]:
+    details: Dict[str, Any] = {"name": arg.name, "dir": arg.direction, "type": arg.type}
+    if not arg.required and arg.is_input:
+        details["default"] = arg.default
+    for key in ("nullable", "references", "fields", "desc"):
+        if getattr(arg, key):
+            details[key] = list(arg.fields) if key == "fields" else getattr(arg, key)
+    if arg.flags:
+        details["constants"] = dict(arg.flags)
+    return details
+
+
+def _method_details(ctx: click.Context, cls: Any, method_name: str) -> None:
+    method = cls.method(method_name)
+    if method is None:
+        raise click.UsageError(f"{cls.name} has no method {method_name!r}; `virtq methods {cls.name.lower()}` "
+                               "lists them")
+    args = [_argument_details(a) for a in method.arguments]
+    if _state(ctx).as_json:
+        _emit_json({"method": method.name, "libvirt": method.libvirt, "desc": method.desc, "arguments": args})
+        return
+    click.echo(f"{cls.name}.{method.name}  ({method.libvirt})")
+    if method.desc:
+        click.echo(f"  {method.desc}")
+    for kind, direction in (("in", "I"), ("out", "O")):
+        chosen = [a for a in args if direction in a["dir"]]
+        click.echo(f"{kind}:" + ("" if chosen else " -"))
+        for a in chosen:
+            extra = [f"= {a['default']}" if "default" in a else "", "(may be null)" if a.get("nullable") else "",
+                     f"-> {a['references']}" if "references" in a else "",
+                     "{" + ", ".join(a["fields"]) + "}" if "fields" in a else ""]
+            click.echo("  " + " ".join(x for x in (f"{a['name']}: {a['type']}", *extra) if x))
+            if a.get("desc"):
+                click.echo(f"      {a['desc']}")
+            for constant, value in a.get("constants", {}).items():
+                click.echo(f"      {constant} = {value:#x}")
+
+
 @cli.command()
 @class_arg
+@click.argument("method_name", metavar="[METHOD]", required=False)
 @click.pass_context
-def methods(ctx: click.Context, class_name: str) -> None:
-    """List a class's methods and their arguments (from the schema; no connection needed)."""
+def methods(ctx: click.Context, class_name: str, method_name: Optional[str]) -> None:
+    """List a class's methods and their arguments, or describe one METHOD (from the schema; no connection)."""
     from virtq.schema import default_schema
 
     cls = default_schema().cls(class_name.capitalize())
+    if method_name is not None:
+        _method_details(ctx, cls, method_name)
+        return
     state = _state(ctx)
     rows = []
     for method in cls.methods.values():
@@ -292,6 +347,37 @@ def methods(ctx: click.Context, class_name: str) -> None:
         return
     _table([{**r, "in": " ".join(r["in"]) or "-", "out": " ".join(r["out"]) or "-"} for r in rows],
            ("method", "in", "out", "libvirt"))
+
+
+@cli.group("schema")
+def schema_group() -> None:
+    """The schema itself: how much of libvirt's API it covers (no connection needed)."""
+
+
+@schema_group.command("coverage")
+@click.option("--api", "api_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="libvirt-api.xml (default: /usr/share/libvirt/api/libvirt-api.xml, from libvirt-dev).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def schema_coverage(ctx: click.Context, api_path: Optional[Path], as_json: bool) -> None:
+    """Per class: libvirt functions exposed as methods, excluded (by category) and the coverage.
+
+    Exits 1 when a function of the four in-scope families is neither exposed nor excluded.
+    """
+    from virtq.schema import default_schema, generate
+
+    try:
+        api = generate.load_api(api_path or generate.API_XML)
+    except FileNotFoundError as exc:
+        raise cli_error(str(exc)) from exc
+    report = generate.coverage(default_schema(), api)
+    if as_json or _state(ctx).as_json:
+        _emit_json({**report.to_json(), "ok": report.ok})
+    else:
+        click.echo(generate.format_coverage(report))
+    if not report.ok:
+        raise cli_error(f"{len(report.unaccounted)} function(s) unaccounted for, "
+                        f"{len(report.conflicts)} conflict(s)")
 
 
 def main() -> None:
