@@ -53,6 +53,17 @@ def binding_table() -> Dict[str, Tuple[str, str]]:
     return table
 
 
+def binding_method(function: str) -> Optional[Tuple[str, Callable[..., Any]]]:
+    """The libvirt-python class name and (unbound) method wrapping C ``function``; None when unbound.
+
+    For the schema generator, which reads the methods' signatures without importing libvirt itself.
+    """
+    target = binding_table().get(function)
+    if target is None:
+        return None
+    return target[0], getattr(getattr(libvirt, target[0]), target[1])
+
+
 def _translate(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn libvirt.libvirtError into HypervisorError, keeping libvirt's code and message."""
 

@@ -43,6 +43,7 @@ BASE_XML = HERE / "base.xml"
 OVERRIDES_XML = HERE / "overrides.xml"
 EXCLUSIONS_XML = HERE / "exclusions.xml"
 OUTPUT_XML = loader.SCHEMA_FILE
+DOCS_MD = HERE.parent / "docs" / "SCHEMA.md"  # in a source tree; its generated part is kept in step
 
 IN_SCOPE = re.compile(r"^vir(Connect|Node|Domain|StoragePool|StorageVol)[A-Z0-9]")
 """The four families the classes mirror; every function matching this is exposed or excluded."""
@@ -318,6 +319,19 @@ def _is_pointer(c_type: str) -> bool:
     return "*" in c_type or (c_type.endswith("Ptr") and c_type not in BY_HANDLE)
 
 
+def _result_desc(info: str) -> str:
+    """libvirt's description of a returned value, without what only a C caller needs (errors, freeing)."""
+    text = _sentence(info)
+    for pattern in (r"\s*\((caller frees|caller must free|OUT)\)", r",?\s*the string must be freed by the caller",
+                    r",?\s*(which )?must be freed by the caller", r"^(NULL|-1) (in case of|on) (error|failure),?\s*(or\s+)?",
+                    r"\s+otherwise\.?$",
+                    r",?\s*(or|and)?\s*(NULL|-1|0)\s+(in case of|on|if there was an|upon)\s+(an\s+)?(error|failure)",
+                    r",?\s*-1 otherwise"):
+        text = re.sub(pattern, "", text)
+    text = text.strip(" ,.")
+    return "" if re.search(r"pointer|allocated|^(where|location)\b.* to stor", text, re.I) else text
+
+
 def _sentence(text: str, limit: int = 200) -> str:
     """The first sentence of libvirt's description, at most ``limit`` characters."""
     match = re.match(r"(.+?[.!?])(\s|$)", text)
@@ -360,11 +374,10 @@ class Generated:
         return [m for cls in CLASSES for m in self.methods[cls.name]]
 
 
-def _binding() -> Tuple[Dict[str, Tuple[str, str]], Any]:
-    import libvirt  # the binding's signatures decide the inputs
-
-    from virtq.agent.libvirt_adapter import binding_table
-    return binding_table(), libvirt
+def _binding(function: str) -> Optional[Tuple[str, Any]]:
+    """(libvirt-python class, unbound method) wrapping a C function: its signature decides the inputs."""
+    from virtq.agent.libvirt_adapter import binding_method  # libvirt is imported by the adapter only
+    return binding_method(function)
 
 
 def _flags_doc(api: Api, arg: CArg) -> Tuple[Tuple[str, int], ...]:
@@ -494,15 +507,15 @@ def _derived_outputs(fn: CFunction, cls: ClassInfo, rest: List[CArg], where: str
     for arg in pointers:
         if typed and arg.name == "nparams":
             continue  # the typed parameters' count: the binding returns a dict
+        desc = _result_desc(arg.info)  # libvirt describes the pointer; what it points to, when it says
         if arg.type in TYPED_PARAMS:
-            outs.append(GenArg(arg.name, "O", "map", desc=_sentence(arg.info)))
+            outs.append(GenArg(arg.name, "O", "map", desc=desc))
         elif arg.type in SCALAR_OUTS:
-            outs.append(GenArg(arg.name, "O", SCALAR_OUTS[arg.type], desc=_sentence(arg.info)))
+            outs.append(GenArg(arg.name, "O", SCALAR_OUTS[arg.type], desc=desc))
         elif arg.type in NAME_LISTS:
-            outs.append(GenArg(arg.name, "O", "list", desc=_sentence(arg.info)))
+            outs.append(GenArg(arg.name, "O", "list", desc=desc))
         elif arg.type.endswith(" **") and arg.type[:-3] in BY_HANDLE:
-            outs.append(GenArg(arg.name, "O", "list", references=BY_HANDLE[arg.type[:-3]].name,
-                               desc=_sentence(arg.info)))
+            outs.append(GenArg(arg.name, "O", "list", references=BY_HANDLE[arg.type[:-3]].name, desc=desc))
         else:
             problems.append(f"{where}: out-argument {arg.name} ({arg.type}) needs an <out> in overrides.xml")
             return None
@@ -513,7 +526,7 @@ def _derived_outputs(fn: CFunction, cls: ClassInfo, rest: List[CArg], where: str
             return None
         return outs
     ret = fn.return_type
-    desc = _sentence(fn.return_info)
+    desc = _result_desc(fn.return_info)
     if ret == "void" or (ret == "int" and _is_status(fn.return_info)):
         return []
     if ret in BY_HANDLE and BY_HANDLE[ret].name != "Node":
@@ -530,7 +543,6 @@ def generate(api: Optional[Api] = None, overrides: Optional[Dict[str, Override]]
     api = api or load_api()
     overrides = load_overrides() if overrides is None else overrides
     exclusions = exclusions or load_exclusions()
-    table, libvirt = _binding()
     problems: List[str] = []
     methods: Dict[str, List[GenMethod]] = {c.name: [] for c in CLASSES}
     excluded: Dict[str, Exclusion] = {}
@@ -542,17 +554,17 @@ def generate(api: Optional[Api] = None, overrides: Optional[Dict[str, Override]]
             if fn.name in overrides:
                 problems.append(f"{fn.name}: excluded ({exclusion.rule}) but shaped in overrides.xml")
             continue
-        target = table.get(fn.name)
+        target = _binding(fn.name)
         if target is None:
             problems.append(f"{fn.name}: libvirt-python has no binding for it; exclude it")
             continue
-        cls = BY_PY_CLASS.get(target[0])
-        if cls is None or target[1].startswith("__"):
-            problems.append(f"{fn.name}: the binding has it as {target[0]}.{target[1]}, not on one of the "
-                            "four classes; exclude it")
+        py_class, py_method = target
+        cls = BY_PY_CLASS.get(py_class)
+        if cls is None or py_method.__name__.startswith("__"):
+            problems.append(f"{fn.name}: the binding has it as {py_class}.{py_method.__name__}, not on one of "
+                            "the four classes; exclude it")
             continue
-        method = _method(api, fn, cls, getattr(getattr(libvirt, target[0]), target[1]), overrides.get(fn.name),
-                         problems)
+        method = _method(api, fn, cls, py_method, overrides.get(fn.name), problems)
         if method is not None:
             methods[cls.name].append(method)
     names = {f.name for f in in_scope}
@@ -759,6 +771,80 @@ def format_coverage(report: Coverage) -> str:
     return "\n".join(lines)
 
 
+# --- docs/SCHEMA.md ----------------------------------------------------------------------------------
+
+DOCS_BEGIN = "<!-- BEGIN GENERATED by `python -m virtq.schema.generate`: do not edit below this line -->"
+DOCS_END = "<!-- END GENERATED -->"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_arg(arg: Any) -> str:
+    text = f"`{arg.name}` {arg.type}"
+    if arg.references:
+        text += f" → {arg.references}"
+    if arg.fields:
+        text += " {" + ", ".join(arg.fields) + "}"
+    if arg.is_input and arg.nullable:
+        text += " = null"
+    elif arg.is_input and not arg.required:
+        text += f" = {arg.default}"
+    return text
+
+
+def docs_block(schema: Schema, api: Api, exclusions: Exclusions) -> str:
+    """The generated part of docs/SCHEMA.md: coverage, every exclusion with its reason, every method."""
+    report = coverage(schema, api, exclusions)
+    lines = ["", "### Coverage", "",
+             f"`virtq schema coverage` on libvirt API {report.api_version} (the functions of virConnect\\*/"
+             "virNode\\*, virDomain\\*, virStoragePool\\*, virStorageVol\\*):", "",
+             "| Class | Functions | Exposed | Excluded | of which applicable | Applicable | Coverage |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in (*report.rows, report.total):
+        lines.append(f"| {r.class_name} | {r.functions} | {r.exposed} | {r.excluded} | {r.unsupported} | "
+                     f"{r.applicable} | {r.percent:.1f}% |")
+    lines += ["", "### Exclusions", "",
+              "Every in-scope function that is not a method, from schema/exclusions.xml, by category "
+              "(*applicable*: counts against the coverage).", ""]
+    by_category: Dict[str, List[Exclusion]] = {}
+    for fn in api.in_scope():
+        exclusion = exclusions.match(fn.name)
+        if exclusion is not None:
+            by_category.setdefault(exclusion.category.name, []).append(exclusion)
+    for category, count in report.categories:
+        kind = "applicable, not supported yet" if category.applicable else "not applicable"
+        lines += [f"**{category.title}** ({category.name}: {count}, {kind}). {_md(category.reason)}", "",
+                  "| Function | Reason |", "|---|---|"]
+        for exclusion in by_category.get(category.name, []):
+            reason = exclusion.reason if exclusion.reason != category.reason else "(the category's)"
+            lines.append(f"| `{exclusion.function}` | {_md(reason)} |")
+        lines.append("")
+    lines += ["### Methods", "",
+              "In-arguments in call order (`= value`: optional, with that default); out-arguments in the "
+              "reply. `→ Class`: an object reference; `{…}`: the fields of an out-structure.", ""]
+    for cls in schema.classes.values():
+        lines += [f"**{cls.name}** ({len(cls.methods)} methods) — {_md(cls.desc)}", "",
+                  "| Method | libvirt | In | Out |", "|---|---|---|---|"]
+        for m in cls.methods.values():
+            ins = ", ".join(_md_arg(a) for a in m.inputs) or "—"
+            outs = ", ".join(_md_arg(a) for a in m.outputs) or "—"
+            lines.append(f"| `{m.name}` | `{m.libvirt}` | {_md(ins)} | {_md(outs)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_docs(text: str, schema: Schema, api: Api, exclusions: Optional[Exclusions] = None) -> str:
+    """docs/SCHEMA.md with its generated part replaced."""
+    if DOCS_BEGIN not in text or DOCS_END not in text:
+        raise GenerateError([f"docs/SCHEMA.md: the markers {DOCS_BEGIN!r} and {DOCS_END!r} are missing"])
+    head, _, rest = text.partition(DOCS_BEGIN)
+    _, _, tail = rest.partition(DOCS_END)
+    block = docs_block(schema, api, exclusions or load_exclusions())
+    return f"{head}{DOCS_BEGIN}\n{block}\n{DOCS_END}{tail}"
+
+
 # --- command line --------------------------------------------------------------------------------------
 
 
@@ -766,24 +852,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m virtq.schema.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--api", type=Path, default=API_XML, help=f"libvirt-api.xml (default: {API_XML})")
     parser.add_argument("--output", type=Path, default=OUTPUT_XML, help="where to write (default: org.libvirt.xml)")
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the output would change")
+    parser.add_argument("--docs", type=Path, default=DOCS_MD,
+                        help="the document whose generated part to update (default: docs/SCHEMA.md, when present)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if an output would change")
     args = parser.parse_args(argv)
     try:
         text = build(args.api)
+        outputs = [(args.output, text)]
+        if args.docs.exists():
+            docs = render_docs(args.docs.read_text(encoding="utf-8"), loader.load(text.encode()),
+                               load_api(args.api))
+            outputs.append((args.docs, docs))
     except (GenerateError, FileNotFoundError, loader.SchemaError) as exc:
         print(f"generate: {exc}", file=sys.stderr)
         return 2
-    current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+    stale = [(path, new) for path, new in outputs
+             if (path.read_text(encoding="utf-8") if path.exists() else "") != new]
     if args.check:
-        if current != text:
-            print(f"{args.output} is out of date: run python -m virtq.schema.generate", file=sys.stderr)
-            return 1
-        return 0
-    if current != text:
-        args.output.write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}")
-    else:
-        print(f"{args.output} is up to date")
+        for path, _ in stale:
+            print(f"{path} is out of date: run python -m virtq.schema.generate", file=sys.stderr)
+        return 1 if stale else 0
+    for path, new in stale:
+        path.write_text(new, encoding="utf-8")
+        print(f"wrote {path}")
+    if not stale:
+        print("up to date: " + ", ".join(str(path) for path, _ in outputs))
     return 0
 
 

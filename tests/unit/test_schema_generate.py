@@ -30,14 +30,28 @@ def test_committed_schema_is_the_generated_one() -> None:
                                     "exclusions.xml or libvirt-api.xml: run python -m virtq.schema.generate")
 
 
+def test_schema_doc_lists_what_is_generated() -> None:
+    """Drift: docs/SCHEMA.md's generated part (coverage, exclusions, methods) matches the schema."""
+    text = generate.DOCS_MD.read_text(encoding="utf-8")
+    assert generate.render_docs(text, SCHEMA, API) == text, \
+        "docs/SCHEMA.md is out of date: run python -m virtq.schema.generate"
+    assert "| `virDomainOpenConsole` |" in text and "| `getXMLDesc` | `virDomainGetXMLDesc` |" in text
+
+
 def test_generator_check_mode(tmp_path: Path) -> None:
     assert generate.main(["--check"]) == 0
-    stale = tmp_path / "org.libvirt.xml"
+    stale, docs = tmp_path / "org.libvirt.xml", tmp_path / "SCHEMA.md"
     stale.write_text("<schema/>")
-    assert generate.main(["--check", "--output", str(stale)]) == 1
+    docs.write_text(f"# doc\n{generate.DOCS_BEGIN}\nold\n{generate.DOCS_END}\nend\n")
+    assert generate.main(["--check", "--output", str(stale), "--docs", str(docs)]) == 1
     assert stale.read_text() == "<schema/>"  # --check writes nothing
-    assert generate.main(["--output", str(stale)]) == 0
+    assert generate.main(["--output", str(stale), "--docs", str(docs)]) == 0
     assert stale.read_text(encoding="utf-8") == SCHEMA_FILE.read_text(encoding="utf-8")
+    written = docs.read_text(encoding="utf-8")
+    assert written.startswith(f"# doc\n{generate.DOCS_BEGIN}\n\n### Coverage") and written.endswith(
+        f"{generate.DOCS_END}\nend\n")
+    docs.write_text("no markers")
+    assert generate.main(["--output", str(stale), "--docs", str(docs)]) == 2
 
 
 def test_every_in_scope_function_is_exposed_or_excluded() -> None:
@@ -51,6 +65,18 @@ def test_every_in_scope_function_is_exposed_or_excluded() -> None:
     assert [r.class_name for r in report.rows] == ["Node", "Domain", "Pool", "Volume"]
     for row in report.rows:
         assert row.exposed > 0 and row.unaccounted == 0, row
+
+
+def test_readme_states_the_coverage() -> None:
+    readme = (SCHEMA_FILE.parents[1] / "README.md").read_text(encoding="utf-8")
+    report = coverage(SCHEMA, API)
+    total = report.total
+    assert f"| **total** | **{total.exposed}** | **{total.applicable}** | **{total.percent:.1f}%** |" in readme
+    for row in report.rows:
+        assert f"| {row.exposed} | {row.applicable} | {row.percent:.1f}% |" in readme, row
+    not_applicable = total.excluded - total.unsupported
+    assert f"All {total.functions} functions" in readme and f"{not_applicable} not applicable" in readme
+    assert f"{total.unsupported} applicable but not" in readme
 
 
 def test_coverage_reports_what_is_missing() -> None:
