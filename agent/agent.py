@@ -108,6 +108,7 @@ class Agent:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._beat_now.set()  # wakes the heartbeat thread
         self.hypervisor.unwatch()
         for thread in (self._heartbeats, self._reconciler):
             if thread.is_alive():

@@ -146,6 +146,8 @@ class Console:
                         self._load_agent(reply.info, url, transport)
             except errors.ConsoleError as exc:
                 self.unreachable[url] = str(exc)
+        for loader in list(self._loaders):  # agents whose heartbeat came before their locate answer
+            loader.join(self.timeout)
         if self._transports and len(self.agents) == 0 and not (brokered and started):
             self.close()
             raise errors.NotConnectedError("; ".join(self.unreachable.values()) or "no agent answered")
@@ -429,7 +431,8 @@ class Console:
             try:
                 fn(*args)
             except errors.VirtqError as exc:
-                log.warning("%s failed: %s", getattr(fn, "__name__", "loading"), exc)
+                level = logging.DEBUG if self._closed else logging.WARNING
+                log.log(level, "%s failed: %s", getattr(fn, "__name__", "loading"), exc)
 
         thread = threading.Thread(target=run, name="virtq-console-load", daemon=True)
         self._loaders = [t for t in self._loaders if t.is_alive()] + [thread]

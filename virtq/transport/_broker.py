@@ -16,6 +16,8 @@ import threading
 import uuid
 from typing import Any, Dict, List, Optional, Sequence
 
+from proton import Endpoint
+
 from virtq.schema.codec import WireMessage
 from virtq.schema.errors import NotConnectedError
 
@@ -133,37 +135,49 @@ class _BrokerHandler(ReactorHandler):
                 box.flush()
 
     # losing ------------------------------------------------------------------------------------
+    # Whatever ends a connection we did not close — an error, a clean close of the connection,
+    # a session or a link (RabbitMQ ends sessions with "shutdown" when it stops) — marks the
+    # transport down and closes what is left; the transport's end schedules the reconnect.
 
-    def _lost(self, event: Any, why: str) -> None:
-        condition = getattr(event, "transport", None) and event.transport.condition
-        self.owner._down(f"{why}: {condition.description if condition else 'closed'}")
+    def _give_up_on(self, connection: Any, why: str) -> None:
+        self.owner._down(why)
+        if connection is not None and not connection.state & Endpoint.LOCAL_CLOSED:
+            connection.close()
+
+    @staticmethod
+    def _why(condition: Any, default: str) -> str:
+        return condition.description or condition.name if condition else default
 
     def on_transport_error(self, event: Any) -> None:
-        self._lost(event, "transport error")
+        self.owner._down(f"transport error: {self._why(event.transport.condition, 'unknown')}")
 
     def on_connection_remote_close(self, event: Any) -> None:
-        condition = event.connection.remote_condition
-        self.owner._down(f"closed by the broker: {condition.description if condition else 'clean close'}")
-        event.connection.close()
+        if not self.owner._closing:
+            self._give_up_on(event.connection, "connection closed by the broker: "
+                                               f"{self._why(event.connection.remote_condition, 'clean close')}")
+
+    def on_session_remote_close(self, event: Any) -> None:
+        if not self.owner._closing:
+            self._give_up_on(event.connection, "session ended by the broker: "
+                                               f"{self._why(event.session.remote_condition, 'clean close')}")
 
     def on_link_remote_close(self, event: Any) -> None:
-        condition = event.link.remote_condition
         if not self.owner._closing:
-            self.owner._down(f"link {event.link.name} closed by the broker: "
-                             f"{condition.description if condition else 'clean close'}")
-            if self.connection is not None:
-                self.connection.close()
+            self._give_up_on(event.connection, f"link {event.link.name} closed by the broker: "
+                                               f"{self._why(event.link.remote_condition, 'clean close')}")
 
-    def on_disconnected(self, event: Any) -> None:
-        self._lost(event, "disconnected")
-        if not self.owner._closing:
-            delay = self.owner.backoff.next()
-            log.info("reconnecting to %s in %.2fs",
-                     redact(self.owner.urls[self.owner._url_index % len(self.owner.urls)]), delay)
-            self.connection = None
-            self.owner._reactor.container.schedule(delay, self)
-        else:
+    def on_transport_closed(self, event: Any) -> None:
+        if self.owner._closing:
             self.owner._closed.set()
+            return
+        if self.connection is None or event.connection != self.connection:
+            return  # an older connection's end, already handled
+        self.owner._down("disconnected")
+        self.connection = None
+        delay = self.owner.backoff.next()
+        log.info("reconnecting to %s in %.2fs", redact(self.owner.urls[self.owner._url_index % len(self.owner.urls)]),
+                 delay)
+        self.owner._reactor.container.schedule(delay, self)
 
     def on_connection_closed(self, event: Any) -> None:
         if self.owner._closing:

@@ -40,6 +40,20 @@ class ReactorHandler(MessagingHandler):
                          for h in cast(List[Any], self.handlers)]
         self.last_delivery_size = 0
 
+    # Peers' error conditions are reported by the transports themselves; proton's defaults would
+    # log them again as errors. Same endpoint handling as MessagingHandler, quieter.
+
+    def on_connection_error(self, event: Any) -> None:
+        log.info("connection closed with error: %s", event.connection.remote_condition)
+
+    def on_session_error(self, event: Any) -> None:
+        log.info("session closed with error: %s", event.session.remote_condition)
+        event.connection.close()
+
+    def on_link_error(self, event: Any) -> None:
+        log.info("link %s closed with error: %s", event.link.name, event.link.remote_condition)
+        event.connection.close()
+
     def on_virtq_call(self, event: Any) -> None:
         try:
             event.subject()
