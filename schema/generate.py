@@ -37,7 +37,7 @@ from lxml import etree
 from . import loader
 from .model import Schema
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent  # the source tree, also through a link tree
 API_XML = Path("/usr/share/libvirt/api/libvirt-api.xml")
 BASE_XML = HERE / "base.xml"
 OVERRIDES_XML = HERE / "overrides.xml"
