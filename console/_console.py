@@ -412,8 +412,10 @@ class Console:
         known = self.agents.by_name(info.name)
         if known is None and info.name not in self._agent_transport:
             # An agent we have not loaded yet (it started after us): load it off the ingest thread.
-            self._agent_transport[info.name] = (url, transport)
+            # The loader runs (and is listed) before the agent counts as known, so start(), which
+            # skips known agents, finds it among the loaders to wait for.
             self._background(self._load_agent, info, url, transport)
+            self._agent_transport[info.name] = (url, transport)
             return
         was_lost = self.is_lost(info.name)
         self._see_agent(info, url)
@@ -435,8 +437,8 @@ class Console:
                 log.log(level, "%s failed: %s", getattr(fn, "__name__", "loading"), exc)
 
         thread = threading.Thread(target=run, name="virtq-console-load", daemon=True)
+        thread.start()  # before start() can see it: joining a thread not yet started raises
         self._loaders = [t for t in self._loaders if t.is_alive()] + [thread]
-        thread.start()
 
     def _resync_quietly(self, agent_name: str) -> None:
         self.resync(agent_name)
