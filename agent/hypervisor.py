@@ -81,6 +81,7 @@ class HypervisorEvent:
     event: str = ""
     detail: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+    timestamp: int = 0  # when libvirt delivered it (ns since the epoch); 0 until the agent stamps it
 
 
 EventSink = Callable[[HypervisorEvent], None]
@@ -135,6 +136,15 @@ class Hypervisor(abc.ABC):
         """virDomainGetInfo fields of many domains in one call (virConnectGetAllDomainStats, no-wait).
 
         Domains the bulk call could not describe completely are left out; callers ask them one by one.
+        """
+        return {}
+
+    def bulk_domain_info_of(self, keys: Sequence[str]) -> Dict[str, Dict[str, int]]:
+        """bulk_domain_info for these domains only (virDomainListGetStats), read from the same counters.
+
+        Samples taken at once after an event or a call must read what the periodic bulk pass reads:
+        virDomainGetInfo may count differently (coarser cpuTime), and values would jump back and forth.
+        Default: none described (callers ask them one by one).
         """
         return {}
 

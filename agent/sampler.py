@@ -128,9 +128,11 @@ class Sampler:
         entries = [e for e in self._registry.entries(class_name) if keys is None or e.key in keys]
         values: Dict[str, Dict[str, Any]] = {}
         calls = 0
-        if class_name == "Domain" and keys is None:
+        if class_name == "Domain" and (keys is None or entries):
             try:
-                bulk = self._hv.bulk_domain_info()
+                # Keyed samples (after events and calls) read the same counters as the periodic pass.
+                bulk = self._hv.bulk_domain_info() if keys is None else \
+                    self._hv.bulk_domain_info_of([e.key for e in entries])
                 calls += 1
             except HypervisorError as exc:
                 log.warning("bulk domain statistics failed: %s", exc.message)
