@@ -307,13 +307,22 @@ class Agent:
             self._send(message.encode(TOPIC, event_subject(self.schema.package, event.schema_id.class_name)))
 
     def push(self, records: Sequence[DataRecord]) -> None:
-        """Push changed objects as data indications, one per class; all deletions go first."""
+        """Push changed objects as data indications, one per class; all deletions go first.
+
+        Records carry the object's latest statistics, as query answers do: a sample can reach a
+        console before the record of an object it has not seen yet (the sampler sees a new object
+        as soon as the registry has it) and is dropped there, and unchanged values are never sent
+        again — without this, a new idle domain's state would stay unknown to that console.
+        """
         if self._held_back([r.object_id.object_name for r in records]):
             return
         for deleted in (True, False):
             by_class: Dict[str, List[DataRecord]] = {}
             for record in records:
                 if record.deleted == deleted:
+                    latest = None if deleted else self.sampler.latest(record.object_id.object_name)
+                    if latest:
+                        record = dataclasses.replace(record, values={**record.values, **latest})
                     by_class.setdefault(record.schema_id.class_name, []).append(record)
             for class_name, batch in by_class.items():
                 message = DataIndication(records=tuple(batch), agent=self.name)
