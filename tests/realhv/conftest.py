@@ -24,8 +24,8 @@ IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 @pytest.fixture(scope="session")
-def real_libvirt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URI (qemu:///system) of a running libvirtd with the QEMU driver, for the whole session."""
+def libvirt_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibvirtDaemons]:
+    """The running libvirtd with the QEMU driver (``.uri``, ``.reused``), for the whole session."""
     daemons = LibvirtDaemons(tmp_path_factory.mktemp("libvirtd"))
     problem: Optional[HarnessError] = None
     try:
@@ -38,9 +38,15 @@ def real_libvirt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail(f"real libvirtd {'unavailable in CI' if isinstance(problem, Unavailable) else 'failed'}: "
                     f"{problem}", pytrace=False)
     try:
-        yield daemons.uri
+        yield daemons
     finally:
         daemons.stop()
+
+
+@pytest.fixture(scope="session")
+def real_libvirt(libvirt_daemons: LibvirtDaemons) -> str:
+    """The URI (qemu:///system) of a running libvirtd with the QEMU driver, for the whole session."""
+    return libvirt_daemons.uri
 
 
 @dataclass(frozen=True)

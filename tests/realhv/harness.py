@@ -338,6 +338,29 @@ class LibvirtDaemons:
                 raise HarnessError(f"{daemon.name} not ready in time\n{daemon.tail()}")
             time.sleep(0.05)
 
+    def restart_libvirtd(self, timeout: float = 30.0) -> None:
+        """Stop libvirtd and start it again (virtlogd and running guests stay), as an admin would.
+
+        Only for daemons this object spawned itself, and only while no other test session uses
+        them: Unavailable otherwise (a reused or adopted daemon is never restarted).
+        """
+        daemon = next((d for d in self._daemons if d.name == "libvirtd"), None)
+        if daemon is None or self._adopted or self._lock is None:
+            raise Unavailable("libvirtd was not started by this session")
+        if not _flock(self._lock, fcntl.LOCK_EX, 1.0):
+            fcntl.flock(self._lock, fcntl.LOCK_SH)  # (the failed conversion dropped it)
+            raise Unavailable("another test session is using libvirtd")
+        try:
+            daemon.stop()
+            self._daemons.remove(daemon)
+            conf = self.workdir / "libvirtd.conf"
+            programs = find_programs()
+            fresh = self._spawn("libvirtd", [programs["tini"], "-s", "--", programs["libvirtd"], "-f", str(conf)])
+            self._wait(lambda: answers(self.uri), fresh, time.monotonic() + timeout)
+            self._write_state()
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_SH)
+
     def _tails(self) -> str:
         return "".join("\n" + d.tail() for d in self._daemons)
 
