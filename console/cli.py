@@ -194,6 +194,351 @@ def list_(ctx: click.Context, kind: str) -> None:
     _table(rows, ("host", *COLUMNS[repo.class_name]))
 
 
+# --- push: watch and top (seed 002: follow what the agents push; nothing here polls them) ---------------
+
+KINDS: Dict[str, Type[Event]] = {
+    "agent-added": AgentAdded, "agent-lost": AgentLost, "agent-restarted": AgentRestarted,
+    "added": ObjectAdded, "removed": ObjectRemoved, "state": DomainStateChanged, "config": ConfigChanged,
+    "stats": StatsUpdated, "libvirt": LibvirtEvent,
+}
+"""``virtq watch --kind`` names and the console events they select."""
+CHATTY_KINDS = frozenset({"stats"})
+"""Left out unless asked for with --kind."""
+AGENT_KINDS = (AgentAdded, AgentLost, AgentRestarted)
+CPU_STATES = frozenset({1, 2, 4})
+"""virDomainState codes whose cpuTime moves: running, blocked, shutdown (being shut down)."""
+SORTS = ("cpu", "mem", "name")
+
+
+def _agent_host(console: Console, agent_name: str) -> str:
+    view = console.agents.by_name(agent_name)
+    return view.hostname if view is not None and view.hostname else agent_name
+
+
+def _label(obj: RemoteObject) -> str:
+    """What people call an object: its name (a node's hostname), else its key."""
+    return str(obj.values.get("name") or obj.values.get("hostname") or obj.object_id.object_name.partition(":")[2])
+
+
+def _kind_of(event: Event) -> str:
+    for name, cls in KINDS.items():
+        if isinstance(event, cls):
+            return name
+    return "overflow" if isinstance(event, Overflowed) else type(event).__name__
+
+
+def _echo_line(text: str) -> None:
+    """One line, flushed at once; a reader that went away (``virtq watch | head``) ends the output quietly."""
+    try:
+        click.echo(text)
+    except BrokenPipeError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise KeyboardInterrupt from None  # leave the loop like Ctrl-C: exit 0
+
+
+class _Watcher:
+    """Formats console events as lines or JSON objects; remembers object names for events that outlive them."""
+
+    def __init__(self, console: Console, classes: Sequence[str]) -> None:
+        self.console = console
+        self.classes = frozenset(c.capitalize() for c in classes)
+        self.names: Dict[Tuple[str, str], str] = {}
+        for class_name in ("Node", "Domain", "Pool", "Volume"):
+            for obj in console.repository(class_name):
+                self._remember(obj)
+
+    def _remember(self, obj: Optional[RemoteObject]) -> None:
+        if obj is not None:
+            self.names[(obj.agent, obj.object_id.object_name)] = _label(obj)
+
+    def subject(self, event: Event) -> Tuple[str, str, str, str]:
+        """(agent, class, object name, label) of what the event is about; class "agent" for agent events."""
+        if isinstance(event, AGENT_KINDS):
+            return event.agent.name, "agent", "", event.agent.name
+        if isinstance(event, ObjectEvent):
+            self._remember(event.obj)
+            return event.obj.agent, event.obj.class_name, event.obj.object_id.object_name, _label(event.obj)
+        if isinstance(event, LibvirtEvent):
+            self._remember(event.obj or self.console.find(event.object_id))
+            name = event.object_id.object_name
+            label = self.names.get((event.agent, name), name.partition(":")[2])
+            return event.agent, name.partition(":")[0], name, label
+        return "", "", "", ""
+
+    def wants(self, event: Event) -> bool:
+        """--class keeps the events of objects of those classes; agent events always pass."""
+        if not self.classes or isinstance(event, AGENT_KINDS + (Overflowed,)):
+            return True
+        return self.subject(event)[1] in self.classes
+
+    @staticmethod
+    def what(event: Event) -> str:
+        if isinstance(event, AgentAdded):
+            return f"added (epoch {event.agent.epoch})"
+        if isinstance(event, AgentLost):
+            return f"lost (no heartbeat for {LOST_AFTER} intervals; its objects are kept, marked stale)"
+        if isinstance(event, AgentRestarted):
+            return f"restarted (epoch {event.old_epoch} -> {event.agent.epoch})"
+        if isinstance(event, ObjectAdded):
+            return "added"
+        if isinstance(event, ObjectRemoved):
+            return "removed"
+        if isinstance(event, DomainStateChanged):
+            return f"state {event.old} -> {event.new}" + (f" ({event.reason})" if event.reason else "")
+        if isinstance(event, ConfigChanged):
+            return f"config gen {event.old_gen} -> {event.new_gen}"
+        if isinstance(event, StatsUpdated):
+            return "stats " + " ".join(f"{k}={_plain(v)}" for k, v in event.changed.items())
+        if isinstance(event, LibvirtEvent):
+            parts = [event.name, "/".join(p for p in (event.event, event.detail) if p)]
+            parts += [f"{k}={json.dumps(_plain(v), default=str)}" for k, v in event.data.items()]
+            return " ".join(p for p in parts if p)
+        return type(event).__name__
+
+    def line(self, event: Event, now: datetime) -> str:
+        stamp = now.strftime("%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
+        if isinstance(event, Overflowed):
+            return f"{stamp} -- {event.dropped} event(s) dropped: this watch fell behind"
+        agent, class_name, _, label = self.subject(event)
+        job = getattr(event, "job", None)
+        return (f"{stamp} {_agent_host(self.console, agent)} {class_name.lower()} {label} {self.what(event)}"
+                + (f" [job {job}]" if job is not None else ""))
+
+    def record(self, event: Event, now: datetime) -> Dict[str, Any]:
+        """The event as plain JSON data: "type" is its --kind name."""
+        data: Dict[str, Any] = {"type": _kind_of(event), "time": now.isoformat(timespec="milliseconds")}
+        if isinstance(event, Overflowed):
+            return {**data, "dropped": event.dropped}
+        agent, class_name, object_name, label = self.subject(event)
+        data.update(agent=agent, host=_agent_host(self.console, agent), text=self.what(event))
+        if isinstance(event, AGENT_KINDS):
+            data["epoch"] = event.agent.epoch
+            if isinstance(event, AgentRestarted):
+                data["old_epoch"] = event.old_epoch
+            return data
+        data.update({"class": class_name, "object": object_name, "name": label, "job": getattr(event, "job", None)})
+        if isinstance(event, (ObjectAdded, ObjectRemoved)):
+            data["properties"] = _plain(dict(event.obj.values))
+        elif isinstance(event, DomainStateChanged):
+            data.update(old=event.old, new=event.new, reason=event.reason)
+        elif isinstance(event, ConfigChanged):
+            data.update(old_gen=_plain(event.old_gen), new_gen=_plain(event.new_gen))
+        elif isinstance(event, StatsUpdated):
+            data.update(changed=_plain(dict(event.changed)), sample_ts=event.obj.stats_ts)
+        elif isinstance(event, LibvirtEvent):
+            data.update(libvirt=event.name, event=event.event, detail=event.detail, data=_plain(dict(event.data)),
+                        timestamp=event.timestamp, severity=event.severity)
+        return data
+
+
+WATCH_HELP = """Follow the console's event stream: one line per event, as the agents push it.
+
+\b
+Each line: time, host (agent), object class and name, what happened, e.g.
+  12:00:01.234 hv01 domain web1 state running -> paused (suspended/paused)
+  12:00:01.235 hv01 domain web1 domainLifecycle suspended/paused
+With --json (here or before the command): one JSON object per line, with
+"type" (the kind below), "time", "agent", "host", "class", "name", "text"
+and the event's own fields.
+
+\b
+Kinds (--kind, repeat for several; default: every kind but stats):
+  agent-added      an agent answered (or came back after being lost)
+  agent-lost       no heartbeat for 3 intervals; its objects are kept, stale
+  agent-restarted  the agent's epoch changed; the console re-reads it all
+  added            an object appeared (defined, created, found)
+  removed          an object went away
+  state            a domain's state changed: old -> new (libvirt's reason)
+  config           configGen moved: the object's XML may have changed
+  stats            pushed statistics that changed (chatty: ask for it)
+  libvirt          the agent's libvirt events: lifecycle, reboot, I/O error …
+
+--class keeps the events of objects of those classes; agent events are
+shown whatever --class says (leave them out with --kind). A line
+"-- N event(s) dropped" (JSON type "overflow") says this watch fell behind
+and the console dropped the oldest events it held for it. Runs until
+Ctrl-C, --count events or --timeout seconds.
+"""
+
+
+@cli.command(help=WATCH_HELP, short_help="Follow pushed events, one line per event.")
+@click.option("--class", "classes", multiple=True, type=click.Choice(CLASSES, case_sensitive=False),
+              help="Only events of objects of this class (repeatable).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(list(KINDS), case_sensitive=False),
+              metavar="NAME", help="Only events of this kind (repeatable; the kinds are listed above).")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Exit after N events.")
+@click.option("--timeout", "duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after S seconds (exit 6 if --count events did not arrive by then).")
+@click.option("--json", "json_lines", is_flag=True, help="JSON lines (same as virtq --json watch).")
+@click.pass_context
+def watch(ctx: click.Context, classes: Sequence[str], kinds: Sequence[str], count: Optional[int],
+          duration: Optional[float], json_lines: bool) -> None:
+    state = _state(ctx)
+    console = state.console(ctx)
+    as_json = json_lines or state.as_json
+    selected = {k.lower() for k in kinds} or set(KINDS) - CHATTY_KINDS
+    watcher = _Watcher(console, classes)
+    subscription = console.subscribe(kinds=tuple(cls for name, cls in KINDS.items() if name in selected))
+    deadline = None if duration is None else time.monotonic() + duration
+    seen = 0
+    try:
+        while count is None or seen < count:
+            remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if remaining <= 0:
+                break
+            event = subscription.get(timeout=remaining)
+            if event is None:
+                if subscription.closed:
+                    raise cli_error("unreachable: the console closed", EXIT_UNREACHABLE)
+                continue
+            if not watcher.wants(event):
+                continue
+            now = datetime.now().astimezone()
+            _echo_line(json.dumps(watcher.record(event, now), sort_keys=True, default=str) if as_json
+                       else watcher.line(event, now))
+            if not isinstance(event, Overflowed):
+                seen += 1
+    except KeyboardInterrupt:
+        return
+    finally:
+        console.unsubscribe(subscription)
+    if count is not None and seen < count:
+        raise cli_error(f"timeout: {seen} of {count} event(s) within {duration:g}s", EXIT_TIMEOUT)
+
+
+class _CpuMeter:
+    """CPU % per domain from the last two pushed samples: the cpuTime delta (ns) over the delta of their
+    sample timestamps (the agent's, ns), as a percentage of one CPU."""
+
+    def __init__(self) -> None:
+        self._samples: Dict[Tuple[str, str], List[Tuple[int, int]]] = {}
+
+    def add(self, obj: RemoteObject) -> None:
+        cpu_time = obj.stats.get("cpuTime")
+        if not obj.stats_ts or not isinstance(cpu_time, int):
+            return  # not a pushed sample (a query's answer carries no sample time)
+        samples = self._samples.setdefault((obj.agent, obj.object_id.object_name), [])
+        if not samples or obj.stats_ts > samples[-1][0]:
+            samples[:] = samples[-1:] + [(obj.stats_ts, cpu_time)]
+
+    def percent(self, obj: RemoteObject) -> Optional[float]:
+        """0.0 for domains that are not running; None until two samples are known (or after a restart)."""
+        if obj.stats.get("state") not in CPU_STATES:
+            return 0.0
+        samples = self._samples.get((obj.agent, obj.object_id.object_name), [])
+        if len(samples) < 2:
+            return None
+        (ts0, cpu0), (ts1, cpu1) = samples
+        if cpu1 < cpu0:  # cpuTime restarted with the domain
+            return None
+        return 100.0 * (cpu1 - cpu0) / (ts1 - ts0)
+
+
+def _top_rows(console: Console, meter: _CpuMeter, sort: str) -> List[Dict[str, Any]]:
+    rows = []
+    for dom in console.domains:
+        memory, cpu = dom.stats.get("memory"), meter.percent(dom)
+        rows.append({"host": _agent_host(console, dom.agent), "agent": dom.agent, "name": _label(dom),
+                     "uuid": dom.values.get("uuid"), "state": dom.state_name,
+                     "cpu": None if cpu is None else round(cpu, 2),
+                     "memory_mib": memory / 1024 if isinstance(memory, int) else None,
+                     "vcpus": dom.stats.get("nrVirtCpu"), "stale": dom.stale})
+    rows.sort(key=lambda r: (r["host"], r["name"]))
+    if sort == "cpu":
+        rows.sort(key=lambda r: -1.0 if r["cpu"] is None else r["cpu"], reverse=True)
+    elif sort == "mem":
+        rows.sort(key=lambda r: -1.0 if r["memory_mib"] is None else r["memory_mib"], reverse=True)
+    return rows
+
+
+def _top_table(rows: List[Dict[str, Any]], now: datetime) -> List[str]:
+    states: Dict[str, int] = {}
+    for row in rows:
+        states[row["state"]] = states.get(row["state"], 0) + 1
+    hosts = len({r["agent"] for r in rows})
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    lines = [f"virtq top - {now:%H:%M:%S} - {hosts} host(s), {len(rows)} domain(s)" + (f": {summary}" if summary
+                                                                                       else "")]
+    if not rows:
+        return lines + ["(no domains)"]
+    header = ("HOST", "NAME", "STATE", "CPU%", "MEM(MiB)", "VCPUS")
+    cells = [(r["host"] + ("*" if r["stale"] else ""), r["name"], r["state"],
+              "-" if r["cpu"] is None else f"{r['cpu']:.1f}",
+              "-" if r["memory_mib"] is None else f"{r['memory_mib']:.0f}",
+              "-" if r["vcpus"] is None else str(r["vcpus"])) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    right = (False, False, False, True, True, True)
+
+    def fmt(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    lines += [fmt(header)] + [fmt(c) for c in cells]
+    if any(r["stale"] for r in rows):
+        lines.append("* agent lost (no heartbeat): its values may be outdated")
+    return lines
+
+
+@cli.command(short_help="A live table of domains across agents, like virt-top.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+              help="Seconds between tables.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Exit after N tables (default: until Ctrl-C).")
+@click.option("--sort", type=click.Choice(SORTS, case_sensitive=False), default="cpu", show_default=True,
+              help="Order: CPU % or memory (highest first), or host and name.")
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object per table (same as virtq --json top).")
+@click.pass_context
+def top(ctx: click.Context, interval: float, iterations: Optional[int], sort: str, json_lines: bool) -> None:
+    """A live table of domains across agents, like virt-top: host, name, state, CPU %, memory, vCPUs.
+
+    Built from what the agents push (statistics every agent --interval, when they change), never by
+    calling them. CPU % is the cpuTime delta between a domain's last two pushed samples over the time
+    between them, as a percentage of one CPU ("-" until two samples arrived; 0.0 when not running).
+    On a terminal the table is redrawn in place; otherwise a table is printed every --interval.
+    """
+    state = _state(ctx)
+    console = state.console(ctx)
+    as_json = json_lines or state.as_json
+    redraw = not as_json and sys.stdout.isatty()
+    meter = _CpuMeter()
+    subscription = console.subscribe(kinds=StatsUpdated)
+    for dom in console.domains:
+        meter.add(dom)
+    frames = 0
+    try:
+        while iterations is None or frames < iterations:
+            _follow_samples(subscription, meter, time.monotonic() + interval)
+            frames += 1
+            now = datetime.now().astimezone()
+            rows = _top_rows(console, meter, sort.lower())
+            if as_json:
+                _echo_line(json.dumps({"time": now.isoformat(timespec="milliseconds"), "domains": rows},
+                                      sort_keys=True, default=str))
+                continue
+            if redraw:
+                click.clear()
+            elif frames > 1:
+                _echo_line("")
+            for line in _top_table(rows, now):
+                _echo_line(line)
+    except KeyboardInterrupt:
+        return
+    finally:
+        console.unsubscribe(subscription)
+
+
+def _follow_samples(subscription: Subscription, meter: _CpuMeter, until: float) -> None:
+    """Take in pushed samples until ``until`` (monotonic)."""
+    while (remaining := until - time.monotonic()) > 0:
+        event = subscription.get(timeout=remaining)
+        if isinstance(event, StatsUpdated) and event.obj.class_name == "Domain":
+            meter.add(event.obj)
+        elif event is None and subscription.closed:
+            raise cli_error("unreachable: the console closed", EXIT_UNREACHABLE)
+
+
 @cli.command()
 @class_arg
 @click.argument("ref")

@@ -37,6 +37,11 @@ class Subscription:
             self._thread = threading.Thread(target=self._run, name="virtq-subscriber", daemon=True)
             self._thread.start()
 
+    @property
+    def closed(self) -> bool:
+        """True once closed (by its owner, or because the console closed): get() returns None at once."""
+        return self._closed
+
     def wants(self, event: Event) -> bool:
         return self.kinds is None or isinstance(event, self.kinds)
 
