@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import pytest
 
 from virtq.agent import Agent
+
+from ..helpers import NODE_URI
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +25,9 @@ def test_console_doc_has_examples() -> None:
     assert len(python_blocks(DOC.read_text())) >= 6
 
 
-def test_console_doc_examples_run(node_agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VIRTQ_URL", node_agent.url)  # type: ignore[attr-defined]
+def test_console_doc_examples_run(start_agent: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch) -> None:
+    agent = start_agent(NODE_URI, interval=0.2)  # statistics every 0.2 s: the examples wait on pushes, not sleeps
+    monkeypatch.setenv("VIRTQ_URL", agent.url)  # type: ignore[attr-defined]
     namespace: Dict[str, Any] = {}
     try:
         for number, block in enumerate(python_blocks(DOC.read_text()), 1):
