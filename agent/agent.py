@@ -268,7 +268,9 @@ class Agent:
         """After a successful call: a new configuration generation if it may have changed the XML,
         and the target's fresh statistics pushed at once (before the reply)."""
         changes: List[DataRecord] = []
-        changing = method_changes_config(method.name)
+        # The node's own XML (capabilities) does not change through its methods: defining a domain
+        # changes the domain, which has a generation of its own.
+        changing = method_changes_config(method.name) and entry.class_name != "Node"
         if changing:
             changes += self.registry.bump_config(f"{entry.class_name}:{entry.key}")
         if (changing or method.name in RUN_STATE_ONLY) and entry.class_name in ("Domain", "Pool", "Volume") \
