@@ -49,8 +49,15 @@ realhv: $(STAMP) realhv-deps
 broker: $(STAMP) broker-deps
 	$(PY) -m pytest -q tests/broker
 
+# Benchmarks, not tests: they print measurements (and ratios against a poll baseline measured in the
+# same run) and fail only when something functionally broke. Bigger runs: pass arguments, e.g.
+# make bench PUSH_ARGS="--running 300 --paused 50 --shutoff 50" LATENCY_ARGS="--cycles 5000"
+PUSH_ARGS ?=
+LATENCY_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m pytest -q bench
+	$(PY) -m bench.push_vs_poll $(PUSH_ARGS)
+	@echo
+	$(PY) -m bench.event_latency $(LATENCY_ARGS)
 
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache *.egg-info

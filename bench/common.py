@@ -1,0 +1,390 @@
+"""What the benchmarks share: byte meters on the console's transport, a TCP byte-counting proxy,
+a hypervisor wrapper that reports cpuTime the way QEMU does, percentiles and tables.
+
+Message bytes are AMQP-encoded message sizes (header, properties, application properties and
+body, exactly what ``to_proton(wire).encode()`` gives — for received messages, the size of
+the delivery). TCP bytes are everything the connection carried, measured by a proxy between
+console and agent: message bytes plus AMQP framing (transfer frames, flow, dispositions).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+from virtq.agent.hypervisor import (DOMAIN_INFO_FIELDS, DomainIdentity, EventSink, Hypervisor, Identity,
+                                    NodeIdentity, PoolIdentity, VolumeIdentity)
+from virtq.schema import errors
+from virtq.schema.codec import (CONTENT, OPCODE, MethodRequest, StatsIndication, WireMessage, decode)
+from virtq.transport import DirectConnector
+from virtq.transport._convert import to_proton
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- message meters ----------------------------------------------------------------------------
+
+def encoded_size(wire: WireMessage) -> int:
+    """The AMQP-encoded size of a message, as it goes on the wire (without transfer framing)."""
+    return len(to_proton(wire).encode())
+
+
+def category(wire: WireMessage) -> str:
+    """A short name for what a message is: stats/Domain, data/Domain, event, heartbeat, query_response …"""
+    properties = wire.properties if isinstance(wire.properties, Mapping) else {}
+    opcode = str(properties.get(OPCODE, "?")).strip("_")
+    if opcode == "data_indication":
+        content = str(properties.get(CONTENT, "_data")).strip("_")
+        parts = wire.subject.split(".")
+        return f"{content}/{parts[4]}" if content in ("data", "stats") and len(parts) > 4 else content
+    if opcode == "agent_heartbeat_indication":
+        return "heartbeat"
+    return opcode
+
+
+@dataclass
+class Tally:
+    messages: int = 0
+    bytes: int = 0
+
+    def add(self, size: int) -> None:
+        self.messages += 1
+        self.bytes += size
+
+
+@dataclass
+class Reading:
+    """A meter's counters at one moment (or the difference of two readings)."""
+
+    received: Dict[str, Tally] = field(default_factory=dict)
+    sent: Dict[str, Tally] = field(default_factory=dict)
+    stats_rows: Dict[str, int] = field(default_factory=dict)  # object name -> rows received in stats batches
+
+    def __sub__(self, before: "Reading") -> "Reading":
+        def diff(a: Dict[str, Tally], b: Dict[str, Tally]) -> Dict[str, Tally]:
+            out = {k: Tally(v.messages - b.get(k, Tally()).messages, v.bytes - b.get(k, Tally()).bytes)
+                   for k, v in a.items()}
+            return {k: v for k, v in out.items() if v.messages}
+        rows = {k: v - before.stats_rows.get(k, 0) for k, v in self.stats_rows.items()}
+        return Reading(diff(self.received, before.received), diff(self.sent, before.sent),
+                       {k: v for k, v in rows.items() if v})
+
+    def bytes(self, prefix: str = "", sent: bool = True, received: bool = True,
+              exclude: Sequence[str] = ()) -> int:
+        tallies: List[Tuple[str, Tally]] = []
+        if received:
+            tallies += list(self.received.items())
+        if sent:
+            tallies += list(self.sent.items())
+        return sum(t.bytes for k, t in tallies if k.startswith(prefix) and not k.startswith(tuple(exclude) or "\0"))
+
+    def messages(self, prefix: str = "", sent: bool = True, received: bool = True,
+                 exclude: Sequence[str] = ()) -> int:
+        tallies: List[Tuple[str, Tally]] = []
+        if received:
+            tallies += list(self.received.items())
+        if sent:
+            tallies += list(self.sent.items())
+        return sum(t.messages for k, t in tallies
+                   if k.startswith(prefix) and not k.startswith(tuple(exclude) or "\0"))
+
+
+class Meter:
+    """Thread-safe counters of one console connection's messages, by category."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reading = Reading()
+        self._methods: Dict[str, str] = {}  # correlation id -> method name, until answered
+
+    def count(self, direction: str, wire: WireMessage, size: int) -> None:
+        name = category(wire)
+        if direction == "sent" and name == "method_request":
+            try:
+                request = decode(wire)
+                if isinstance(request, MethodRequest):
+                    name = f"method_request/{request.method_name}"
+                    if wire.correlation_id is not None:
+                        with self._lock:
+                            self._methods[wire.correlation_id] = request.method_name
+            except errors.ProtocolError:
+                pass
+        elif direction == "received" and name in ("method_response", "exception") and wire.correlation_id:
+            with self._lock:
+                method = self._methods.pop(wire.correlation_id, None)
+            if method is not None:
+                name = f"{name}/{method}"
+        rows: Iterable[str] = ()
+        if name.startswith("stats/"):
+            try:
+                message = decode(wire)
+                if isinstance(message, StatsIndication):
+                    rows = [name for batch in message.batches for name, _ in batch.rows()]
+            except errors.ProtocolError:
+                pass
+        with self._lock:
+            side = self._reading.received if direction == "received" else self._reading.sent
+            side.setdefault(name, Tally()).add(size)
+            for row in rows:
+                self._reading.stats_rows[row] = self._reading.stats_rows.get(row, 0) + 1
+
+    def read(self) -> Reading:
+        with self._lock:
+            r = self._reading
+            return Reading({k: Tally(v.messages, v.bytes) for k, v in r.received.items()},
+                           {k: Tally(v.messages, v.bytes) for k, v in r.sent.items()}, dict(r.stats_rows))
+
+
+class CountingConnector(DirectConnector):
+    """A console's direct-mode transport that meters every message it sends and receives."""
+
+    def __init__(self, url: str, meter: Meter, subscribe_to: Optional[str] = None) -> None:
+        if subscribe_to is None:
+            super().__init__(url)
+        else:
+            super().__init__(url, subscribe_to)
+        self.meter = meter
+
+    def _deliver(self, wire: WireMessage) -> None:
+        self.meter.count("received", wire, wire.size or encoded_size(wire))
+        super()._deliver(wire)
+
+    def send(self, message: WireMessage) -> None:
+        self.meter.count("sent", message, encoded_size(message))
+        super().send(message)
+
+
+# --- TCP bytes ---------------------------------------------------------------------------------
+
+class ByteCountingProxy:
+    """A loopback TCP proxy to one port that counts the bytes it forwards each way."""
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        self.target = (host, target_port)
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind((host, 0))
+        self._server.listen(64)
+        self.port = int(self._server.getsockname()[1])
+        self.url = f"amqp://{host}:{self.port}"
+        self._lock = threading.Lock()
+        self.up = 0  # console -> agent
+        self.down = 0  # agent -> console
+        self._sockets: Set[socket.socket] = set()
+        self._closed = False
+        threading.Thread(target=self._accept, name="bench-proxy", daemon=True).start()
+
+    def read(self) -> Tuple[int, int]:
+        with self._lock:
+            return self.up, self.down
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            for s in (client, upstream):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._sockets.update((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, up: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                with self._lock:
+                    if up:
+                        self.up += len(data)
+                    else:
+                        self.down += len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self._server.close()
+        with self._lock:
+            sockets, self._sockets = list(self._sockets), set()
+        for s in sockets:
+            s.close()
+
+
+# --- a hypervisor that reports cpuTime as QEMU does ---------------------------------------------
+
+CPU_TIME = DOMAIN_INFO_FIELDS.index("cpuTime")
+STATE = DOMAIN_INFO_FIELDS.index("state")
+ACTIVE_STATES = (1, 2)  # running, blocked: the only states in which a guest consumes CPU
+SHUTOFF = 5
+
+
+class MeteredHypervisor(Hypervisor):
+    """Wraps the agent's hypervisor: counts libvirt calls per thread kind and, unless ``raw``,
+    makes virDomainGetInfo's cpuTime behave as on QEMU.
+
+    libvirt's test driver reports the wall clock as cpuTime for every domain, paused and shut
+    off ones included, so every domain would look busy at every sample. QEMU reports a paused
+    domain's cpuTime frozen and a shut-off domain's as 0; with ``raw=False`` this wrapper does
+    the same (running domains keep the driver's ever-changing value: the worst case).
+    """
+
+    def __init__(self, inner: Hypervisor, raw: bool = False) -> None:
+        self.inner = inner
+        self.uri = inner.uri
+        self.raw = raw
+        self._frozen: Dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.calls: Dict[str, int] = collections.Counter()
+
+    def _count(self, what: str) -> None:
+        name = threading.current_thread().name
+        kind = name.split("_")[0].rstrip("0123456789-") or name
+        with self._lock:
+            self.calls[f"{kind}:{what}"] += 1
+
+    def calls_by_thread(self) -> Dict[str, int]:
+        with self._lock:
+            totals: Dict[str, int] = collections.Counter()
+            for key, n in self.calls.items():
+                totals[key.split(":")[0]] += n
+            return dict(totals)
+
+    def _qemu_like(self, key: str, info: List[int]) -> List[int]:
+        if self.raw:
+            return info
+        with self._lock:
+            if info[STATE] in ACTIVE_STATES:
+                self._frozen[key] = info[CPU_TIME]
+            elif info[STATE] == SHUTOFF:
+                self._frozen.pop(key, None)
+                info[CPU_TIME] = 0
+            else:
+                info[CPU_TIME] = self._frozen.setdefault(key, info[CPU_TIME])
+        return info
+
+    def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
+        self._count(function)
+        result = self.inner.invoke(class_name, key, function, args)
+        if function == "virDomainGetInfo" and key is not None and isinstance(result, (list, tuple)):
+            result = self._qemu_like(key, list(result))
+        return result
+
+    def bulk_domain_info(self) -> Dict[str, Dict[str, int]]:
+        self._count("virConnectGetAllDomainStats")
+        found = self.inner.bulk_domain_info()
+        for key, values in found.items():
+            row = self._qemu_like(key, [values[f] for f in DOMAIN_INFO_FIELDS])
+            found[key] = dict(zip(DOMAIN_INFO_FIELDS, row))
+        return found
+
+    def node(self) -> NodeIdentity:
+        return self.inner.node()
+
+    def list_domains(self) -> List[DomainIdentity]:
+        self._count("virConnectListAllDomains")
+        return self.inner.list_domains()
+
+    def list_pools(self) -> List[PoolIdentity]:
+        self._count("virConnectListAllStoragePools")
+        return self.inner.list_pools()
+
+    def list_volumes(self, pool_uuid: str) -> List[VolumeIdentity]:
+        self._count("virStoragePoolListAllVolumes")
+        return self.inner.list_volumes(pool_uuid)
+
+    def lookup(self, class_name: str, key: str) -> Optional[Identity]:
+        self._count(f"lookup{class_name}")
+        return self.inner.lookup(class_name, key)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def watch(self, sink: EventSink) -> None:
+        self.inner.watch(sink)
+
+    def unwatch(self) -> None:
+        self.inner.unwatch()
+
+    def alive(self) -> bool:
+        return self.inner.alive()
+
+    def reconnect(self) -> None:
+        self.inner.reconnect()
+
+
+# --- numbers -------------------------------------------------------------------------------------
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """A plain-text table (right-aligned numbers); also valid Markdown."""
+    cells = [[str(h) for h in header]] + [[fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                                 enumerate(zip(row, widths))) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else math.inf
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.002) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()

@@ -1,0 +1,219 @@
+"""Latency from a libvirt event to the console subscriber that receives it, in direct mode.
+
+One process holds everything, on loopback: an agent serving ``test:///default`` (libvirt's
+built-in test hypervisor, one driver instance per process) and a console connected to it
+over AMQP. The benchmark opens its own libvirt connection to ``test:///default`` — the
+agent's connection shares the driver, so it gets the events — and suspends and resumes the
+domain ``test`` ``--cycles`` times. For each operation it measures from just before the
+libvirt call to the moment a console subscriber (``console.subscribe(kinds=LibvirtEvent)``,
+queue mode) receives the matching domainLifecycle event.
+
+Parts of the latency: the libvirt call itself (until it returns); the call → the timestamp
+the agent puts on the event (wall clock, same host; taken when libvirt's event loop hands the
+event to the agent); and that timestamp → the subscriber (the agent's event pump, its push,
+AMQP over loopback, the console's decode, updater and subscriber queue).
+
+Baseline in the same run: the request/response round trip of ``getInfo`` through the same
+console (``--rtt`` calls). A poller at interval T notices a change after T/2 on average
+(plus a round trip), at worst after T; the report puts that beside the push latency.
+
+    python -m bench.event_latency                  # the make bench run (500 cycles)
+    python -m bench.event_latency --cycles 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from virtq.agent import Agent
+from virtq.agent.libvirt_adapter import LibvirtHypervisor
+from virtq.console import Console
+from virtq.console.events import LibvirtEvent, Overflowed
+from virtq.schema import default_schema
+from virtq.transport import DirectListener
+
+import libvirt  # connections are opened after virtq.agent.libvirt_adapter registered the event loop
+
+from .common import free_port, percentile, table
+
+URI = "test:///default"
+DOMAIN = "test"
+TARGET_P99_MS = 20.0
+POLL_INTERVALS = (3.0, 15.0)  # VDSM's engine polled every 3 s (statistics) to 15 s
+
+
+@dataclass
+class Series:
+    """Milliseconds, one value per operation."""
+
+    values: List[float] = field(default_factory=list)
+
+    def p(self, q: float) -> float:
+        return percentile(self.values, q)
+
+    def summary(self) -> Dict[str, float]:
+        return {"p50": self.p(50), "p99": self.p(99), "max": max(self.values) if self.values else math.nan,
+                "mean": sum(self.values) / len(self.values) if self.values else math.nan,
+                "samples": len(self.values)}
+
+
+@dataclass
+class Result:
+    cycles: int
+    operations: int
+    received: int
+    missing: int
+    overflowed: int
+    total: Series  # call start -> subscriber
+    call: Series  # call start -> libvirt returned
+    to_agent: Series  # call start -> the agent's timestamp on the event (wall clock)
+    to_subscriber: Series  # the agent's timestamp -> subscriber
+    rtt: Series  # getInfo request -> response, through the console
+    load: Tuple[float, float] = (math.nan, math.nan)  # 1-minute load average before and after the run
+    problems: List[str] = field(default_factory=list)
+
+    def to_json(self) -> Dict[str, Any]:
+        data = asdict(self)
+        for name in ("total", "call", "to_agent", "to_subscriber", "rtt"):
+            data[name] = getattr(self, name).summary()
+        return data
+
+    def report(self) -> str:
+        rows = [(label, s.p(50), s.p(99), max(s.values) if s.values else math.nan, len(s.values))
+                for label, s in (("libvirt event → subscriber (total)", self.total),
+                                 ("  the libvirt call (suspend/resume) returns", self.call),
+                                 ("  call → the agent's timestamp on the event", self.to_agent),
+                                 ("  the agent's timestamp → subscriber", self.to_subscriber),
+                                 ("baseline: getInfo round trip (request → answer)", self.rtt))]
+        p50, p99 = self.total.p(50), self.total.p(99)
+        polls = [(f"poller every {t:g} s: detection after (T/2 + RTT, T + RTT)",
+                  t / 2 * 1000 + self.rtt.p(50), t * 1000 + self.rtt.p(99),
+                  (t / 2 * 1000 + self.rtt.p(50)) / p50 if p50 else math.nan) for t in POLL_INTERVALS]
+        lines = [
+            f"event latency: {self.operations} lifecycle operations ({self.cycles} suspend/resume cycles) on "
+            f"{URI}, direct mode over loopback",
+            f"events received {self.received}, missing {self.missing}, subscriber overflows {self.overflowed}; "
+            f"load average {self.load[0]:.2f} before, {self.load[1]:.2f} after ({os.cpu_count()} CPUs)",
+            "",
+            table(rows, ("milliseconds", "p50", "p99", "max", "samples")),
+            "",
+            table([(label, a, b, f"{r:,.0f}×") for label, a, b, r in polls],
+                  ("polling, derived from the RTT above (ms)", "mean", "worst", "mean / push p50")),
+            "",
+            f"target (issue 4): p99 ≤ {TARGET_P99_MS:g} ms: {p99:.2f} ms "
+            f"({'met' if p99 <= TARGET_P99_MS else 'NOT met'})",
+        ]
+        if self.problems:
+            lines += ["", "FUNCTIONAL PROBLEMS:"] + [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _running(dom: Any) -> None:
+    """Bring the shared test domain to running (another user of the process may have left it otherwise)."""
+    state = dom.info()[0]
+    if state == libvirt.VIR_DOMAIN_PAUSED:
+        dom.resume()
+    elif state != libvirt.VIR_DOMAIN_RUNNING:
+        dom.create()
+
+
+def run(cycles: int = 500, rtt_calls: int = 200, warmup: int = 20, timeout: float = 5.0,
+        workdir: Optional[Path] = None) -> Result:
+    problems: List[str] = []
+    total, call, to_agent, to_subscriber, rtt = Series(), Series(), Series(), Series(), Series()
+    received = missing = overflowed = 0
+    load_before = os.getloadavg()[0]
+    conn = libvirt.open(URI)  # keeps the process's test:///default driver alive for the whole run
+    try:
+        dom = conn.lookupByName(DOMAIN)
+        _running(dom)
+        uuid = dom.UUIDString()
+        with tempfile.TemporaryDirectory(prefix="virtq-bench-") as tmp:
+            url = f"amqp://127.0.0.1:{free_port()}"
+            agent = Agent(default_schema(), LibvirtHypervisor(URI), DirectListener(url), heartbeat=10.0,
+                          state_dir=(workdir or Path(tmp)) / "state")
+            agent.start()
+            try:
+                with Console(url, timeout=10.0) as console:
+                    remote = console.domains.get(DOMAIN)
+                    with console.subscribe(kinds=(LibvirtEvent,)) as events:
+                        def wait_for(expected: str) -> Optional[LibvirtEvent]:
+                            nonlocal overflowed
+                            deadline = time.monotonic() + timeout
+                            while True:
+                                left = deadline - time.monotonic()
+                                event = events.get(left) if left > 0 else None
+                                if event is None:
+                                    return None
+                                if isinstance(event, Overflowed):
+                                    overflowed += event.dropped
+                                elif (isinstance(event, LibvirtEvent) and event.name == "domainLifecycle"
+                                      and event.event == expected and event.object_id.object_name.endswith(uuid)):
+                                    return event
+
+                        for i in range(warmup + cycles):
+                            for operation, expected in ((dom.suspend, "suspended"), (dom.resume, "resumed")):
+                                wall = time.time_ns()
+                                start = time.perf_counter_ns()
+                                operation()
+                                returned = time.perf_counter_ns()
+                                event = wait_for(expected)
+                                arrived = time.perf_counter_ns()
+                                if i < warmup:
+                                    continue
+                                if event is None:
+                                    missing += 1
+                                    continue
+                                received += 1
+                                total.values.append((arrived - start) / 1e6)
+                                call.values.append((returned - start) / 1e6)
+                                agent_ms = (event.timestamp - wall) / 1e6
+                                to_agent.values.append(agent_ms)
+                                to_subscriber.values.append((arrived - start) / 1e6 - agent_ms)
+                        for _ in range(rtt_calls):
+                            start = time.perf_counter_ns()
+                            remote.getInfo()
+                            rtt.values.append((time.perf_counter_ns() - start) / 1e6)
+            finally:
+                agent.stop()
+        _running(dom)
+    finally:
+        conn.close()
+    if missing:
+        problems.append(f"{missing} of {2 * cycles} lifecycle events never reached the subscriber "
+                        f"(waited {timeout:g} s each)")
+    if overflowed:
+        problems.append(f"the subscriber's queue overflowed ({overflowed} events dropped)")
+    return Result(cycles, 2 * cycles, received, missing, overflowed, total, call, to_agent, to_subscriber, rtt,
+                  (load_before, os.getloadavg()[0]), problems)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cycles", type=int, default=500, help="suspend/resume cycles (default 500)")
+    parser.add_argument("--rtt", type=int, default=200, help="getInfo round trips for the baseline (default 200)")
+    parser.add_argument("--warmup", type=int, default=20, help="cycles before measuring (default 20)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = run(args.cycles, args.rtt, args.warmup)
+    print(result.report())
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return 1 if result.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
