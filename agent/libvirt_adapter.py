@@ -83,6 +83,7 @@ class LibvirtHypervisor(Hypervisor):
     @_translate
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        binding_table()  # read the binding once up front, not inside the first (time-boxed) sample
         self._conn = libvirt.open(uri)
         self._node: Optional[NodeIdentity] = None
         self._sink: Optional[EventSink] = None
