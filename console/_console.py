@@ -112,6 +112,7 @@ class Console:
         self._monitor = threading.Thread(target=self._monitor_loop, name="virtq-console-monitor", daemon=True)
         self._stopping = threading.Event()
         self._loaders: List[threading.Thread] = []
+        self._loaders_lock = threading.Lock()  # a loader is started and listed as one step
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -146,7 +147,9 @@ class Console:
                         self._load_agent(reply.info, url, transport)
             except errors.ConsoleError as exc:
                 self.unreachable[url] = str(exc)
-        for loader in list(self._loaders):  # agents whose heartbeat came before their locate answer
+        with self._loaders_lock:  # agents whose heartbeat came before their locate answer
+            loaders = list(self._loaders)
+        for loader in loaders:
             loader.join(self.timeout)
         if self._transports and len(self.agents) == 0 and not (brokered and started):
             self.close()
@@ -437,8 +440,11 @@ class Console:
                 log.log(level, "%s failed: %s", getattr(fn, "__name__", "loading"), exc)
 
         thread = threading.Thread(target=run, name="virtq-console-load", daemon=True)
-        thread.start()  # before start() can see it: joining a thread not yet started raises
-        self._loaders = [t for t in self._loaders if t.is_alive()] + [thread]
+        # Started and listed under one lock: start() can join it, and once the loader has marked its
+        # agent known (which start() checks first), start() finds it listed.
+        with self._loaders_lock:
+            thread.start()
+            self._loaders = [t for t in self._loaders if t.is_alive()] + [thread]
 
     def _resync_quietly(self, agent_name: str) -> None:
         self.resync(agent_name)
