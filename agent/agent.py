@@ -252,7 +252,8 @@ class Agent:
             self._reply(request, [ExceptionResponse(error_code=errors.STATUS_NOT_IMPLEMENTED, error_text=text,
                                                     correlation_id=request.correlation_id)])
             return
-        self.push(outcome.changes)  # before the reply: the console sees the new state first
+        with self.pump.lock:  # after what an event pushes of the same objects, if it got there first
+            self.push(outcome.changes)  # before the reply: the console sees the new state first
         self._reply(request, outcome.replies)
 
     # --- sending -------------------------------------------------------------------------------

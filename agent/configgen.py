@@ -35,7 +35,8 @@ CONFIG_EVENTS = {
     "domainMemoryDeviceSizeChange": None,
     "poolLifecycle": None, "poolRefresh": None,
 }
-"""Events after which the object's XML may differ (None: any event/detail of that kind)."""
+"""Events after which the object's XML may differ: None for any event of that kind, else the names of its
+event or detail that do (a lifecycle event's ``defined``; a block job's status, its detail: ``completed``)."""
 
 
 def method_changes_config(method_name: str) -> bool:
@@ -52,11 +53,11 @@ def method_changes_config(method_name: str) -> bool:
     return not method_name.endswith(READER_SUFFIXES)
 
 
-def event_changes_config(name: str, event: str) -> bool:
+def event_changes_config(name: str, event: str, detail: str = "") -> bool:
     if name not in CONFIG_EVENTS:
         return False
     events = CONFIG_EVENTS[name]
-    return events is None or event in events
+    return events is None or event in events or detail in events
 
 
 class ConfigGenerations:

@@ -9,6 +9,7 @@ changes and the event, and for lifecycle events samples the object's statistics 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 from typing import Callable, Deque, List, Optional, Sequence
@@ -45,6 +46,10 @@ class EventPump:
         self._queue: Deque[Optional[HypervisorEvent]] = collections.deque()
         self._ready = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="virtq-events", daemon=True)
+        self.lock = threading.Lock()
+        """Held from re-reading an object until its changes are pushed. An event can put a method's new
+        object in the registry before the method's own look-up does; the reply waits on this lock, so
+        it still follows the object's record."""
         self.dropped = 0
         self.handled = 0
 
@@ -59,7 +64,10 @@ class EventPump:
             self._thread.join(timeout)
 
     def deliver(self, event: HypervisorEvent) -> None:
-        """Called on libvirt's event-loop thread: queue and return."""
+        """Called on libvirt's event-loop thread: stamp (the event's time is when libvirt told it,
+        not when the pump gets to it), queue and return."""
+        if not event.timestamp:
+            event = dataclasses.replace(event, timestamp=now_ns())
         with self._ready:
             self._queue.append(event)
             if len(self._queue) > MAX_QUEUED:
@@ -86,14 +94,18 @@ class EventPump:
     def handle(self, event: HypervisorEvent) -> None:
         name = f"{event.class_name}:{event.key}"
         changes: List[DataRecord] = []
-        try:
-            if event.name in RESYNC_EVENTS:
-                changes += self._registry.sync_object(event.class_name, event.key)
-            if event_changes_config(event.name, event.event):
-                changes += self._registry.bump_config(name)
-        except HypervisorError as exc:
-            log.warning("re-reading %s after %s failed: %s", name, event.name, exc.message)
-        self._push_records(changes)
+        with self.lock:
+            known = self._registry.get(name) is not None
+            try:
+                if event.name in RESYNC_EVENTS:
+                    changes += self._registry.sync_object(event.class_name, event.key)
+                # An object first seen now (defined or started by someone else) got a new generation
+                # with its first record: moving it again would only tell consoles of a change that wasn't.
+                if known and event_changes_config(event.name, event.event, event.detail):
+                    changes += self._registry.bump_config(name)
+            except HypervisorError as exc:
+                log.warning("re-reading %s after %s failed: %s", name, event.name, exc.message)
+            self._push_records(changes)
         self._push_events([self.record(event)])
         if event.name in STATE_EVENTS and self._registry.get(name) is not None:
             self._sampler.sample(event.class_name, [event.key])
@@ -105,4 +117,5 @@ class EventPump:
         ref = self._registry.object_id(f"{event.class_name}:{event.key}").to_wire()
         values = {"domain" if event.class_name == "Domain" else "pool": ref, "event": event.event,
                   "detail": event.detail, "data": dict(event.data)}
-        return EventRecord(schema.schema_id, values, now_ns(), 4 if event.name in WARNING_EVENTS else 5)
+        return EventRecord(schema.schema_id, values, event.timestamp or now_ns(),
+                           4 if event.name in WARNING_EVENTS else 5)
