@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Set, Tuple, Union
 
 from virtq.schema.codec import DataRecord, EventRecord, ObjectId, StatsBatch
 from virtq.schema.model import Schema
@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
 
+LIFECYCLE_STATES: Dict[str, FrozenSet[int]] = {
+    "started": frozenset({1}), "resumed": frozenset({1}), "suspended": frozenset({3}),
+    "stopped": frozenset({5}), "shutdown": frozenset({4, 5}), "crashed": frozenset({5, 6}),
+    "pmsuspended": frozenset({7}),
+}
+"""The virDomainState codes a lifecycle event leads to: its reason explains only a change to one of them."""
+
 
 class Updater:
     """Owned by the console; only its ingest thread calls it."""
@@ -41,7 +48,9 @@ class Updater:
         self._apartments = apartments
         self._emit = emit
         self._tombstones: Dict[Tuple[str, str], int] = {}  # (agent, name) -> delete_ts
-        self._reasons: Dict[Tuple[str, str], str] = {}  # last lifecycle event per domain
+        # per domain: the last lifecycle event not yet matched by a pushed state: its reason, the states it
+        # leads to and when it happened
+        self._reasons: Dict[Tuple[str, str], Tuple[str, FrozenSet[int], int]] = {}
         self.records_applied = 0
         self.samples_applied = 0
 
@@ -127,12 +136,33 @@ class Updater:
         before, after = old.stats.get("state"), new.stats.get("state")
         if after is None or before == after:
             return
-        reason = self._reasons.pop((new.agent, new.object_id.object_name), "")
+        pending = self._reasons.pop((new.agent, new.object_id.object_name), None)
+        reason = ""
+        # An event explains the change only if it leads to the new state and happened after the sample
+        # that still showed the old one (events can lag behind samples: one from an earlier change would lie).
+        if pending is not None and after in pending[1] and not (pending[2] and pending[2] < old.stats_ts):
+            reason = pending[0]
         if not reason:  # observed before libvirt's event arrived: a job's own call explains it
             job = self._apartments.owner(new.object_id)
             reason = job.method if job is not None else ""
         old_name = DOMAIN_STATES.get(before, "unknown") if isinstance(before, int) else "unknown"
         self._tell(DomainStateChanged(new, old_name, new.state_name, reason))
+
+    def _note_reason(self, key: Tuple[str, str], obj: Optional[RemoteObject], event: str, detail: str,
+                     timestamp: int) -> None:
+        """Keep a lifecycle event to explain the state change the next sample shows.
+
+        The state may be pushed before libvirt's event arrives (a method call samples at once):
+        then the change was already told, and the event must not explain a later, unrelated one.
+        """
+        states = LIFECYCLE_STATES.get(event)
+        if states is None:  # defined, undefined …: no state of their own
+            return
+        current = obj.stats.get("state") if obj is not None else None
+        if current in states:
+            self._reasons.pop(key, None)
+        else:
+            self._reasons[key] = (f"{event}/{detail}" if detail else event, states, timestamp)
 
     # --- libvirt events ------------------------------------------------------------------------
 
@@ -150,7 +180,7 @@ class Updater:
             name = record.schema_id.class_name
             event, detail = str(values.get("event", "")), str(values.get("detail", ""))
             if name == "domainLifecycle":
-                self._reasons[(agent, object_id.object_name)] = f"{event}/{detail}" if detail else event
+                self._note_reason((agent, object_id.object_name), obj, event, detail, record.timestamp)
             data = values.get("data") if isinstance(values.get("data"), dict) else {}
             self._tell(LibvirtEvent(agent, name, object_id, event, detail, data or {}, record.timestamp,
                                     record.severity, obj))
