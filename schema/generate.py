@@ -251,6 +251,7 @@ class InOverride:
     type: Optional[str]
     references: Optional[str]
     desc: Optional[str]
+    nullable: bool = False  # libvirt takes NULL here although the binding declares no default
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,8 @@ def load_overrides(path: Path = OVERRIDES_XML) -> Dict[str, Override]:
         if name in overrides:
             raise GenerateError([f"overrides.xml: {name} twice"])
         inputs = {i.get("python"): InOverride(i.get("python"), tuple((i.get("libvirt") or "").split()),
-                                              i.get("name"), i.get("type"), i.get("references"), i.get("desc"))
+                                              i.get("name"), i.get("type"), i.get("references"), i.get("desc"),
+                                              i.get("nullable") == "y")
                   for i in fn.iterfind("in")}
         outs = [OutSpec(o.get("name"), o.get("type"), o.get("references"), tuple(o.get("fields", "").split()),
                         _text(o.get("desc"))) for o in fn.iterfind("out")]
@@ -465,7 +467,7 @@ def _method(api: Api, fn: CFunction, cls: ClassInfo, py_method: Any,
             arg.flags = _flags_doc(api, c_arg)
         if c_arg is not None and c_arg.name == "flags":
             arg.default = "0"
-        elif param.default is None:
+        elif param.default is None or (spec is not None and spec.nullable):
             arg.nullable = True
         elif param.default is not param.empty:
             if isinstance(param.default, bool):
