@@ -52,12 +52,17 @@ broker: $(STAMP) broker-deps
 # Benchmarks, not tests: they print measurements (and ratios against a poll baseline measured in the
 # same run) and fail only when something functionally broke. Bigger runs: pass arguments, e.g.
 # make bench PUSH_ARGS="--running 300 --paused 50 --shutoff 50" LATENCY_ARGS="--cycles 5000"
+# The quick fleet (virtq-fleet: 50 agents x 40 VMs, 5 s interval, a 60 s push window and a 60 s poll window,
+# about 2.5 minutes); bigger fleets: bench/fleet --agents N --domains M --duration S --via direct|rabbitmq.
 PUSH_ARGS ?=
 LATENCY_ARGS ?=
+FLEET_ARGS ?= --agents 50 --domains 40 --interval 5 --duration 60 --churn 1
 bench: $(STAMP)
 	$(PY) -m bench.push_vs_poll $(PUSH_ARGS)
 	@echo
 	$(PY) -m bench.event_latency $(LATENCY_ARGS)
+	@echo
+	$(PY) -m virtq.fleet $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache *.egg-info

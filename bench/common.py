@@ -1,5 +1,6 @@
 """What the benchmarks share: byte meters on the console's transport, a TCP byte-counting proxy,
-a hypervisor wrapper that reports cpuTime the way QEMU does, percentiles and tables.
+a hypervisor wrapper that reports cpuTime the way QEMU does (``MeteredHypervisor``, from
+``virtq.fleet.metering``, which ``virtq-fleet`` uses at run time), percentiles and tables.
 
 Message bytes are AMQP-encoded message sizes (header, properties, application properties and
 body, exactly what ``to_proton(wire).encode()`` gives — for received messages, the size of
@@ -9,18 +10,17 @@ console and agent: message bytes plus AMQP framing (transfer frames, flow, dispo
 
 from __future__ import annotations
 
-import collections
 import math
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from virtq.agent.hypervisor import (DOMAIN_INFO_FIELDS, DomainIdentity, EventSink, Hypervisor, Identity,
-                                    NodeIdentity, PoolIdentity, VolumeIdentity)
+from virtq.fleet.metering import MeteredHypervisor, category
+from virtq.fleet.tables import fmt, table
 from virtq.schema import errors
-from virtq.schema.codec import (CONTENT, OPCODE, MethodRequest, StatsIndication, WireMessage, decode)
+from virtq.schema.codec import MethodRequest, StatsIndication, WireMessage, decode
 from virtq.transport import DirectConnector
 from virtq.transport._convert import to_proton
 
@@ -36,19 +36,6 @@ def free_port() -> int:
 def encoded_size(wire: WireMessage) -> int:
     """The AMQP-encoded size of a message, as it goes on the wire (without transfer framing)."""
     return len(to_proton(wire).encode())
-
-
-def category(wire: WireMessage) -> str:
-    """A short name for what a message is: stats/Domain, data/Domain, event, heartbeat, query_response …"""
-    properties = wire.properties if isinstance(wire.properties, Mapping) else {}
-    opcode = str(properties.get(OPCODE, "?")).strip("_")
-    if opcode == "data_indication":
-        content = str(properties.get(CONTENT, "_data")).strip("_")
-        parts = wire.subject.split(".")
-        return f"{content}/{parts[4]}" if content in ("data", "stats") and len(parts) > 4 else content
-    if opcode == "agent_heartbeat_indication":
-        return "heartbeat"
-    return opcode
 
 
 @dataclass
@@ -235,108 +222,6 @@ class ByteCountingProxy:
             s.close()
 
 
-# --- a hypervisor that reports cpuTime as QEMU does ---------------------------------------------
-
-CPU_TIME = DOMAIN_INFO_FIELDS.index("cpuTime")
-STATE = DOMAIN_INFO_FIELDS.index("state")
-ACTIVE_STATES = (1, 2)  # running, blocked: the only states in which a guest consumes CPU
-SHUTOFF = 5
-
-
-class MeteredHypervisor(Hypervisor):
-    """Wraps the agent's hypervisor: counts libvirt calls per thread kind and, unless ``raw``,
-    makes virDomainGetInfo's cpuTime behave as on QEMU.
-
-    libvirt's test driver reports the wall clock as cpuTime for every domain, paused and shut
-    off ones included, so every domain would look busy at every sample. QEMU reports a paused
-    domain's cpuTime frozen and a shut-off domain's as 0; with ``raw=False`` this wrapper does
-    the same (running domains keep the driver's ever-changing value: the worst case).
-    """
-
-    def __init__(self, inner: Hypervisor, raw: bool = False) -> None:
-        self.inner = inner
-        self.uri = inner.uri
-        self.raw = raw
-        self._frozen: Dict[str, int] = {}
-        self._lock = threading.Lock()
-        self.calls: Dict[str, int] = collections.Counter()
-
-    def _count(self, what: str) -> None:
-        name = threading.current_thread().name
-        kind = name.split("_")[0].rstrip("0123456789-") or name
-        with self._lock:
-            self.calls[f"{kind}:{what}"] += 1
-
-    def calls_by_thread(self) -> Dict[str, int]:
-        with self._lock:
-            totals: Dict[str, int] = collections.Counter()
-            for key, n in self.calls.items():
-                totals[key.split(":")[0]] += n
-            return dict(totals)
-
-    def _qemu_like(self, key: str, info: List[int]) -> List[int]:
-        if self.raw:
-            return info
-        with self._lock:
-            if info[STATE] in ACTIVE_STATES:
-                self._frozen[key] = info[CPU_TIME]
-            elif info[STATE] == SHUTOFF:
-                self._frozen.pop(key, None)
-                info[CPU_TIME] = 0
-            else:
-                info[CPU_TIME] = self._frozen.setdefault(key, info[CPU_TIME])
-        return info
-
-    def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
-        self._count(function)
-        result = self.inner.invoke(class_name, key, function, args)
-        if function == "virDomainGetInfo" and key is not None and isinstance(result, (list, tuple)):
-            result = self._qemu_like(key, list(result))
-        return result
-
-    def bulk_domain_info(self) -> Dict[str, Dict[str, int]]:
-        self._count("virConnectGetAllDomainStats")
-        found = self.inner.bulk_domain_info()
-        for key, values in found.items():
-            row = self._qemu_like(key, [values[f] for f in DOMAIN_INFO_FIELDS])
-            found[key] = dict(zip(DOMAIN_INFO_FIELDS, row))
-        return found
-
-    def node(self) -> NodeIdentity:
-        return self.inner.node()
-
-    def list_domains(self) -> List[DomainIdentity]:
-        self._count("virConnectListAllDomains")
-        return self.inner.list_domains()
-
-    def list_pools(self) -> List[PoolIdentity]:
-        self._count("virConnectListAllStoragePools")
-        return self.inner.list_pools()
-
-    def list_volumes(self, pool_uuid: str) -> List[VolumeIdentity]:
-        self._count("virStoragePoolListAllVolumes")
-        return self.inner.list_volumes(pool_uuid)
-
-    def lookup(self, class_name: str, key: str) -> Optional[Identity]:
-        self._count(f"lookup{class_name}")
-        return self.inner.lookup(class_name, key)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def watch(self, sink: EventSink) -> None:
-        self.inner.watch(sink)
-
-    def unwatch(self) -> None:
-        self.inner.unwatch()
-
-    def alive(self) -> bool:
-        return self.inner.alive()
-
-    def reconnect(self) -> None:
-        self.inner.reconnect()
-
-
 # --- numbers -------------------------------------------------------------------------------------
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -346,35 +231,6 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
-
-
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """A plain-text table (right-aligned numbers); also valid Markdown."""
-    cells = [[str(h) for h in header]] + [[fmt(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                                 enumerate(zip(row, widths))) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
-
-
-def fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if value == 0:
-            return "0"
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        if abs(value) >= 10:
-            return f"{value:.1f}"
-        return f"{value:.2f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
 
 
 def ratio(a: float, b: float) -> float:
