@@ -25,6 +25,10 @@ from .base import Deliver, StateListener, Transport, topic_matches
 
 log = logging.getLogger(__name__)
 
+LISTEN_BACKLOG = 1024
+"""Pending connections the listening socket queues. proton's Container.listen() uses 10: 250 consoles
+connecting at once took 133 s of refusals and retries, 0.4 s with 1024."""
+
 MAX_BACKLOG = 10_000
 """Messages held per link while the peer grants no credit; beyond it the oldest are dropped."""
 
@@ -141,6 +145,19 @@ class _ListenerHandler(ReactorHandler):
         reply_box.push(wire)
 
 
+def _raise_backlog(acceptor: Any, backlog: int = LISTEN_BACKLOG) -> None:
+    """listen() again on the acceptor's socket with a longer queue (Linux takes a second listen() as a
+    new backlog); proton keeps the socket as its selectable's delegate."""
+    sock = getattr(getattr(acceptor, "_selectable", None), "_delegate", None)
+    if sock is None or not hasattr(sock, "listen"):
+        log.debug("cannot reach the listening socket to raise its backlog")
+        return
+    try:
+        sock.listen(backlog)
+    except OSError as exc:
+        log.debug("cannot raise the listen backlog: %s", exc)
+
+
 class DirectListener(Transport):
     """The agent's side of direct mode: an AMQP 1.0 endpoint consoles connect to."""
 
@@ -163,6 +180,7 @@ class DirectListener(Transport):
             self.acceptor = self._reactor.container.listen(_host_port(self.url))
         except Exception as exc:
             raise NotConnectedError(f"cannot listen on {self.url}: {exc}") from exc
+        _raise_backlog(self.acceptor)
         self._reactor.start()
         self._running = True
         if on_state is not None:

@@ -7,11 +7,60 @@ import threading
 import weakref
 from typing import Any, Callable, List, Optional, cast
 
-from proton import Delivery
+import proton._reactor as proton_reactor
+from proton import Delivery, SSLDomain
 from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 log = logging.getLogger(__name__)
+
+
+class _LazySSLConfig:
+    """proton's SSLConfig, except that each SSLDomain is made when first used.
+
+    proton's Container makes a client and a server SSLDomain up front: two OpenSSL contexts, each
+    with the system's CA store loaded, about 1.6 MB of memory per Container. Only amqps:// uses
+    them, and every transport has a Container of its own: a console following 250 agents directly
+    held 400 MB of unused OpenSSL contexts.
+    """
+
+    def __init__(self) -> None:
+        self._client: Optional[SSLDomain] = None
+        self._server: Optional[SSLDomain] = None
+
+    @property
+    def client(self) -> SSLDomain:
+        if self._client is None:
+            self._client = SSLDomain(SSLDomain.MODE_CLIENT)
+        return self._client
+
+    @property
+    def server(self) -> SSLDomain:
+        if self._server is None:
+            self._server = SSLDomain(SSLDomain.MODE_SERVER)
+        return self._server
+
+    def set_credentials(self, cert_file: str, key_file: str, password: Optional[str]) -> None:
+        self.client.set_credentials(cert_file, key_file, password)
+        self.server.set_credentials(cert_file, key_file, password)
+
+    def set_trusted_ca_db(self, certificate_db: str) -> None:
+        self.client.set_trusted_ca_db(certificate_db)
+        self.server.set_trusted_ca_db(certificate_db)
+
+
+_container_lock = threading.Lock()
+
+
+def _container(handler: Any) -> Container:
+    """A Container whose SSL configuration is made only if used (see _LazySSLConfig)."""
+    with _container_lock:
+        original = proton_reactor.SSLConfig
+        setattr(proton_reactor, "SSLConfig", _LazySSLConfig)
+        try:
+            return Container(handler)
+        finally:
+            setattr(proton_reactor, "SSLConfig", original)
 
 
 class _TolerantIncoming(IncomingMessageHandler):
@@ -70,7 +119,7 @@ class ReactorThread:
     """Owns the Container and the thread that runs it; only that thread touches proton objects."""
 
     def __init__(self, handler: ReactorHandler, name: str) -> None:
-        self._container = Container(handler)
+        self._container = _container(handler)
         self._container.container_id = name
         self._injector = EventInjector()
         self._container.selectable(self._injector)
