@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import click
 
@@ -28,9 +28,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
         known = {opt[2:]: p.name for p in ctx.command.params if p.name and p.name != "config"
                  for opt in p.opts if opt.startswith("--")}
         try:
-            ctx.default_map = read_config(Path(value), known)
+            options: Dict[str, Any] = dict(read_config(Path(value), known))
         except ConfigError as exc:
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+        for option in ctx.command.params:  # a repeatable option's values are separated by spaces
+            if option.name in options and option.multiple:
+                options[option.name] = options[option.name].split()
+        ctx.default_map = options
     return value
 
 
@@ -41,7 +45,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
               help="libvirt connection URI (test:///default for the built-in test hypervisor).")
 @click.option("--listen", default="amqp://127.0.0.1:5672", show_default=True,
               help="Direct mode: be an AMQP 1.0 endpoint at this address (no broker).")
-@click.option("--broker", "brokers", multiple=True,
+@click.option("--broker", "brokers", multiple=True, envvar="VIRTQ_AGENT_BROKER",
               help="Go through a broker instead of listening: amqp://[user:pass@]host:port. Repeat for a "
                    "failover list (or separate them with spaces in the config file / VIRTQ_AGENT_BROKER).")
 @click.option("--addressing", type=click.Choice(sorted(PROFILES)), default="qmf", show_default=True,
