@@ -26,7 +26,7 @@ from ._direct import _Outbox, _host_port
 from ._reactor import ReactorHandler, ReactorThread
 from .base import Deliver, StateListener, Transport
 from .profiles import AddressProfile
-from .urls import redact
+from .urls import redact, split_credentials
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,11 @@ class _BrokerHandler(ReactorHandler):
         owner.current_url = url
         container = owner._reactor.container
         self.receivers, self.opened, self.senders = {}, set(), {}
-        self.connection = container.connect(url, reconnect=False, allowed_mechs=owner.mechanisms,
-                                            allow_insecure_mechs=True)
+        bare, user, password = split_credentials(url)  # (proton logs the URL it connects to)
+        credentials: Dict[str, Any] = {key: value for key, value in (("user", user), ("password", password))
+                                       if value is not None}
+        self.connection = container.connect(bare, reconnect=False, allowed_mechs=owner.mechanisms,
+                                            allow_insecure_mechs=True, **credentials)
         names = []
         for i, source in enumerate(owner.sources):
             name = f"{owner.link_prefix}-in-{i}"

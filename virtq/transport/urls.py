@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Optional, Tuple
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 
 def with_credentials(url: str, user: Optional[str], password: Optional[str]) -> str:
@@ -22,3 +22,16 @@ def redact(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit((parts.scheme, f"{parts.username}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def split_credentials(url: str) -> Tuple[str, Optional[str], Optional[str]]:
+    """(the URL without user and password, user, password), both unquoted; None where absent.
+
+    Connections are given the credentials apart from the URL: proton logs the URL it connects to."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, colon, password = userinfo.partition(":")
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, unquote(user) if user else None, unquote(password) if colon else None
