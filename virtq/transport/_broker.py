@@ -30,6 +30,9 @@ from .urls import redact, split_credentials
 
 log = logging.getLogger(__name__)
 
+UNAUTHORIZED = "amqp:unauthorized-access"
+"""The condition of a refused SASL exchange (a wrong user or password)."""
+
 
 class Backoff:
     """Exponential backoff with full jitter: delays in [0, min(cap, base * 2**n)]."""
@@ -58,6 +61,7 @@ class _BrokerHandler(ReactorHandler):
         self.opened: set[str] = set()
         self.senders: Dict[str, _Outbox] = {}
         self.reply_link_name = ""
+        self.ended = ""  # why the current connection (attempt) ended, once known
 
     # connecting ---------------------------------------------------------------------------------
 
@@ -73,6 +77,7 @@ class _BrokerHandler(ReactorHandler):
         owner.current_url = url
         container = owner._reactor.container
         self.receivers, self.opened, self.senders = {}, set(), {}
+        self.ended = ""
         bare, user, password = split_credentials(url)  # (proton logs the URL it connects to)
         credentials: Dict[str, Any] = {key: value for key, value in (("user", user), ("password", password))
                                        if value is not None}
@@ -142,8 +147,12 @@ class _BrokerHandler(ReactorHandler):
     # a session or a link (RabbitMQ ends sessions with "shutdown" when it stops) — marks the
     # transport down and closes what is left; the transport's end schedules the reconnect.
 
-    def _give_up_on(self, connection: Any, why: str) -> None:
+    def _lose(self, why: str) -> None:
+        self.ended = self.ended or why
         self.owner._down(why)
+
+    def _give_up_on(self, connection: Any, why: str) -> None:
+        self._lose(why)
         if connection is not None and not connection.state & Endpoint.LOCAL_CLOSED:
             connection.close()
 
@@ -152,7 +161,10 @@ class _BrokerHandler(ReactorHandler):
         return condition.description or condition.name if condition else default
 
     def on_transport_error(self, event: Any) -> None:
-        self.owner._down(f"transport error: {self._why(event.transport.condition, 'unknown')}")
+        condition = event.transport.condition
+        self._lose(f"transport error: {self._why(condition, 'unknown')}")
+        if condition is not None and condition.name == UNAUTHORIZED:
+            self.owner._refused(self.owner.current_url)
 
     def on_connection_remote_close(self, event: Any) -> None:
         if not self.owner._closing:
@@ -175,7 +187,8 @@ class _BrokerHandler(ReactorHandler):
             return
         if self.connection is None or event.connection != self.connection:
             return  # an older connection's end, already handled
-        self.owner._down("disconnected")
+        self.owner._down(self.ended or "disconnected")
+        self.owner._attempt_failed(self.ended or "disconnected")
         self.connection = None
         delay = self.owner.backoff.next()
         log.info("reconnecting to %s in %.2fs", redact(self.owner.urls[self.owner._url_index % len(self.owner.urls)]),
@@ -220,6 +233,9 @@ class BrokerConnection(Transport):
         self._reply_address = ""
         self._connected = False
         self._ever_connected = threading.Event()
+        self._settled = threading.Event()  # start() may stop waiting: connected, or refused by every URL
+        self._refusals: set[str] = set()
+        self._logged_failure = ""
         self._closing = False
         self._closed = threading.Event()
         self.last_error = ""
@@ -233,6 +249,8 @@ class BrokerConnection(Transport):
             self.reconnects += 1
             log.info("reconnected to %s", redact(self.current_url))
         self._ever_connected.set()
+        self._settled.set()
+        self._logged_failure = ""
         self.backoff.reset()
         if self._on_state is not None:
             self._on_state(True)
@@ -244,8 +262,21 @@ class BrokerConnection(Transport):
         self._connected = False
         if not self._closing:
             log.warning("connection to %s lost: %s", redact(self.current_url), why)
+            self._logged_failure = why
             if self._on_state is not None:
                 self._on_state(False)
+
+    def _refused(self, url: str) -> None:
+        """The broker at ``url`` refused our credentials; once every URL did, start() stops waiting."""
+        self._refusals.add(url)
+        if self._refusals >= set(self.urls):
+            self._settled.set()
+
+    def _attempt_failed(self, why: str) -> None:
+        """A connection (or an attempt) ended: say why once per run of the same reason, not per retry."""
+        if why != self._logged_failure and not self._closing:
+            self._logged_failure = why
+            log.warning("no connection to %s: %s (retrying)", redact(self.current_url), why)
 
     def _deliver(self, wire: WireMessage) -> None:
         if self._deliver_fn is not None:
@@ -255,7 +286,8 @@ class BrokerConnection(Transport):
         self._deliver_fn = deliver
         self._on_state = on_state
         self._reactor.start()
-        if not self._ever_connected.wait(timeout) and self.require_connection:
+        self._settled.wait(timeout)
+        if not self._ever_connected.is_set() and self.require_connection:
             self.kill()
             raise NotConnectedError(f"cannot connect to {', '.join(redact(u) for u in self.urls)}: "
                                     f"{self.last_error or f'no answer within {timeout:g}s'}")
