@@ -145,7 +145,8 @@ class _BrokerHandler(ReactorHandler):
     # losing ------------------------------------------------------------------------------------
     # Whatever ends a connection we did not close — an error, a clean close of the connection,
     # a session or a link (RabbitMQ ends sessions with "shutdown" when it stops) — marks the
-    # transport down and closes what is left; the transport's end schedules the reconnect.
+    # transport down and closes what is left, transport included; the transport's end schedules
+    # the reconnect.
 
     def _lose(self, why: str) -> None:
         self.ended = self.ended or why
@@ -153,8 +154,16 @@ class _BrokerHandler(ReactorHandler):
 
     def _give_up_on(self, connection: Any, why: str) -> None:
         self._lose(why)
-        if connection is not None and not connection.state & Endpoint.LOCAL_CLOSED:
+        if connection is None:
+            return
+        if not connection.state & Endpoint.LOCAL_CLOSED:
             connection.close()
+        # Without waiting for the broker to complete the close: a stopping RabbitMQ ends our sessions at
+        # once but holds the socket until it exits (seconds), which would hold back the failover too.
+        transport = connection.transport
+        if transport is not None:
+            transport.close_tail()
+            transport.close_head()
 
     @staticmethod
     def _why(condition: Any, default: str) -> str:
