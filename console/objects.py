@@ -58,9 +58,11 @@ class RemoteObject:
         return RemoteObject(self._console, self._schema, self.object_id, self.values, self.update_ts,
                             self.create_ts, {**self.stats, **changed}, stats_ts)
 
-    def with_values(self, values: Mapping[str, Any], update_ts: int, create_ts: int) -> "RemoteObject":
-        """A new snapshot with new properties, keeping the statistics."""
-        return RemoteObject(self._console, self._schema, self.object_id, values, update_ts, create_ts,
+    def with_values(self, values: Mapping[str, Any], update_ts: int, create_ts: int,
+                    object_id: Optional[ObjectId] = None) -> "RemoteObject":
+        """A new snapshot with new properties (and the id the record carries: a restarted agent's has
+        its new epoch), keeping the statistics."""
+        return RemoteObject(self._console, self._schema, object_id or self.object_id, values, update_ts, create_ts,
                             self.stats, self.stats_ts)
 
     @property

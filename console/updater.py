@@ -89,7 +89,7 @@ class Updater:
             else:
                 if record.update_ts and old.update_ts > record.update_ts:
                     continue  # an older record than the one we hold
-                obj = old.with_values(record.values, record.update_ts, record.create_ts)
+                obj = old.with_values(record.values, record.update_ts, record.create_ts, record.object_id)
                 fresh = RemoteObject(self._console, cls, record.object_id, record.values)
                 if fresh.stats and (not old.stats_ts or record.update_ts >= old.stats_ts):
                     obj = obj.with_stats(fresh.stats, old.stats_ts)
