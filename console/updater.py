@@ -89,8 +89,11 @@ class Updater:
             else:
                 if record.update_ts and old.update_ts > record.update_ts:
                     continue  # an older record than the one we hold
-                obj = old.with_values(record.values, record.update_ts, record.create_ts, record.object_id)
+                # The record carries the statistics the agent had pushed when it made the record; a newer
+                # sample may have arrived first (a broker does not order one publisher's links with each
+                # other): those apply only if the record is newer than the sample we hold.
                 fresh = RemoteObject(self._console, cls, record.object_id, record.values)
+                obj = old.with_values(fresh.values, record.update_ts, record.create_ts, record.object_id)
                 if fresh.stats and (not old.stats_ts or record.update_ts >= old.stats_ts):
                     obj = obj.with_stats(fresh.stats, old.stats_ts)
             repo.upsert(obj)

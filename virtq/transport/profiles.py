@@ -89,9 +89,14 @@ class RabbitMQProfile(AddressProfile):
     def reply_source(self, console_id: str) -> Optional[str]:
         return f"{self.DIRECT_EXCHANGE}virtq-reply-{console_id}"
 
+    TOPIC_TARGET = "/exchange/amq.topic"
+    """Where everything for the topic goes: one link, the routing key taken from each message's subject.
+    A link per subject (``/topic/<subject>``) let a broker deliver one agent's messages out of order — a
+    statistics sample before the record of the object it describes, which the console then dropped."""
+
     def target(self, wire: WireMessage) -> str:
         if wire.address == TOPIC:
-            return self.TOPIC_EXCHANGE + wire.subject
+            return self.TOPIC_TARGET
         if wire.address.startswith(DIRECT + "/"):
             return self.DIRECT_EXCHANGE + wire.address[len(DIRECT) + 1:]
         return wire.address  # a reply address, already physical
@@ -99,7 +104,7 @@ class RabbitMQProfile(AddressProfile):
     def logical(self, source: str) -> str:
         if source.startswith(self.DIRECT_EXCHANGE):
             return f"{DIRECT}/{source[len(self.DIRECT_EXCHANGE):]}"
-        if source.startswith(self.TOPIC_EXCHANGE):
+        if source.startswith(self.TOPIC_EXCHANGE) or source == self.TOPIC_TARGET:
             return TOPIC
         return source
 

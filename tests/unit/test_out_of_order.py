@@ -1,0 +1,60 @@
+"""Messages of one agent that arrive out of order (found by virtq-fleet through RabbitMQ): a record made
+before a newer statistics sample must not bring the older statistics back; and the RabbitMQ profile
+sends everything for the topic over one link, so one agent's messages stay in order."""
+
+from __future__ import annotations
+
+from virtq.console import Console
+from virtq.console.repository import AgentView
+from virtq.schema import default_schema
+from virtq.schema.codec import DIRECT, TOPIC, DataRecord, ObjectId, StatsBatch, WireMessage
+from virtq.transport import RabbitMQProfile
+
+SCHEMA = default_schema()
+AGENT = "libvirt.org:virtq:fleet-00001"
+UUID = "0b5d2bb8-1b61-4c3e-8a2e-7d3f3d6f0a01"
+DOM = ObjectId(f"Domain:{UUID}", AGENT, 5)
+RUNNING, SHUTOFF = 1, 5
+
+
+def _console() -> Console:
+    console = Console()
+    console.agents._put(AGENT, AgentView(AGENT, 5, 1))
+    return console
+
+
+def _record(update_ts: int, **values: int) -> DataRecord:
+    return DataRecord(DOM, SCHEMA.cls("Domain").schema_id,
+                      {"uuid": UUID, "name": "vm0001", "id": -1, "configGen": 2, **values}, update_ts, 100)
+
+
+def _stats(sample_ts: int, **columns: int) -> StatsBatch:
+    return StatsBatch(SCHEMA.cls("Domain").schema_id, 5, sample_ts, (UUID,), {k: [v] for k, v in columns.items()})
+
+
+def test_a_record_older_than_the_sample_held_keeps_the_newer_statistics() -> None:
+    console = _console()
+    updater = console._updater
+    updater.apply_records([_record(100, state=RUNNING, cpuTime=7)])
+    # destroyed: the agent pushes the record (made at 200, with the statistics it had: running) and then
+    # samples (300: shut off); through a broker the sample can arrive first
+    updater.apply_stats(AGENT, [_stats(300, state=SHUTOFF, cpuTime=0)])
+    updater.apply_records([_record(200, state=RUNNING, cpuTime=7)])
+    obj = console.domains.by_id(DOM)
+    assert obj is not None and obj.stats == {"state": SHUTOFF, "cpuTime": 0} and obj.id == -1
+    # a record newer than the sample held still brings its statistics
+    updater.apply_records([_record(400, state=RUNNING, cpuTime=9)])
+    obj = console.domains.by_id(DOM)
+    assert obj is not None and obj.stats["state"] == RUNNING and obj.stats["cpuTime"] == 9
+
+
+def test_rabbitmq_sends_the_whole_topic_over_one_link() -> None:
+    profile = RabbitMQProfile()
+    subjects = ["agent.ind.data.org_libvirt.Domain.libvirt_org.virtq",
+                "agent.ind.stats.org_libvirt.Domain.libvirt_org.virtq",
+                "agent.ind.event.org_libvirt.domainLifecycle.libvirt_org.virtq",
+                "console.request.agent_locate"]
+    targets = {profile.target(WireMessage(TOPIC, {}, {}, subject)) for subject in subjects}
+    assert targets == {"/exchange/amq.topic"}  # the routing key is each message's subject
+    assert profile.logical("/exchange/amq.topic") == TOPIC  # what an agent receives on it is for the topic
+    assert profile.target(WireMessage(f"{DIRECT}/{AGENT}", {}, {}, "")) == f"/exchange/amq.direct/{AGENT}"
