@@ -272,6 +272,8 @@ class Fleet:
         for child in self.workers:
             share = child.last_tick.get("agents", 0) / total
             child.send({"cmd": "churn", "rate": rate * share})
+        for child in self.workers:  # acknowledged: a churn thread waiting for its next operation re-reads it
+            self.expect(child, "churn", 30, "setting the churn rate")
 
     def window(self, child: Child, seconds: float) -> Dict[str, Any]:
         """One measuring window of a console; the workers' counters over the same time."""

@@ -176,6 +176,8 @@ class Worker:
             delay = next_op - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return
+            if self.rate <= 0:  # stopped while waiting: the parent reads libvirt's truth next
+                continue
             if next_op < time.monotonic() - 1.0:  # fell behind by more than a second: do not burst
                 next_op = time.monotonic()
             self.churn_once(self._rng.choice(self.hosts))
@@ -283,6 +285,7 @@ class Worker:
                     what = command.get("cmd")
                     if what == "churn":
                         self.rate = float(command["rate"])
+                        self.send({"type": "churn", "worker": self.config.index, "rate": self.rate})
                     elif what == "truth":
                         self.send({"type": "truth", "worker": self.config.index, "truth": self.truth()})
                     elif what == "stop":
