@@ -50,6 +50,7 @@ class _Pending:
     replies: List[Message] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     error: Optional[Exception] = None
+    sent: float = field(default_factory=time.monotonic)
 
     def add(self, message: Message) -> None:
         self.replies.append(message)
@@ -500,7 +501,7 @@ class Console:
                 pending = self._pending.get(message.correlation_id)
         if pending is not None:
             if pending.apply and isinstance(message, QueryResponse):
-                self._updater.apply_records(message.records)
+                self._updater.apply_records(message.records, answered_after=pending.sent)
             pending.add(message)
         elif isinstance(message, AgentHeartbeat):
             self._heartbeat(message.info, url, transport)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Set, Tuple, Union
 
 from virtq.schema.codec import DataRecord, EventRecord, ObjectId, StatsBatch
@@ -51,6 +52,7 @@ class Updater:
         # per domain: the last lifecycle event not yet matched by a pushed state: its reason, the states it
         # leads to and when it happened
         self._reasons: Dict[Tuple[str, str], Tuple[str, FrozenSet[int], int]] = {}
+        self._sampled: Dict[Tuple[str, str], float] = {}  # (agent, name) -> when a sample was last applied
         self.records_applied = 0
         self.samples_applied = 0
 
@@ -65,7 +67,9 @@ class Updater:
 
     # --- object records ---------------------------------------------------------------------
 
-    def apply_records(self, records: Sequence[DataRecord]) -> None:
+    def apply_records(self, records: Sequence[DataRecord], answered_after: Optional[float] = None) -> None:
+        """Apply pushed records, or (``answered_after``: when the query went out, ``time.monotonic()``) the
+        records of a query answer."""
         for record in records:
             self.records_applied += 1
             repo = self._repos.get(record.schema_id.class_name)
@@ -76,6 +80,7 @@ class Updater:
             key = (record.object_id.agent_name, record.object_id.object_name)
             if record.deleted:
                 self._tombstones[key] = record.delete_ts
+                self._sampled.pop(key, None)
                 old = repo.remove(record.object_id)
                 if old is not None:
                     self._tell(ObjectRemoved(old))
@@ -91,10 +96,17 @@ class Updater:
                     continue  # an older record than the one we hold
                 # The record carries the statistics the agent had pushed when it made the record; a newer
                 # sample may have arrived first (a broker does not order one publisher's links with each
-                # other): those apply only if the record is newer than the sample we hold.
+                # other): those apply only if the record is newer than the sample we hold. A query answer's
+                # are the agent's latest when it answered (a resync after an outage needs them: the record
+                # of an object whose state alone changed is older than the sample we hold): they apply
+                # unless a sample of the object came in after the query went out.
                 fresh = RemoteObject(self._console, cls, record.object_id, record.values)
                 obj = old.with_values(fresh.values, record.update_ts, record.create_ts, record.object_id)
-                if fresh.stats and (not old.stats_ts or record.update_ts >= old.stats_ts):
+                if answered_after is not None:
+                    current = self._sampled.get(key, float("-inf")) < answered_after
+                else:
+                    current = not old.stats_ts or record.update_ts >= old.stats_ts
+                if fresh.stats and current:
                     obj = obj.with_stats(fresh.stats, old.stats_ts)
             repo.upsert(obj)
             if old is None:
@@ -108,6 +120,7 @@ class Updater:
         for repo in self._repos.values():
             for obj in repo.of_agent(agent):
                 if obj.object_id.object_name not in seen and obj.update_ts <= before:
+                    self._sampled.pop((agent, obj.object_id.object_name), None)
                     repo.remove(obj.object_id)
                     self._tell(ObjectRemoved(obj))
 
@@ -128,6 +141,7 @@ class Updater:
                     continue  # unknown yet, or an older sample than the one we hold
                 obj = old.with_stats(changed, batch.sample_ts)
                 repo.upsert(obj)
+                self._sampled[(agent, name)] = time.monotonic()
                 self.samples_applied += 1
                 if changed:
                     self._tell(StatsUpdated(obj, changed))
