@@ -103,6 +103,26 @@ class Repository(_Store[RemoteObject]):
         self.class_name = class_name
         self._agents = agents
         self._name = "hostname" if class_name == "Node" else "name"  # nodes have no name property
+        # agent -> object name -> snapshot: of_agent() without a scan of every agent's objects (a resync of
+        # each of 1,000 agents scanned 40,000 domains)
+        self._by_agent: Dict[str, Dict[str, RemoteObject]] = {}
+
+    def _put(self, key: Any, item: RemoteObject) -> Optional[RemoteObject]:
+        with self._lock:
+            old = self._items.get(key)
+            self._items[key] = item
+            self._by_agent.setdefault(key[0], {})[key[1]] = item
+            return old
+
+    def _pop(self, key: Any) -> Optional[RemoteObject]:
+        with self._lock:
+            item = self._items.pop(key, None)
+            objects = self._by_agent.get(key[0])
+            if item is not None and objects is not None:
+                objects.pop(key[1], None)
+                if not objects:
+                    del self._by_agent[key[0]]
+            return item
 
     def by_id(self, object_id: ObjectId) -> Optional[RemoteObject]:
         return self._peek((object_id.agent_name, object_id.object_name))
@@ -123,7 +143,8 @@ class Repository(_Store[RemoteObject]):
         return self._pick(ref, tests)
 
     def of_agent(self, agent_name: str) -> List[RemoteObject]:
-        return [o for o in self if o.agent == agent_name]
+        with self._lock:
+            return list(self._by_agent.get(agent_name, {}).values())
 
     # --- the updater's side -------------------------------------------------------------------
 
