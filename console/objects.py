@@ -54,9 +54,17 @@ class RemoteObject:
             object.__setattr__(self, name, value)
 
     def with_stats(self, changed: Mapping[str, Any], stats_ts: int) -> "RemoteObject":
-        """A new snapshot with these statistics merged in."""
-        return RemoteObject(self._console, self._schema, self.object_id, self.values, self.update_ts,
-                            self.create_ts, {**self.stats, **changed}, stats_ts)
+        """A new snapshot with these statistics merged in.
+
+        The hot path of a console (one per pushed sample): the properties are already split and
+        converted, so the new snapshot shares them instead of going through __init__ again.
+        """
+        new = object.__new__(RemoteObject)
+        for name, value in (("_console", self._console), ("_schema", self._schema), ("object_id", self.object_id),
+                            ("values", self.values), ("stats", {**self.stats, **changed}),
+                            ("update_ts", self.update_ts), ("create_ts", self.create_ts), ("stats_ts", stats_ts)):
+            object.__setattr__(new, name, value)
+        return new
 
     def with_values(self, values: Mapping[str, Any], update_ts: int, create_ts: int,
                     object_id: Optional[ObjectId] = None) -> "RemoteObject":
