@@ -35,7 +35,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from virtq.console import Console, RemoteObject
-from virtq.console.events import ConfigChanged, Event, LibvirtEvent, ObjectAdded, StatsUpdated
+from virtq.console.events import (AgentAdded, AgentLost, AgentRestarted, ConfigChanged, Event, LibvirtEvent,
+                                  ObjectAdded, StatsUpdated)
 from virtq.schema import errors
 from virtq.schema.codec import (TOPIC, ExceptionResponse, MethodRequest, MethodResponse, QueryRequest,
                                 QueryResponse, StatsBatch, WireMessage, direct_address)
@@ -261,8 +262,10 @@ class PushConsole(Measured):
                 self.lag_repo.extend((now - b.sample_ts) / 1e6 for b in batches)
 
         updater.apply_stats = timed_apply_stats  # type: ignore[method-assign]
+        self.agent_events: Dict[str, int] = collections.Counter()  # AgentLost, AgentAdded, AgentRestarted
         self.subscription = self.console.subscribe(self._on_event, kinds=(StatsUpdated, LibvirtEvent, ConfigChanged,
-                                                                          ObjectAdded), maxsize=1_000_000)
+                                                                          ObjectAdded, AgentLost, AgentAdded,
+                                                                          AgentRestarted), maxsize=1_000_000)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, StatsUpdated):
@@ -270,6 +273,9 @@ class PushConsole(Measured):
             self.recent.append(lag)
             if self.window_open:
                 self.lag_sub.append(lag)
+        elif isinstance(event, (AgentLost, AgentAdded, AgentRestarted)):
+            if self.window_open:  # an agent lost (no heartbeat for 3 intervals) or back: a resync follows
+                self.agent_events[type(event).__name__] += 1
         elif isinstance(event, LibvirtEvent):
             if self.window_open:
                 self.lag_event.append((time.time_ns() - event.timestamp) / 1e6)
@@ -301,6 +307,7 @@ class PushConsole(Measured):
     def window_start(self) -> None:
         self.lag_repo, self.lag_sub, self.lag_event = [], [], []
         self.config_changes = self.fetch_failures = 0
+        self.agent_events = collections.Counter()
         super().window_start()
 
     def window_end(self) -> Dict[str, Any]:
@@ -309,7 +316,8 @@ class PushConsole(Measured):
         result.update(lag_repo=summary(self.lag_repo), lag_sub=summary(self.lag_sub),
                       lag_event=summary(self.lag_event), config_changes=self.config_changes,
                       xml_fetches=self.console.xml_fetches - before["xml_fetches"],
-                      fetch_failures=self.fetch_failures, dropped=self.subscription.dropped)
+                      fetch_failures=self.fetch_failures, dropped=self.subscription.dropped,
+                      agent_events=dict(self.agent_events))
         return result
 
     def tick(self) -> Dict[str, Any]:

@@ -543,6 +543,10 @@ class FleetResult:
         lines += ["", f"push: {push['config_changes']} configuration changes (domains added or configGen moved) in "
                       f"the window, {push['xml_fetches']} XML fetches; churn {push['churn_ops']} operations, "
                       f"{push['events']} libvirt events handled by the agents"]
+        lost = self.push.get("agent_events", {})
+        if lost:
+            lines.append("push: agents lost or back in the window (heartbeats seen late): "
+                         + ", ".join(f"{n} {kind}" for kind, n in sorted(lost.items())))
         if self.poll:
             lines.append(f"poll: {self.poll['cycles']} cycles, {self.poll['requests']:,} requests, "
                          f"{self.poll['failures']} failed")
