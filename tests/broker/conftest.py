@@ -7,8 +7,9 @@ the reason, when rabbitmq-server is not installed (``bash scripts/install-rabbit
 - ``rabbit`` (session): one node shared by the whole session. A test that stops, kills or restarts
   it must leave it running (``rabbit.start()``); a test that needs a node of its own uses ``rabbit_node``.
 - ``rabbit_node`` (function): makes fresh nodes (``rabbit_node()`` starts one), stopped after the test.
-- ``rabbit_cluster`` (module): nodes ``a`` and ``b``, ``b`` joined to ``a``. A test that stops a node
-  starts it again (the node stopped last starts first).
+- ``rabbit_cluster`` (session): nodes ``a`` and ``b``, ``b`` joined to ``a``, shared by the modules that use
+  it (a cluster takes ~10 s to form). A test that stops a node starts it again (the node stopped last
+  starts first); only the session's last cluster test may leave one down (test_harness.py's last).
 
 A node takes ~6 s to boot, mostly CPU: the session node and the first cluster are booted side by side
 as soon as the session's first broker test needs either (when the session's tests use them at all).
@@ -111,9 +112,9 @@ def rabbit_node(rabbit_session: RabbitSession) -> Iterator[Callable[[], RabbitNo
             node.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rabbit_cluster(rabbit_session: RabbitSession, _early_boot: _EarlyBoot) -> Iterator[RabbitCluster]:
-    """A running 2-node cluster (``a``, ``b``; ``urls``) for the module."""
+    """A running 2-node cluster (``a``, ``b``; ``urls``) for the session."""
     cluster, _early_boot.cluster = _early_boot.cluster or rabbit_session.cluster(), None
     _started(f"RabbitMQ cluster {[node.name for node in cluster.nodes]}", cluster.start)
     try:

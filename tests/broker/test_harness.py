@@ -316,7 +316,8 @@ def test_cluster_publish_on_a_receive_on_b(rabbit_cluster: RabbitCluster) -> Non
 
 
 def test_cluster_node_stops_and_rejoins_then_one_crashes(rabbit_cluster: RabbitCluster) -> None:
-    """Last in the module: it leaves b killed (the fixture's teardown copes)."""
+    """Last in the module, and the session's last cluster test (the cluster is shared; this module runs
+    after test_broker_cluster.py): it leaves b killed (the fixture's teardown copes)."""
     a, b = rabbit_cluster.a, rabbit_cluster.b
     timings: List[str] = []
 
