@@ -44,7 +44,7 @@ from virtq.schema.model import SchemaId
 from virtq.transport import BrokerConnection, DirectConnector, Transport, profile
 from virtq.transport.profiles import RabbitMQProfile
 
-from .metering import category, snapshot
+from .metering import category, cpu_seconds, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class Measured:
                 "categories": {k: v for k, v in categories.items() if v[0]}}
 
     def tick(self) -> Dict[str, Any]:
-        return {"type": "tick", "mode": self.config.mode, "t": time.time(), "cpu": snapshot()["cpu"],
+        return {"type": "tick", "mode": self.config.mode, "t": time.time(), "cpu": cpu_seconds(),
                 "agents": len(self.console.agents), "domains": len(self.console.domains),
                 "lost": sum(1 for a in self.console.agents if self.console.is_lost(a.name)),
                 "records": self.console._updater.records_applied, "samples": self.console._updater.samples_applied}
