@@ -30,6 +30,8 @@ MAX_QUEUED = 100_000
 WARNING_EVENTS = frozenset({"domainIoError", "domainIoErrorReason", "domainControlError", "domainWatchdog",
                             "domainMemoryFailure"})
 RESYNC_EVENTS = frozenset({"domainLifecycle", "poolLifecycle", "poolRefresh"})
+APPEARING = frozenset({"defined", "started", "created"})
+"""Lifecycle events after which an object may be new to the consoles."""
 STATE_EVENTS = frozenset({"domainLifecycle", "poolLifecycle", "domainPmwakeup", "domainPmsuspend",
                           "domainPmsuspendDisk", "domainBalloonChange"})
 
@@ -105,6 +107,13 @@ class EventPump:
                     changes += self._registry.bump_config(name)
             except HypervisorError as exc:
                 log.warning("re-reading %s after %s failed: %s", name, event.name, exc.message)
+            entry = self._registry.get(name)
+            if event.event in APPEARING and event.name in RESYNC_EVENTS and entry is not None and \
+                    not any(r.object_id.object_name == name for r in changes):
+                # A method call may have put the object in the registry first and not pushed it yet:
+                # its record goes out ahead of the event either way, so the event never names an
+                # object the consoles do not have (a repeated record changes nothing there).
+                changes.append(self._registry.record(entry))
             self._push_records(changes)
         self._push_events([self.record(event)])
         if event.name in STATE_EVENTS and self._registry.get(name) is not None:

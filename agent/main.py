@@ -48,8 +48,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
 @click.option("--broker", "brokers", multiple=True, envvar="VIRTQ_AGENT_BROKER",
               help="Go through a broker instead of listening: amqp://[user:pass@]host:port. Repeat for a "
                    "failover list (or separate them with spaces in the config file / VIRTQ_AGENT_BROKER).")
-@click.option("--addressing", type=click.Choice(sorted(PROFILES)), default="qmf", show_default=True,
-              help="Broker address profile: qmf (qpidd, Qpid Dispatch) or rabbitmq (RabbitMQ's AMQP 1.0 plugin).")
+@click.option("--addressing", type=click.Choice(sorted(PROFILES)), default="rabbitmq", show_default=True,
+              help="Broker address profile: rabbitmq (RabbitMQ's AMQP 1.0 plugin, tested) or qmf (QMF's own "
+                   "addresses; see docs/DEPLOYMENT.md for what a router or qpidd still needs).")
 @click.option("--broker-user", default=None, help="Broker user, when not in the URL.")
 @click.option("--broker-password", default=None,
               help="Broker password, when not in the URL; better set VIRTQ_AGENT_BROKER_PASSWORD or the config "
