@@ -114,6 +114,9 @@ class Console:
         self._stopping = threading.Event()
         self._loaders: List[threading.Thread] = []
         self._loaders_lock = threading.Lock()  # a loader is started and listed as one step
+        self._loaded: set[str] = set()  # agents whose objects were read once in full
+        self._resyncing: set[str] = set()  # agents being read now (one reader at a time)
+        self._resyncing_lock = threading.Lock()
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -279,7 +282,7 @@ class Console:
         old = self._see_agent(info, url)
         if old is None:
             self._emit(AgentAdded(self.agents.by_name(info.name) or old))  # type: ignore[arg-type]
-        self.resync(info.name)
+        self._resync_once(info.name)
 
     def resync(self, agent_name: str) -> None:
         """Re-read every object of an agent; objects it no longer has are removed (ObjectRemoved)."""
@@ -294,6 +297,7 @@ class Console:
             if isinstance(reply, QueryResponse):
                 seen.update(r.object_id.object_name for r in reply.records)
         self._inbox.put(("", transport, _Resynced(agent_name, frozenset(seen), started)))  # in ingest order
+        self._loaded.add(agent_name)
 
     def run(self, obj: Union[RemoteObject, ObjectId], method_name: str,
             arguments: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> Tuple[Job, Any]:
@@ -431,6 +435,10 @@ class Console:
         elif was_lost:
             self._emit(AgentAdded(view))  # back, same epoch: catch up on what we missed
             self._background(self._resync_quietly, info.name)
+        elif info.name not in self._loaded and info.name not in self._resyncing:
+            # Its objects were never read in full (the first load failed: a timeout on a loaded machine, a
+            # lost connection): try again at each heartbeat until one succeeds.
+            self._background(self._retry_load, info.name)
 
     def _background(self, fn: Callable[..., None], *args: Any) -> None:
         def run() -> None:
@@ -449,6 +457,23 @@ class Console:
 
     def _resync_quietly(self, agent_name: str) -> None:
         self.resync(agent_name)
+
+    def _retry_load(self, agent_name: str) -> None:
+        """Read an agent's objects that were never read in full, unless a first load is still running."""
+        with self._resyncing_lock:
+            if agent_name in self._resyncing:
+                return
+        self._resync_once(agent_name)
+
+    def _resync_once(self, agent_name: str) -> None:
+        """resync(), marked as running for the agent (a heartbeat's retry does not start a second one)."""
+        with self._resyncing_lock:
+            self._resyncing.add(agent_name)
+        try:
+            self.resync(agent_name)
+        finally:
+            with self._resyncing_lock:
+                self._resyncing.discard(agent_name)
 
     def check_agents(self) -> List[AgentView]:
         """Mark agents without a heartbeat for LOST_AFTER intervals as lost; returns those newly lost."""
