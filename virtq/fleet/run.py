@@ -195,7 +195,8 @@ class Fleet:
         parts = [self.phase]
         if self.phase_length:
             parts[0] += f" {min(time.monotonic() - self.phase_started, self.phase_length):.0f}/{self.phase_length:.0f}s"
-        ticks = [w.ticks[-2:] for w in self.workers if len(w.ticks) >= 2]
+        span = self.options.interval  # rates over the last interval: statistics come in bursts, one per pass
+        ticks = [[_tick_before(w.ticks, span), w.ticks[-1]] for w in self.workers if len(w.ticks) >= 2]
         agents = sum(w.last_tick.get("agents", 0) for w in self.workers)
         if ticks:
             cpu = sum(t[1]["cpu"] - t[0]["cpu"] for t in ticks) / max(ticks[0][1]["t"] - ticks[0][0]["t"], 0.1)
@@ -204,7 +205,7 @@ class Fleet:
         for child in (self.push, self.poll):
             if child is None or len(child.ticks) < 2:
                 continue
-            a, b = child.ticks[-2], child.ticks[-1]
+            a, b = _tick_before(child.ticks, span), child.ticks[-1]
             dt = max(b["t"] - a["t"], 0.1)
             rate = (b["records"] + b["samples"] - a["records"] - a["samples"]) / dt
             text = f"{child.name}: {b['agents']} agents {b['domains']:,} VMs, {rate:,.0f} rec/s, " \
@@ -376,6 +377,15 @@ class Fleet:
                 return
             for xml in self.workdir.glob("*.xml"):
                 xml.unlink()
+
+
+def _tick_before(ticks: List[Dict[str, Any]], span: float) -> Dict[str, Any]:
+    """The oldest tick of the last ``span`` seconds (at least the one before the latest)."""
+    last = ticks[-1]["t"]
+    for tick in ticks[-2::-1]:
+        if last - tick["t"] >= span:
+            return tick
+    return ticks[0]
 
 
 def _workers_delta(before: List[Dict[str, Any]], after: List[Dict[str, Any]]) -> Dict[str, Any]:
