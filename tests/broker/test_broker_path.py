@@ -140,12 +140,12 @@ def test_a_query_in_several_batches_arrives_whole_and_wrapped(fleet: Fleet, rabb
     or more crashes the session)."""
     bulk = fleet.agent(rabbit.url, "path-bulk", uri=big_node(tmp_path / "bulk.xml", 250), interval=30)
     try:
-        wait_until(lambda: console.agents.by_name(bulk.name) is not None, timeout=5)
+        wait_until(lambda: console.agents.by_name(bulk.name) is not None, timeout=30)
         replies = console.query(bulk.name, QueryRequest(what="OBJECT"))
         assert [isinstance(r, QueryResponse) and r.partial for r in replies] == [True, True, False]
         records = [r for reply in replies if isinstance(reply, QueryResponse) for r in reply.records]
         assert len(records) == len({r.object_id.object_name for r in records}) == 251  # and the node (no pools)
-        wait_until(lambda: seen(console, bulk.name) == truth(bulk.hypervisor), timeout=5)
+        wait_until(lambda: seen(console, bulk.name) == truth(bulk.hypervisor), timeout=30)
 
         # The same query by hand: what RabbitMQ carried, before the profile unwrapped it.
         reply_key = f"raw-{uuid.uuid4().hex[:8]}"
