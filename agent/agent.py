@@ -163,6 +163,9 @@ class Agent:
         self._beat_now.set()
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
+        # Messages sent in the moments before the loss was noticed went nowhere and were not marked:
+        # re-push every object's latest state once (a few records per VM, only after a reconnect).
+        dirty |= {f"{e.class_name}:{e.key}" for e in self.registry.entries()}
         if dirty:
             self._pool.submit(self._push_dirty, dirty)
 
