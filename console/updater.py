@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from virtq.schema.codec import DataRecord, EventRecord, ObjectId, StatsBatch
 from virtq.schema.model import Schema
@@ -36,6 +36,10 @@ LIFECYCLE_STATES: Dict[str, FrozenSet[int]] = {
 }
 """The virDomainState codes a lifecycle event leads to: its reason explains only a change to one of them."""
 
+EARLY_LIMIT = 200_000
+"""Samples of not-yet-known objects held at most (a console that starts amid a fleet hears samples of every
+agent before it has loaded them; those loads bring the same statistics and free the entries)."""
+
 
 class Updater:
     """Owned by the console; only its ingest thread calls it."""
@@ -53,6 +57,10 @@ class Updater:
         # leads to and when it happened
         self._reasons: Dict[Tuple[str, str], Tuple[str, FrozenSet[int], int]] = {}
         self._sampled: Dict[Tuple[str, str], float] = {}  # (agent, name) -> when a sample was last applied
+        # statistics of objects not known yet, held until their record arrives: through a broker a query's
+        # answer (on the console's reply queue) can come after the first samples (on its topic queue), and
+        # an agent pushes only what changed, so a dropped first sample would be missing until the next change
+        self._early: Dict[Tuple[str, str], Tuple[Dict[str, Any], int, int]] = {}  # -> (stats, sample_ts, epoch)
         self.records_applied = 0
         self.samples_applied = 0
 
@@ -81,6 +89,7 @@ class Updater:
             if record.deleted:
                 self._tombstones[key] = record.delete_ts
                 self._sampled.pop(key, None)
+                self._early.pop(key, None)
                 old = repo.remove(record.object_id)
                 if old is not None:
                     self._tell(ObjectRemoved(old))
@@ -91,6 +100,10 @@ class Updater:
             if old is None:
                 obj = RemoteObject(self._console, cls, record.object_id, record.values, record.update_ts,
                                    record.create_ts)
+                held = self._early.pop(key, None)
+                if held is not None and held[2] == record.object_id.agent_epoch:
+                    obj = obj.with_stats(held[0], held[1])
+                    self._sampled[key] = time.monotonic()
             else:
                 if record.update_ts and old.update_ts > record.update_ts:
                     continue  # an older record than the one we hold
@@ -116,7 +129,12 @@ class Updater:
             self._state_change(old, obj)
 
     def remove_missing(self, agent: str, seen: Set[str], before: int) -> None:
-        """After a full resync: objects the agent no longer has (and not updated since ``before``) go."""
+        """After a full resync: objects the agent no longer has (and not updated since ``before``) go.
+
+        Statistics still held for unknown objects of the agent go too: whatever the agent had when it
+        answered has arrived by now, and samples of objects it creates later follow their records."""
+        for key in [k for k in self._early if k[0] == agent]:
+            del self._early[key]
         for repo in self._repos.values():
             for obj in repo.of_agent(agent):
                 if obj.object_id.object_name not in seen and obj.update_ts <= before:
@@ -137,8 +155,11 @@ class Updater:
                 continue
             for name, changed in batch.rows():
                 old = repo.by_id(ObjectId(name, agent))
-                if old is None or (old.stats_ts and old.stats_ts > batch.sample_ts):
-                    continue  # unknown yet, or an older sample than the one we hold
+                if old is None:
+                    self._hold(agent, name, batch, changed)
+                    continue
+                if old.stats_ts and old.stats_ts > batch.sample_ts:
+                    continue  # an older sample than the one we hold
                 obj = old.with_stats(changed, batch.sample_ts)
                 repo.upsert(obj)
                 self._sampled[(agent, name)] = time.monotonic()
@@ -146,6 +167,21 @@ class Updater:
                 if changed:
                     self._tell(StatsUpdated(obj, changed))
                 self._state_change(old, obj)
+
+    def _hold(self, agent: str, name: str, batch: StatsBatch, changed: Mapping[str, Any]) -> None:
+        """Keep a sample of an object not known yet (merged with any held before, newest values winning)."""
+        key = (agent, name)
+        if batch.sample_ts <= self._tombstones.get(key, 0):
+            return  # of an object removed since
+        held = self._early.get(key)
+        if held is None or held[2] != batch.epoch:
+            if len(self._early) >= EARLY_LIMIT:
+                del self._early[next(iter(self._early))]  # the oldest held
+            self._early[key] = (dict(changed), batch.sample_ts, batch.epoch)
+        elif batch.sample_ts >= held[1]:
+            self._early[key] = ({**held[0], **changed}, batch.sample_ts, batch.epoch)
+        else:
+            self._early[key] = ({**changed, **held[0]}, held[1], batch.epoch)
 
     def _state_change(self, old: Optional[RemoteObject], new: RemoteObject) -> None:
         if new.class_name != "Domain" or old is None:

@@ -58,3 +58,47 @@ def test_rabbitmq_sends_the_whole_topic_over_one_link() -> None:
     assert targets == {"/exchange/amq.topic"}  # the routing key is each message's subject
     assert profile.logical("/exchange/amq.topic") == TOPIC  # what an agent receives on it is for the topic
     assert profile.target(WireMessage(f"{DIRECT}/{AGENT}", {}, {}, "")) == f"/exchange/amq.direct/{AGENT}"
+
+
+def test_a_sample_that_comes_before_the_query_answer_is_applied_when_the_object_arrives() -> None:
+    """Through RabbitMQ a query answer (the console's reply queue) can come after the agent's first sample
+    (its topic queue); the agent pushes only what changes, so that sample must not be lost (CI found it:
+    250 domains stayed without a state until their next change)."""
+    console = _console()
+    updater = console._updater
+    updater.apply_stats(AGENT, [_stats(300, state=RUNNING, cpuTime=7)])
+    updater.apply_stats(AGENT, [_stats(200, maxMem=1024, state=SHUTOFF)])  # an older one, later: loses
+    assert console.domains.by_id(DOM) is None
+    updater.apply_records([_record(250)], answered_after=0.0)  # the answer, made before any sample
+    obj = console.domains.by_id(DOM)
+    assert obj is not None and obj.stats == {"state": RUNNING, "cpuTime": 7, "maxMem": 1024}
+    assert obj.stats_ts == 300
+    updater.apply_stats(AGENT, [_stats(400, state=SHUTOFF)])  # later samples apply as usual
+    obj = console.domains.by_id(DOM)
+    assert obj is not None and obj.stats["state"] == SHUTOFF
+
+
+def test_held_samples_of_another_epoch_or_a_removed_object_are_not_applied() -> None:
+    console = _console()
+    updater = console._updater
+    stale = StatsBatch(SCHEMA.cls("Domain").schema_id, 4, 300, (UUID,), {"state": [RUNNING]})
+    updater.apply_stats(AGENT, [stale])  # dropped: the agent is at epoch 5
+    updater.apply_records([_record(100)])
+    obj = console.domains.by_id(DOM)
+    assert obj is not None and "state" not in obj.stats
+    # removed, then a sample from before the removal arrives, then the object is defined again
+    updater.apply_records([DataRecord(DOM, SCHEMA.cls("Domain").schema_id, {"uuid": UUID}, 500, 100, 500)])
+    updater.apply_stats(AGENT, [_stats(450, state=RUNNING)])
+    updater.apply_records([_record(600)])
+    obj = console.domains.by_id(DOM)
+    assert obj is not None and "state" not in obj.stats
+
+
+def test_a_resync_frees_samples_held_for_objects_the_agent_did_not_answer() -> None:
+    console = _console()
+    updater = console._updater
+    updater.apply_stats(AGENT, [_stats(300, state=RUNNING)])
+    updater.remove_missing(AGENT, set(), before=1000)
+    updater.apply_records([_record(1100)])
+    obj = console.domains.by_id(DOM)
+    assert obj is not None and "state" not in obj.stats
