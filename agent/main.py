@@ -12,7 +12,7 @@ import click
 
 from virtq.schema import default_schema
 from virtq.schema.errors import NotConnectedError
-from virtq.transport import BrokerConnection, DirectListener, Transport, profile
+from virtq.transport import Connection, DirectListener, Transport, profile
 from virtq.transport.profiles import PROFILES
 from virtq.transport.urls import redact, with_credentials
 
@@ -86,7 +86,7 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
     transport: Union[Transport, Callable[[str], Transport]] = DirectListener(listen)
     if urls:
         def transport(name: str) -> Transport:  # noqa: F811 - the agent's name picks its broker address
-            return BrokerConnection(urls, profile(addressing), role="agent", agent_name=name,
+            return Connection(urls, profile(addressing), role="agent", agent_name=name,
                                     require_connection=False)
     agent = Agent(default_schema(), hypervisor, transport, instance=instance,
                   heartbeat=heartbeat, workers=workers, state_dir=Path(state_dir) if state_dir else None,

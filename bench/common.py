@@ -21,7 +21,7 @@ from virtq.fleet.metering import MeteredHypervisor, category
 from virtq.fleet.tables import fmt, table
 from virtq.schema import errors
 from virtq.schema.codec import MethodRequest, StatsIndication, WireMessage, decode
-from virtq.transport import DirectConnector
+from virtq.transport import Connection, QmfProfile
 from virtq.transport._convert import to_proton
 
 
@@ -131,14 +131,12 @@ class Meter:
                            {k: Tally(v.messages, v.bytes) for k, v in r.sent.items()}, dict(r.stats_rows))
 
 
-class CountingConnector(DirectConnector):
-    """A console's direct-mode transport that meters every message it sends and receives."""
+class CountingConnector(Connection):
+    """A console's direct-mode connection that meters every message it sends and receives."""
 
     def __init__(self, url: str, meter: Meter, subscribe_to: Optional[str] = None) -> None:
-        if subscribe_to is None:
-            super().__init__(url)
-        else:
-            super().__init__(url, subscribe_to)
+        super().__init__([url], QmfProfile(), role="console", fail_fast=True,
+                         sources=[subscribe_to] if subscribe_to is not None else None)
         self.meter = meter
 
     def _deliver(self, wire: WireMessage) -> None:

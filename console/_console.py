@@ -23,7 +23,7 @@ from virtq.schema.codec import (TOPIC, AgentHeartbeat, AgentInfo, AgentLocateReq
                                 MethodResponse, ObjectId, QueryRequest, QueryResponse, StatsIndication,
                                 WireMessage, decode, direct_address)
 from virtq.schema.model import Method, Schema
-from virtq.transport import BrokerConnection, DirectConnector, Transport, profile
+from virtq.transport import Connection, Transport, direct_connection, profile
 from virtq.transport.urls import redact
 
 from .events import AgentAdded, AgentLost, AgentRestarted, Event
@@ -79,10 +79,10 @@ class Console:
         self.discovery = discovery if discovery is not None else min(timeout, 1.0)
         """With a broker: how long to collect agents' answers to the first locate (heartbeats add later ones)."""
         if addressing == "direct":
-            self._transports: List[Tuple[str, Transport]] = [(u, DirectConnector(u)) for u in urls]
+            self._transports: List[Tuple[str, Transport]] = [(u, direct_connection(u)) for u in urls]
         else:  # one connection through the broker; several URLs are its failover list
             self._transports = [(" ".join(redact(u) for u in urls),
-                                 BrokerConnection(urls, profile(addressing), role="console"))] if urls else []
+                                 Connection(urls, profile(addressing), role="console"))] if urls else []
         self._transports += [(f"transport-{i}", t) for i, t in enumerate(transports, 1)]
         self.agents = AgentRepository()
         self.nodes = Repository("Node", self.agents)

@@ -1,7 +1,7 @@
 """Agents and consoles through a broker, libvirt's truth to compare them with, and measured timings.
 
 ``Fleet`` starts in-process agents (``LibvirtHypervisor`` on a test-driver URI, one
-``BrokerConnection`` each, ``rabbitmq`` profile, ``require_connection=False`` as the daemon uses
+``Connection`` each, ``rabbitmq`` profile, ``require_connection=False`` as the daemon uses
 it) and consoles, and stops them all at the end of the test or module that owns it.
 
 ``truth(hypervisor)`` reads libvirt (through the agent's own connection: every
@@ -25,7 +25,7 @@ from virtq.agent.hypervisor import Hypervisor
 from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.console import Console
 from virtq.schema import default_schema
-from virtq.transport import Backoff, BrokerConnection, profile
+from virtq.transport import Backoff, Connection, profile
 
 from ..helpers import NODE_URI
 
@@ -104,8 +104,8 @@ class Fleet:
         """An agent (started unless ``start=False``) on ``uri`` reaching the broker at ``urls``."""
         urls = [urls] if isinstance(urls, str) else list(urls)
 
-        def transport(name: str) -> BrokerConnection:
-            return BrokerConnection(urls, profile("rabbitmq"), role="agent", agent_name=name,
+        def transport(name: str) -> Connection:
+            return Connection(urls, profile("rabbitmq"), role="agent", agent_name=name,
                                     require_connection=False, backoff=backoff() if backoff else None)
 
         agent = Agent(default_schema(), LibvirtHypervisor(uri), transport, instance=instance, heartbeat=heartbeat,
@@ -118,12 +118,12 @@ class Fleet:
     def console(self, urls: Union[str, Sequence[str]], *, backoff: Optional[Callable[[], Backoff]] = None,
                 timeout: float = 5.0, discovery: float = 0.5) -> Console:
         """A started console. Without ``backoff``: ``Console(urls, addressing="rabbitmq")`` as users write
-        it; with one: the same through a BrokerConnection given that backoff (``broker_of`` finds it)."""
+        it; with one: the same through a Connection given that backoff (``broker_of`` finds it)."""
         if backoff is None:
             console = Console(urls, timeout=timeout, addressing="rabbitmq", discovery=discovery)
         else:
             urls = [urls] if isinstance(urls, str) else list(urls)
-            connection = BrokerConnection(urls, profile("rabbitmq"), role="console", backoff=backoff())
+            connection = Connection(urls, profile("rabbitmq"), role="console", backoff=backoff())
             console = Console(timeout=timeout, addressing="rabbitmq", transports=[connection], discovery=discovery)
         self.consoles.append(console)
         console.start()
@@ -138,15 +138,15 @@ class Fleet:
         self.agents.clear()
 
 
-def broker_of(console: Console) -> BrokerConnection:
+def broker_of(console: Console) -> Connection:
     """The console's one broker connection (its reconnects and state, for measurements)."""
     (transport,) = [t for _, t in console._transports]  # noqa: SLF001 - tests measure the transport
-    assert isinstance(transport, BrokerConnection)
+    assert isinstance(transport, Connection)
     return transport
 
 
-def agent_broker(agent: Agent) -> BrokerConnection:
-    assert isinstance(agent.transport, BrokerConnection)
+def agent_broker(agent: Agent) -> Connection:
+    assert isinstance(agent.transport, Connection)
     return agent.transport
 
 

@@ -35,7 +35,7 @@ from virtq.console.events import (AgentAdded, AgentLost, AgentRestarted, DomainS
                                   ObjectRemoved)
 from virtq.console.subscriptions import Subscription
 from virtq.schema.errors import NotConnectedError
-from virtq.transport import BrokerConnection
+from virtq.transport import Connection
 
 from ..helpers import DEFAULT_URI
 from .fleet import (HEARTBEAT, PAUSED, RUNNING, Fleet, Picture, Timings, agent_broker, broker_of, converged,
@@ -110,7 +110,7 @@ def change_everything(agent: Agent, new_name: str) -> Dict[str, str]:
     return {"removed": f"Domain:{web2}", "added": f"Domain:{added.uuid}"}
 
 
-def up(connection: BrokerConnection) -> Callable[[], bool]:
+def up(connection: Connection) -> Callable[[], bool]:
     return lambda: connection.connected
 
 

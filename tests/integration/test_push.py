@@ -40,7 +40,7 @@ from virtq.console.subscriptions import Subscription
 from virtq.schema import default_schema
 from virtq.schema.codec import TOPIC, StatsBatch, StatsIndication, decode, stats_subject
 from virtq.schema.errors import CallTimeoutError
-from virtq.transport import DirectConnector, DirectListener, MemoryBus
+from virtq.transport import DirectListener, MemoryBus, direct_connection
 
 from ..conftest import AgentFactory
 from ..helpers import DEFAULT_URI, NODE_URI, free_port, wait_for
@@ -436,7 +436,7 @@ def test_a_sample_with_nothing_changed_sends_no_stats_message(serve: Callable[..
     # the first pass pushes everything (all classes); listen from after it
     assert wait_for(lambda: {r.class_name for r in agent.sampler.reports} == {"Domain", "Node", "Pool", "Volume"})
     wires: List[Any] = []
-    connector = DirectConnector(agent.url, subscribe_to=f"{TOPIC}/agent.ind.stats.#")  # type: ignore[attr-defined]
+    connector = direct_connection(agent.url, sources=[f"{TOPIC}/agent.ind.stats.#"])  # type: ignore[attr-defined]
     connector.start(wires.append, timeout=5)
     try:
         passes = 4
@@ -628,7 +628,8 @@ def test_agent_lost_keeps_its_objects_marked_stale(start_agent: AgentFactory) ->
 
 
 def test_agent_restarted_resyncs_and_drops_statistics_of_the_old_epoch(tmp_path: Path) -> None:
-    """Direct mode does not reconnect yet, so the restart goes over the in-memory bus."""
+    """Over the in-memory bus, whose agent side can be swapped at once: statistics of the old epoch still in
+    flight are dropped (the same restart over real AMQP: test_direct_reconnect)."""
     bus = MemoryBus()
     state = tmp_path / "state"
     first = Agent(default_schema(), LibvirtHypervisor(NODE_URI), bus.agent_transport(), state_dir=state,

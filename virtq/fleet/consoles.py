@@ -38,11 +38,11 @@ from virtq.console import Console, RemoteObject
 from virtq.console.events import (AgentAdded, AgentLost, AgentRestarted, ConfigChanged, Event, LibvirtEvent,
                                   ObjectAdded, StatsUpdated)
 from virtq.schema import errors
-from virtq.schema.codec import (TOPIC, ExceptionResponse, MethodRequest, MethodResponse, QueryRequest,
+from virtq.schema.codec import (ExceptionResponse, MethodRequest, MethodResponse, QueryRequest,
                                 QueryResponse, StatsBatch, WireMessage, direct_address)
 from virtq.schema.model import SchemaId
-from virtq.transport import BrokerConnection, DirectConnector, Transport, profile
-from virtq.transport.profiles import RabbitMQProfile
+from virtq import transport as amqp
+from virtq.transport import AddressProfile, QmfProfile, Transport, profile
 
 from .metering import category, cpu_seconds, snapshot
 
@@ -89,26 +89,15 @@ class Tallies:
             return {k: list(v) for k, v in self.counts.items()}
 
 
-class MeteredConnector(DirectConnector):
-    def __init__(self, url: str, tallies: Tallies, subscribe_to: Optional[str] = None) -> None:
-        if subscribe_to is None:
-            super().__init__(url)
-        else:
-            super().__init__(url, subscribe_to)
+class MeteredConnection(amqp.Connection):
+    """A console's connection that tallies what it receives; the poller's hears only heartbeats
+    (liveness), no pushes."""
+
+    def __init__(self, urls: Sequence[str], addresses: AddressProfile, tallies: Tallies, *, heartbeats_only: bool,
+                 fail_fast: bool = False) -> None:
+        super().__init__(urls, addresses, role="console", fail_fast=fail_fast,
+                         sources=[addresses.topic_source(HEARTBEATS_ONLY)] if heartbeats_only else None)
         self.tallies = tallies
-
-    def _deliver(self, wire: WireMessage) -> None:
-        self.tallies.add(wire)
-        super()._deliver(wire)
-
-
-class MeteredBroker(BrokerConnection):
-    def __init__(self, urls: Sequence[str], addressing: str, tallies: Tallies, heartbeats_only: bool) -> None:
-        super().__init__(urls, profile(addressing), role="console")
-        self.tallies = tallies
-        if heartbeats_only:  # the poller: no pushes, only heartbeats (liveness), like a direct poller
-            prefix = RabbitMQProfile.TOPIC_EXCHANGE if addressing == "rabbitmq" else TOPIC + "/"
-            self.sources = [prefix + HEARTBEATS_ONLY]
 
     def _deliver(self, wire: WireMessage) -> None:
         self.tallies.add(wire)
@@ -142,12 +131,12 @@ class Measured:
         heartbeats_only = config.mode == "poll"
         transports: List[Transport]
         if config.via == "direct":
-            subscribe = f"{TOPIC}/{HEARTBEATS_ONLY}" if heartbeats_only else None
-            transports = [MeteredConnector(u, self.tallies, subscribe) for u in config.agent_urls]
-            addressing = "direct"
+            transports = [MeteredConnection([u], QmfProfile(), self.tallies, heartbeats_only=heartbeats_only,
+                                            fail_fast=True) for u in config.agent_urls]
         else:
-            transports = [MeteredBroker(config.broker_urls, config.via, self.tallies, heartbeats_only)]
-            addressing = config.via
+            transports = [MeteredConnection(config.broker_urls, profile(config.via), self.tallies,
+                                            heartbeats_only=heartbeats_only)]
+        addressing = config.via
         self.console = Console(transports=transports, timeout=config.timeout, addressing=addressing,
                                discovery=3.0)
         self._send_lock = threading.Lock()

@@ -37,7 +37,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from virtq.agent import Agent
 from virtq.agent.hypervisor import HypervisorError
 from virtq.schema import default_schema
-from virtq.transport import BrokerConnection, DirectListener, Transport, profile
+from virtq import transport as amqp
+from virtq.transport import DirectListener, Transport, profile
 
 from .metering import MeteredHypervisor, cpu_seconds, host_identity, rss_bytes
 from .nodexml import PAUSED, RUNNING, SHUTOFF, DomainSpec, domain_xml, node_uri, write_node_xml
@@ -142,8 +143,8 @@ class Worker:
             urls = list(c.broker_urls)
 
             def transport(agent_name: str) -> Transport:
-                return BrokerConnection(urls, profile(c.via), role="agent", agent_name=agent_name,
-                                        require_connection=False)
+                return amqp.Connection(urls, profile(c.via), role="agent", agent_name=agent_name,
+                                    require_connection=False)
         agent = Agent(schema, hv, transport, instance=name, heartbeat=c.heartbeat, interval=c.interval,
                       slow_interval=c.slow_interval, reconcile=c.reconcile, workers=c.agent_workers)
         try:

@@ -1,16 +1,18 @@
 """Transports: the seam between virtq's cores and the AMQP library.
 
-Only this package imports proton. ``DirectListener``/``DirectConnector`` speak AMQP 1.0
-over TCP with no broker; ``BrokerConnection`` goes through a broker (address profiles in
-``profiles``); ``MemoryBus`` gives in-process transports for unit tests.
+Only this package imports proton. An agent in direct mode serves consoles with a
+``DirectListener``; every outgoing connection — an agent's or a console's to a broker, a
+console's to an agent's listener (``direct_connection``) — is a reconnecting ``Connection``
+whose address profile (``profiles``) maps QMF's addresses to what the peer accepts;
+``MemoryBus`` gives in-process transports for unit tests.
 """
 
-from ._broker import Backoff, BrokerConnection
-from ._direct import DirectConnector, DirectListener
+from ._connection import Backoff, Connection, direct_connection
+from ._direct import DirectListener
 from ._memory import MemoryBus, MemoryTransport
 from .base import Deliver, StateListener, Transport, topic_matches
 from .profiles import AddressProfile, QmfProfile, RabbitMQProfile, profile
 
-__all__ = ["AddressProfile", "Backoff", "BrokerConnection", "Deliver", "DirectConnector", "DirectListener",
-           "MemoryBus", "MemoryTransport", "QmfProfile", "RabbitMQProfile", "StateListener", "Transport",
-           "profile", "topic_matches"]
+__all__ = ["AddressProfile", "Backoff", "Connection", "Deliver", "DirectListener", "MemoryBus", "MemoryTransport",
+           "QmfProfile", "RabbitMQProfile", "StateListener", "Transport", "direct_connection", "profile",
+           "topic_matches"]

@@ -1,4 +1,5 @@
-"""Direct mode: AMQP 1.0 with no broker. The agent listens, consoles connect to it.
+"""Direct mode: AMQP 1.0 with no broker. The agent listens, consoles connect to it (with a
+:class:`~virtq.transport.Connection` and the ``qmf`` profile: see :func:`direct_connection`).
 
 The listener plays the small part of a broker the QMF addresses need: consoles attach
 receivers on ``qmf.default.topic[/<binding>]`` (indications, matched by subject) and
@@ -128,6 +129,17 @@ class _ListenerHandler(ReactorHandler):
         self._forget(lambda link: link.connection == event.connection)
         self._gone(event.connection)
 
+    def on_transport_closed(self, event: Any) -> None:
+        # (on_disconnected comes only for connections still open here: not for those we are closing)
+        if event.connection is not None:
+            self._forget(lambda link: link.connection == event.connection)
+            self._gone(event.connection)
+
+    def on_transport_error(self, event: Any) -> None:
+        """A console's connection that ended without a close (it went away, or aborted): its business."""
+        condition = event.transport.condition
+        log.info("a console's connection ended: %s", condition.description if condition else "transport error")
+
     def on_message(self, event: Any) -> None:
         target = event.link.target.address if event.link is not None else None
         self.owner._deliver(from_proton(event.message, target, self.last_delivery_size))
@@ -217,127 +229,3 @@ class DirectListener(Transport):
     @property
     def connected(self) -> bool:
         return self._running
-
-
-class _ConnectorHandler(ReactorHandler):
-    def __init__(self, owner: "DirectConnector") -> None:
-        super().__init__()
-        self.owner = owner
-        self.connection: Any = None
-        self.reply_link: Any = None
-        self.senders: Dict[str, _Outbox] = {}
-
-    def on_start(self, event: Any) -> None:
-        container = event.container
-        self.connection = container.connect(self.owner.url, reconnect=False)
-        self.reply_link = container.create_receiver(self.connection, None, dynamic=True, name="replies")
-        container.create_receiver(self.connection, self.owner.subscribe_to, name="indications")
-
-    def on_link_opened(self, event: Any) -> None:
-        if event.receiver is not None and event.receiver.name == "replies":
-            self.owner._opened(event.receiver.remote_source.address)
-
-    def on_message(self, event: Any) -> None:
-        target = event.link.source.address if event.link is not None else None
-        self.owner._deliver(from_proton(event.message, target, self.last_delivery_size))
-
-    def on_sendable(self, event: Any) -> None:
-        for box in self.senders.values():
-            if box.link == event.sender:
-                box.flush()
-
-    def send(self, wire: WireMessage) -> None:
-        box = self.senders.get(wire.address)
-        if box is None:
-            link = self.owner._reactor.container.create_sender(self.connection, wire.address)
-            box = self.senders[wire.address] = _Outbox(link, wire.address)
-        box.push(wire)
-
-    def on_connection_closed(self, event: Any) -> None:
-        self.owner._closed.set()
-
-    def _lost(self, event: Any, why: str) -> None:
-        condition = getattr(event, "transport", None) and event.transport.condition
-        self.owner._failed(f"{why}: {condition.description if condition else 'closed'}")
-
-    def on_transport_error(self, event: Any) -> None:
-        self._lost(event, "transport error")
-
-    def on_connection_remote_close(self, event: Any) -> None:
-        self._lost(event, "closed by peer")
-
-    def on_disconnected(self, event: Any) -> None:
-        self._lost(event, "disconnected")
-
-
-class DirectConnector(Transport):
-    """The console's side of direct mode: one AMQP connection to one agent's listener."""
-
-    def __init__(self, url: str, subscribe_to: str = INDICATIONS) -> None:
-        self.url = url
-        self.subscribe_to = subscribe_to
-        self._handler = _ConnectorHandler(self)
-        self._reactor = ReactorThread(self._handler, f"virtq-connector-{_host_port(url)}")
-        self._deliver_fn: Optional[Deliver] = None
-        self._on_state: Optional[StateListener] = None
-        self._reply_address = ""
-        self._ready = threading.Event()
-        self._error: Optional[str] = None
-        self._connected = False
-        self._closing = False
-        self._closed = threading.Event()
-
-    def _opened(self, reply_address: str) -> None:
-        self._reply_address = reply_address
-        self._connected = True
-        self._ready.set()
-        if self._on_state is not None:
-            self._on_state(True)
-
-    def _failed(self, why: str) -> None:
-        was_connected = self._connected
-        self._connected = False
-        if self._error is None:
-            self._error = why
-        self._ready.set()
-        self._closed.set()
-        if was_connected and not self._closing:
-            log.warning("connection to %s lost: %s", self.url, why)
-            if self._on_state is not None:
-                self._on_state(False)
-
-    def _deliver(self, wire: WireMessage) -> None:
-        if self._deliver_fn is not None:
-            self._deliver_fn(wire)
-
-    def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
-        self._deliver_fn = deliver
-        self._on_state = on_state
-        self._reactor.start()
-        if not self._ready.wait(timeout) or not self._connected:
-            why = self._error or f"no answer within {timeout:g}s"
-            self.kill()
-            raise NotConnectedError(f"cannot connect to {self.url}: {why}")
-
-    def send(self, message: WireMessage) -> None:
-        if not self._connected:
-            raise NotConnectedError(f"not connected to {self.url}")
-        self._reactor.call(lambda: self._handler.send(message))
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._closing = True
-
-        if self._connected:
-            # Close the AMQP connection properly (peer sees a clean close), then stop the reactor.
-            self._reactor.call(self._handler.connection.close)
-            self._closed.wait(timeout)
-        self._reactor.stop(None, timeout)
-        self._connected = False
-
-    @property
-    def reply_address(self) -> str:
-        return self._reply_address
-
-    @property
-    def connected(self) -> bool:
-        return self._connected

@@ -32,8 +32,12 @@ class AddressProfile(abc.ABC):
         """Addresses an agent receives from: its direct address and the locate topic."""
 
     @abc.abstractmethod
+    def topic_source(self, binding: str) -> str:
+        """The address to receive the topic's messages whose subject matches ``binding`` (``*``/``#``)."""
+
     def console_sources(self) -> List[str]:
         """Addresses a console receives indications from."""
+        return [self.topic_source(INDICATION_BINDING)]
 
     @abc.abstractmethod
     def reply_source(self, console_id: str) -> Optional[str]:
@@ -58,10 +62,10 @@ class QmfProfile(AddressProfile):
     name = "qmf"
 
     def agent_sources(self, agent_name: str) -> List[str]:
-        return [f"{DIRECT}/{agent_name}", f"{TOPIC}/{LOCATE_SUBJECT}"]
+        return [f"{DIRECT}/{agent_name}", self.topic_source(LOCATE_SUBJECT)]
 
-    def console_sources(self) -> List[str]:
-        return [f"{TOPIC}/{INDICATION_BINDING}"]
+    def topic_source(self, binding: str) -> str:
+        return f"{TOPIC}/{binding}"
 
     def reply_source(self, console_id: str) -> Optional[str]:
         return None
@@ -81,10 +85,10 @@ class RabbitMQProfile(AddressProfile):
     TOPIC_EXCHANGE = "/topic/"
 
     def agent_sources(self, agent_name: str) -> List[str]:
-        return [self.DIRECT_EXCHANGE + agent_name, self.TOPIC_EXCHANGE + LOCATE_SUBJECT]
+        return [self.DIRECT_EXCHANGE + agent_name, self.topic_source(LOCATE_SUBJECT)]
 
-    def console_sources(self) -> List[str]:
-        return [self.TOPIC_EXCHANGE + INDICATION_BINDING]
+    def topic_source(self, binding: str) -> str:
+        return self.TOPIC_EXCHANGE + binding
 
     def reply_source(self, console_id: str) -> Optional[str]:
         return f"{self.DIRECT_EXCHANGE}virtq-reply-{console_id}"

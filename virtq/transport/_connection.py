@@ -1,10 +1,11 @@
-"""Through a broker: one AMQP connection (with a failover list) that reconnects by itself.
+"""One outgoing AMQP connection (with a failover list) that reconnects by itself.
 
-Agents and consoles speak the same logical QMF addresses as in direct mode; an
-:class:`~virtq.transport.profiles.AddressProfile` maps them to what the broker accepts.
+What agents use to reach a broker, and consoles to reach a broker or, in direct mode, an
+agent's listener. Both speak the same logical QMF addresses; an
+:class:`~virtq.transport.profiles.AddressProfile` maps them to what the peer accepts.
 Reconnects follow any loss the program did not ask for — errors and clean closes alike
-(a gracefully stopped broker closes cleanly, and proton does not reconnect after that) —
-with exponential backoff and jitter, cycling through the URLs. While disconnected,
+(a gracefully stopped broker or agent closes cleanly, and proton does not reconnect after
+that) — with exponential backoff and jitter, cycling through the URLs. While disconnected,
 ``send`` raises NotConnectedError at once.
 """
 
@@ -16,7 +17,7 @@ import threading
 import uuid
 from typing import Any, Dict, List, Optional, Sequence
 
-from proton import Endpoint
+from proton import Endpoint, Handler
 
 from virtq.schema.codec import WireMessage
 from virtq.schema.errors import NotConnectedError
@@ -25,7 +26,7 @@ from ._convert import from_proton, to_proton
 from ._direct import _Outbox, _host_port
 from ._reactor import ReactorHandler, ReactorThread
 from .base import Deliver, StateListener, Transport
-from .profiles import AddressProfile
+from .profiles import AddressProfile, QmfProfile
 from .urls import redact, split_credentials
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ class Backoff:
         self.attempt = 0
 
 
-class _BrokerHandler(ReactorHandler):
-    def __init__(self, owner: "BrokerConnection") -> None:
+class _ConnectionHandler(ReactorHandler):
+    def __init__(self, owner: "Connection") -> None:
         super().__init__()
         self.owner = owner
         self.connection: Any = None
@@ -152,18 +153,19 @@ class _BrokerHandler(ReactorHandler):
         self.ended = self.ended or why
         self.owner._down(why)
 
-    def _give_up_on(self, connection: Any, why: str) -> None:
+    def _give_up_on(self, connection: Any, why: str, grace: float = 0.0) -> None:
+        """Close what is left of a connection the peer ended, then abort its transport after ``grace``
+        seconds at the most: a stopping RabbitMQ ends our sessions at once but holds the socket until it
+        exits (seconds), which would hold back the reconnect and the failover too."""
         self._lose(why)
         if connection is None:
             return
         if not connection.state & Endpoint.LOCAL_CLOSED:
             connection.close()
-        # Without waiting for the broker to complete the close: a stopping RabbitMQ ends our sessions at
-        # once but holds the socket until it exits (seconds), which would hold back the failover too.
-        transport = connection.transport
-        if transport is not None:
-            transport.close_tail()
-            transport.close_head()
+        if grace > 0:
+            self.owner._reactor.container.schedule(grace, _Abort(connection))
+        else:
+            _Abort.transport_of(connection)
 
     @staticmethod
     def _why(condition: Any, default: str) -> str:
@@ -176,9 +178,12 @@ class _BrokerHandler(ReactorHandler):
             self.owner._refused(self.owner.current_url)
 
     def on_connection_remote_close(self, event: Any) -> None:
+        # The peer closed the whole connection (an agent that stops does): answer its close, so it
+        # sees a clean end, and give the exchange a moment before aborting.
         if not self.owner._closing:
-            self._give_up_on(event.connection, "connection closed by the broker: "
-                                               f"{self._why(event.connection.remote_condition, 'clean close')}")
+            self._give_up_on(event.connection, "connection closed by the peer: "
+                                               f"{self._why(event.connection.remote_condition, 'clean close')}",
+                             grace=1.0)
 
     def on_session_remote_close(self, event: Any) -> None:
         if not self.owner._closing:
@@ -199,6 +204,8 @@ class _BrokerHandler(ReactorHandler):
         self.owner._down(self.ended or "disconnected")
         self.owner._attempt_failed(self.ended or "disconnected")
         self.connection = None
+        if self.owner._given_up:
+            return
         delay = self.owner.backoff.next()
         log.info("reconnecting to %s in %.2fs", redact(self.owner.urls[self.owner._url_index % len(self.owner.urls)]),
                  delay)
@@ -209,12 +216,37 @@ class _BrokerHandler(ReactorHandler):
             self.owner._closed.set()
 
 
-class BrokerConnection(Transport):
-    """An agent's or console's connection to a broker (or router), reconnecting across ``urls``."""
+class _Abort(Handler):
+    """A timer task: abort a connection's transport unless it has closed by then."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def on_timer_task(self, event: Any) -> None:
+        self.transport_of(self.connection)
+
+    @staticmethod
+    def transport_of(connection: Any) -> None:
+        transport = connection.transport
+        if transport is not None and not transport.closed:
+            transport.close_tail()
+            transport.close_head()
+
+
+class Connection(Transport):
+    """An agent's or console's connection to a broker or router (or a console's to an agent's listener),
+    reconnecting across ``urls``.
+
+    ``require_connection``: start() raises NotConnectedError unless connected within its timeout (a
+    daemon passes False and keeps trying). ``fail_fast``: start() gives up as soon as every URL has
+    failed once, instead of retrying until the timeout (a console pointed at agents: one that is not
+    listening will not be in a moment). ``sources`` replaces the profile's receiving addresses.
+    """
 
     def __init__(self, urls: Sequence[str], profile: AddressProfile, *, role: str, agent_name: str = "",
                  mechanisms: str = "PLAIN ANONYMOUS", backoff: Optional[Backoff] = None,
-                 require_connection: bool = True) -> None:
+                 require_connection: bool = True, fail_fast: bool = False,
+                 sources: Optional[Sequence[str]] = None) -> None:
         if not urls:
             raise ValueError("a broker connection needs at least one URL")
         if role not in ("agent", "console") or (role == "agent" and not agent_name):
@@ -228,15 +260,18 @@ class BrokerConnection(Transport):
         self.require_connection = require_connection
         self.console_id = uuid.uuid4().hex
         self.link_prefix = f"virtq-{role}-{self.console_id[:12]}"
-        self.sources: List[str] = (profile.agent_sources(agent_name) if role == "agent"
-                                   else profile.console_sources())
+        self.fail_fast = fail_fast
+        self.sources: List[str] = list(sources) if sources is not None else (
+            profile.agent_sources(agent_name) if role == "agent" else profile.console_sources())
         self.current_url = self.urls[0]
         self.dropped = 0
         """Messages not sent because the connection was down."""
         self.reconnects = 0
         self._url_index = 0
-        self._handler = _BrokerHandler(self)
-        self._reactor = ReactorThread(self._handler, f"virtq-broker-{role}-{_host_port(self.urls[0])}")
+        self._failed_attempts = 0
+        self._given_up = False
+        self._handler = _ConnectionHandler(self)
+        self._reactor = ReactorThread(self._handler, f"virtq-{role}-{_host_port(self.urls[0])}")
         self._deliver_fn: Optional[Deliver] = None
         self._on_state: Optional[StateListener] = None
         self._reply_address = ""
@@ -283,6 +318,12 @@ class BrokerConnection(Transport):
 
     def _attempt_failed(self, why: str) -> None:
         """A connection (or an attempt) ended: say why once per run of the same reason, not per retry."""
+        if not self._ever_connected.is_set():
+            self._failed_attempts += 1
+            if self.fail_fast and self._failed_attempts >= len(self.urls):
+                self._given_up = True
+                self._settled.set()
+                return
         if why != self._logged_failure and not self._closing:
             self._logged_failure = why
             log.warning("no connection to %s: %s (retrying)", redact(self.current_url), why)
@@ -303,7 +344,7 @@ class BrokerConnection(Transport):
 
     def send(self, message: WireMessage) -> None:
         if not self._connected:
-            raise NotConnectedError(f"not connected to the broker ({redact(self.current_url)}): {self.last_error}")
+            raise NotConnectedError(f"not connected to {redact(self.current_url)}: {self.last_error}")
         self._reactor.call(lambda: self._handler.send(message))
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -328,3 +369,9 @@ class BrokerConnection(Transport):
     @property
     def connected(self) -> bool:
         return self._connected
+
+
+def direct_connection(url: str, sources: Optional[Sequence[str]] = None) -> Connection:
+    """A console's connection to one agent's listener (direct mode): the QMF addresses as they are,
+    reconnecting when the agent restarts, and failing at start when nothing listens there."""
+    return Connection([url], QmfProfile(), role="console", fail_fast=True, sources=sources)
