@@ -87,6 +87,10 @@ class Agent:
         self._heartbeats = threading.Thread(target=self._heartbeat_loop, name="virtq-heartbeat", daemon=True)
         self._reconciler = threading.Thread(target=self._reconcile_loop, name="virtq-reconcile", daemon=True)
         self._started = False
+        self.reconnects = 0
+        """Times the transport came back this epoch; heartbeats carry it (``reconnects``) so consoles that
+        never lost their own connection know to re-read this agent: what it sent just before a loss (a
+        deletion, say) may have gone nowhere."""
         self._beat_now = threading.Event()
         self._dirty: Set[str] = set()  # objects changed while the transport was down
         self._dirty_lock = threading.Lock()
@@ -148,7 +152,7 @@ class Agent:
         return AgentInfo(self.name, self.epoch, max(1, round(self.heartbeat_interval)), now_ns(),
                          self.schema.hash, instance=self.instance,
                          attributes={"hostname": node.hostname, "uri": node.uri,
-                                     "node": self.registry.node_name})
+                                     "node": self.registry.node_name, "reconnects": self.reconnects})
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
@@ -160,6 +164,7 @@ class Agent:
         """Back after an outage: re-announce at once and push the latest state of what changed meanwhile."""
         if not up or not self._started:
             return
+        self.reconnects += 1
         self._beat_now.set()
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()

@@ -435,6 +435,10 @@ class Console:
         elif was_lost:
             self._emit(AgentAdded(view))  # back, same epoch: catch up on what we missed
             self._background(self._resync_quietly, info.name)
+        elif known is not None and known.attributes.get("reconnects") != info.attributes.get("reconnects"):
+            # It reconnected (a broker failover, say) while we did not: what it sent just before its loss
+            # may have gone nowhere — a deletion, which its re-push of what exists cannot repeat.
+            self._background(self._resync_quietly, info.name)
         elif info.name not in self._loaded and info.name not in self._resyncing:
             # Its objects were never read in full (the first load failed: a timeout on a loaded machine, a
             # lost connection): try again at each heartbeat until one succeeds.

@@ -1,8 +1,9 @@
 """A 2-node RabbitMQ cluster on this machine: agents connected to node A (failover list [A, B]), the
 console to node B (failover list [B, A]). Everything flows from node to node; then node A is stopped
 while libvirt keeps changing: the agents fail over to B, and the console — which never lost its own
-connection, so nothing makes it re-query — converges to libvirt's truth from what the agents push after
-reconnecting (their heartbeat at once, then the latest state of everything that changed meanwhile).
+connection — converges to libvirt's truth from what the agents push after reconnecting (their heartbeat
+at once, then the latest state of everything) and from re-reading them (their heartbeat's ``reconnects``
+changed): what they sent just before the loss was noticed may be lost, deletions included.
 
 The cluster is the session's (``rabbit_cluster``, shared with test_harness.py): node A is started again
 after the module (``cluster``), and rejoins by itself.

@@ -682,6 +682,40 @@ def test_agent_restarted_resyncs_and_drops_statistics_of_the_old_epoch(tmp_path:
         bus.close()
 
 
+def test_an_agent_that_reconnected_is_read_again_by_consoles_that_did_not(tmp_path: Path) -> None:
+    """An agent's connection fails over (a broker node stops) while the console's stays up. What the agent
+    sent just before the loss was noticed went nowhere — here the deletion of a domain; its re-push after
+    the reconnect covers what exists, not what is gone. The heartbeat's ``reconnects`` tells the console
+    to read the agent again, and the ghost goes."""
+    bus = MemoryBus()
+    hv = LibvirtHypervisor(NODE_URI)
+    link = bus.agent_transport()
+    agent = Agent(default_schema(), hv, link, state_dir=tmp_path / "state", heartbeat=0.2, interval=30)
+    agent.start()
+    console = Console(transports=[bus.console_transport()], timeout=5)
+    try:
+        console.start()
+        sub = console.subscribe(kinds=(ObjectAdded, ObjectRemoved))
+        ghost = hv.invoke("Node", None, "virDomainDefineXML", [domain_xml("push-ghost")])
+        next_event(sub, ObjectAdded, lambda e: e.obj.name == "push-ghost")
+        assert console.agents.get(agent.name).attributes["reconnects"] == 0
+
+        link.lossy = True  # failing, not yet known to be
+        hv.invoke("Domain", ghost.uuid, "virDomainUndefine", [])
+        assert wait_for(lambda: agent.registry.get(f"Domain:{ghost.uuid}") is None)
+        time.sleep(0.3)  # (a heartbeat or two lost too)
+        assert "push-ghost" in uuids(console)
+        link.reconnect()
+        removed = next_event(sub, ObjectRemoved)
+        assert removed.obj.uuid == ghost.uuid
+        assert console.agents.get(agent.name).attributes["reconnects"] == 1
+        assert not console.is_lost(agent.name) and "push-ghost" not in uuids(console)
+    finally:
+        console.close()
+        agent.kill()
+        bus.close()
+
+
 # --- job apartments ---------------------------------------------------------------------------------------
 
 

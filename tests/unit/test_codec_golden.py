@@ -72,7 +72,7 @@ VOLUME = ObjectId(f"Volume:{VOL_KEY}", AGENT, EPOCH)
 
 INFO = AgentInfo(AGENT, EPOCH, 10, T_HEARTBEAT, SCHEMA_HASH, instance=HOST_UUID,
                  attributes={"hostname": "virt1.example.org", "uri": "qemu:///system",
-                             "node": NODE.object_name})
+                             "node": NODE.object_name, "reconnects": 0})
 
 
 def domain(object_id: ObjectId, uuid: str, name: str, dom_id: int, update_ts: int = T_CREATE,

@@ -74,7 +74,10 @@ class MemoryTransport(Transport):
         self._reply_address = reply_address
         self.subscribe_to = subscribe_to
         self._deliver_fn: Optional[Deliver] = None
+        self._on_state: Optional[StateListener] = None
         self.running = False
+        self.lossy = False
+        """Accept sends and drop them, as a connection does in the moments before its loss is noticed."""
 
     def _deliver(self, wire: WireMessage) -> None:
         if self._deliver_fn is not None:
@@ -82,14 +85,25 @@ class MemoryTransport(Transport):
 
     def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
         self._deliver_fn = deliver
+        self._on_state = on_state
         self.running = True
         if on_state is not None:
             on_state(True)
 
+    def reconnect(self) -> None:
+        """The connection is lost (its user is told) and comes back at once; lossy no more."""
+        self.running, self.lossy = False, False
+        if self._on_state is not None:
+            self._on_state(False)
+        self.running = True
+        if self._on_state is not None:
+            self._on_state(True)
+
     def send(self, message: WireMessage) -> None:
         if not self.running:
             raise NotConnectedError("memory transport is stopped")
-        self._bus.post(self, message)
+        if not self.lossy:
+            self._bus.post(self, message)
 
     def stop(self, timeout: float = 5.0) -> None:
         self.running = False
