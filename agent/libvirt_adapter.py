@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import libvirt
 
-from .hypervisor import (DOMAIN_INFO_FIELDS, DomainIdentity, EventSink, Hypervisor, HypervisorError,
+from .hypervisor import (DomainIdentity, EventSink, Hypervisor, HypervisorError,
                          HypervisorEvent, Identity, NodeIdentity, ObjectRef, PoolIdentity, VolumeIdentity)
 
 log = logging.getLogger(__name__)

@@ -87,7 +87,7 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
     if urls:
         def transport(name: str) -> Transport:  # noqa: F811 - the agent's name picks its broker address
             return Connection(urls, profile(addressing), role="agent", agent_name=name,
-                                    require_connection=False)
+                              require_connection=False)
     agent = Agent(default_schema(), hypervisor, transport, instance=instance,
                   heartbeat=heartbeat, workers=workers, state_dir=Path(state_dir) if state_dir else None,
                   interval=interval, slow_interval=slow_interval, reconcile=reconcile)

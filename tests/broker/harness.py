@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import IO, Dict, Iterable, List, Optional, Sequence
 
+from ..helpers import pid_alive
+
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 SERVER = RABBIT_BIN / "rabbitmq-server"
 CTL = RABBIT_BIN / "rabbitmqctl"
@@ -100,16 +102,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _proc_stat(pid: int) -> Optional[List[str]]:
     """[state, ppid, pgrp, ...] of a live process (fields 3.. of /proc/<pid>/stat), None when gone."""
     try:
@@ -157,7 +149,7 @@ def session_processes(session: Optional[str] = None) -> Dict[int, str]:
 
 def reap_orphans() -> List[int]:
     """SIGKILL what sessions of processes that are gone left running (nodes, epmd); returns their pids."""
-    orphans = [pid for pid, owner in session_processes().items() if not _alive(int(owner.split(":")[0]))]
+    orphans = [pid for pid, owner in session_processes().items() if not pid_alive(int(owner.split(":")[0]))]
     for pid in orphans:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -383,7 +375,7 @@ class RabbitNode:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if self.running and _alive(pid) else None
+        return pid if self.running and pid_alive(pid) else None
 
     def processes(self) -> List[int]:
         """Live processes of the node's last start (its process group): empty once stopped or killed."""

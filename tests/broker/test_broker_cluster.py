@@ -161,7 +161,6 @@ def test_node_a_stopped_agents_fail_over_to_b_and_the_console_converges(
         time.sleep(0.3)  # (and after the agents are back)
         churn.stop()
     expected = [truth(agent.hypervisor) for agent in agents]
-    settled = time.monotonic()
     try:
         converge = wait_until(lambda: converged(console, agents, expected), timeout=10)
     except AssertionError:

@@ -22,13 +22,12 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import libvirt
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from proton import Message
 from proton.utils import BlockingConnection
 
 from virtq.agent import Agent
 from virtq.console import Console, RemoteObject
-from virtq.console.cli import cli
 from virtq.console.events import ConfigChanged, DomainStateChanged, LibvirtEvent, StatsUpdated
 from virtq.schema.codec import ObjectId, QueryRequest, QueryResponse, WireMessage, decode, direct_address
 from virtq.schema.errors import (STATUS_USER, LibvirtError, NotConnectedError, RemoteError, UnknownMethodError,
@@ -37,7 +36,7 @@ from virtq.transport import profile
 from virtq.transport.profiles import WRAPPED_LIST
 
 from ..conftest import AgentFactory
-from ..helpers import NODE_URI
+from ..helpers import NODE_URI, run_cli
 from .fleet import PAUSED, RUNNING, Fleet, seen, truth, wait_until
 from .harness import CTL, RabbitNode
 
@@ -285,28 +284,10 @@ def test_an_indication_with_several_records_arrives_whole(console: Console, agen
 
 # --- the CLI --------------------------------------------------------------------------------------------
 
-def _runner() -> CliRunner:
-    try:  # click < 8.2 mixes stderr into output unless told not to
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
-
-
 def virtq(*args: str, env: Dict[str, str] | None = None) -> Result:
-    return _runner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return run_cli(args, env=env)
 
 
-@pytest.fixture
-def _keep_root_logger() -> Iterator[None]:
-    import logging
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
-
-
-@pytest.mark.usefixtures("_keep_root_logger")
 def test_cli_through_the_broker(rabbit: RabbitNode, console: Console, agents: List[Agent]) -> None:
     listed = virtq("--addressing", "rabbitmq", "-u", rabbit.url, "--json", "list", "domains")
     assert listed.exit_code == 0, listed.stderr
@@ -323,7 +304,6 @@ def test_cli_through_the_broker(rabbit: RabbitNode, console: Console, agents: Li
 
 # --- credentials ----------------------------------------------------------------------------------------
 
-@pytest.mark.usefixtures("_keep_root_logger")
 def test_a_wrong_password_is_a_clear_not_connected_error(rabbit: RabbitNode, broker_user: Tuple[str, str]) -> None:
     """RabbitMQ refuses the SASL PLAIN exchange (~3 s after the attempt): the console says so at
     once, password hidden, instead of retrying until its timeout; the CLI exits 3 (unreachable) with it.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import signal
@@ -23,13 +22,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import libvirt
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from virtq.agent import Agent
 from virtq.console import Console
-from virtq.console.cli import cli
 
-from ..helpers import NODE_URI, free_port, wait_for
+from ..helpers import NODE_URI, free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,29 +43,12 @@ NEW_VOLUME_XML = "<volume><name>scratch.img</name><capacity unit='MiB'>16</capac
 
 # --- helpers -----------------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def _keep_root_logger() -> Iterator[None]:
-    """The CLI configures the root logger for its process; running it in-process must not leak that."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
-
-
-def _runner() -> CliRunner:
-    try:  # click < 8.2 mixes stderr into output unless told not to
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:  # click >= 8.2: result.stdout and result.stderr are always separate
-        return CliRunner()
-
-
 def virtq(*args: str, urls: Sequence[Any] = (), obj: Optional[Console] = None) -> Result:
     """Run ``virtq [-u URL]... ARGS`` in-process; urls are URLs or agents (fixture agents carry .url)."""
     argv: List[str] = []
     for target in urls:
         argv += ["-u", target if isinstance(target, str) else target.url]
-    return _runner().invoke(cli, [*argv, *args], obj=obj, catch_exceptions=False)
+    return run_cli([*argv, *args], obj=obj)
 
 
 def ok(result: Result) -> str:

@@ -8,24 +8,22 @@ Changes are made from another console on another thread while the command runs i
 from __future__ import annotations
 
 import json
-import logging
 import re
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from pytest_mock import MockerFixture
 
 from virtq.agent import Agent
 from virtq.console import Console
-from virtq.console.cli import cli
 
-from ..helpers import NODE_URI, wait_for
+from ..helpers import NODE_URI, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +32,6 @@ Connect = Callable[..., Console]
 Follow = Callable[[Agent], Console]
 LINE = re.compile(r"^(?P<time>\d\d:\d\d:\d\d\.\d{3}) (?P<host>\S+) (?P<cls>\S+) (?P<name>\S+) (?P<what>.+)$")
 SCRATCH_XML = "<domain type='test'><name>scratch</name><memory>65536</memory><os><type>hvm</type></os></domain>"
-
-
-@pytest.fixture(autouse=True)
-def _keep_root_logger() -> Iterator[None]:
-    """The CLI configures the root logger for its process; running it in-process must not leak that."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
 
 
 @pytest.fixture
@@ -66,11 +54,7 @@ def follow(connect: Connect) -> Follow:
 
 
 def virtq(*args: str, obj: Optional[Console] = None) -> Result:
-    try:  # click < 8.2 mixes stderr into output unless told not to
-        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        runner = CliRunner()
-    return runner.invoke(cli, list(args), obj=obj, catch_exceptions=False)
+    return run_cli(args, obj=obj)
 
 
 def ok(result: Result) -> str:

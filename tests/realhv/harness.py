@@ -32,6 +32,8 @@ from typing import IO, Callable, Dict, List, Optional
 
 import libvirt
 
+from ..helpers import pid_alive
+
 URI = "qemu:///system"
 GUEST_PREFIX = "virtq-test-"
 BOOT_LINE = "virtq-test guest booted"
@@ -81,16 +83,6 @@ def _socket_answers(path: Path) -> bool:
             sock.connect(str(path))
         except OSError:
             return False
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -263,7 +255,7 @@ class LibvirtDaemons:
     def _orphaned(self) -> bool:
         """True when the running daemons were started by a test session that is gone (root adopts them)."""
         owner = _read_state().get("owner")
-        return os.geteuid() == 0 and isinstance(owner, int) and not _alive(owner)
+        return os.geteuid() == 0 and isinstance(owner, int) and not pid_alive(owner)
 
     def _exclusive(self, timeout: float) -> None:
         """Start the daemons, or adopt a killed session's, under the exclusive lock; back to shared after."""
@@ -418,7 +410,7 @@ def destroy_guests(uri: str = URI, names: Optional[List[str]] = None, owner: Opt
                 continue
             elif owner is not None and _guest_owner(name) != owner:
                 continue
-            elif stale and (_guest_owner(name) or 0) > 0 and _alive(_guest_owner(name) or 0):
+            elif stale and (_guest_owner(name) or 0) > 0 and pid_alive(_guest_owner(name) or 0):
                 continue  # its session is still running
             try:
                 if dom.isActive():

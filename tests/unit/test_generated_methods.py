@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import libvirt
 import pytest

@@ -22,7 +22,7 @@ from proton import Endpoint, Handler
 from virtq.schema.codec import WireMessage
 from virtq.schema.errors import NotConnectedError
 
-from ._convert import from_proton, to_proton
+from ._convert import from_proton
 from ._direct import _Outbox, _host_port
 from ._reactor import ReactorHandler, ReactorThread
 from .base import Deliver, StateListener, Transport
