@@ -55,6 +55,10 @@ class Registry:
         self.generations = generations or ConfigGenerations(None)
         self._entries: Dict[str, Entry] = {}
         self._lock = threading.Lock()
+        self._syncing = threading.RLock()
+        """Held from asking libvirt until the answer is applied, so syncs apply in the order they asked:
+        a full re-list that began before an object was undefined must not put it back after the event's
+        re-read removed it (a query re-lists; under churn that left ghosts until the next reconcile)."""
         self.node = hypervisor.node()
         self.node_name = object_name(self.node)
 
@@ -144,31 +148,33 @@ class Registry:
 
     def sync_all(self) -> List[DataRecord]:
         """Re-list everything from libvirt; returns the differences (deletions first)."""
-        seen: List[Identity] = [self.node]
-        seen += self._hv.list_domains()
-        pools = self._hv.list_pools()
-        seen += pools
-        for pool in pools:
-            seen += self._hv.list_volumes(pool.uuid)
-        with self._lock:
-            scope = list(self._entries)
-        return self._apply(seen, scope)
+        with self._syncing:
+            seen: List[Identity] = [self.node]
+            seen += self._hv.list_domains()
+            pools = self._hv.list_pools()
+            seen += pools
+            for pool in pools:
+                seen += self._hv.list_volumes(pool.uuid)
+            with self._lock:
+                scope = list(self._entries)
+            return self._apply(seen, scope)
 
     def sync_object(self, class_name: str, key: str) -> List[DataRecord]:
         """Re-read one object (and, for a pool, its volumes) after something may have changed it."""
         name = f"{class_name}:{key}"
         if class_name == "Node":
             return []
-        identity = self._hv.lookup(class_name, key)
-        seen: List[Identity] = [] if identity is None else [identity]
-        scope = [name]
-        if class_name == "Pool":
-            with self._lock:
-                scope += [n for n, e in self._entries.items()
-                          if isinstance(e.identity, VolumeIdentity) and e.identity.pool_uuid == key]
-            if identity is not None:
-                seen += self._hv.list_volumes(key)
-        return self._apply(seen, scope)
+        with self._syncing:
+            identity = self._hv.lookup(class_name, key)
+            seen: List[Identity] = [] if identity is None else [identity]
+            scope = [name]
+            if class_name == "Pool":
+                with self._lock:
+                    scope += [n for n, e in self._entries.items()
+                              if isinstance(e.identity, VolumeIdentity) and e.identity.pool_uuid == key]
+                if identity is not None:
+                    seen += self._hv.list_volumes(key)
+            return self._apply(seen, scope)
 
     def sync_identities(self, identities: Iterable[Identity]) -> List[DataRecord]:
         """Add objects a method returned (a new pool brings its volumes)."""

@@ -166,7 +166,10 @@ def test_node_a_stopped_agents_fail_over_to_b_and_the_console_converges(
     except AssertionError:
         diff = {agent.name: {k: (v, seen(console, agent.name)[k]) for k, v in want.items()
                              if seen(console, agent.name)[k] != v} for agent, want in zip(agents, expected)}
-        raise AssertionError(f"the console did not converge after {churn.steps} churn steps: {diff}")
+        links = {agent.name: {"reconnects": agent.reconnects, "dropped": agent_broker(agent).dropped,
+                              "console saw": console.agents.get(agent.name).attributes.get("reconnects")}
+                 for agent in agents}
+        raise AssertionError(f"the console did not converge after {churn.steps} churn steps: {diff}; {links}")
     stopper.join(30)
     assert broker_of(console).current_url == b.url and broker_of(console).reconnects == 0  # never left B
     assert not any(console.is_lost(agent.name) for agent in agents)

@@ -7,6 +7,7 @@ method calls are shaped against libvirt's real test driver (test:///default).
 from __future__ import annotations
 
 import queue
+import threading
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set
 
@@ -410,6 +411,45 @@ def test_sync_all_adds_everything_once(hv: FakeHypervisor) -> None:
     assert volume.values["pool"] == ObjectId(f"Pool:{POOL_A.uuid}", AGENT, EPOCH).to_wire()
     assert volume.schema_id == SCHEMA.cls("Volume").schema_id
     assert registry.sync_all() == []
+
+
+class SlowListing(FakeHypervisor):
+    """list_domains returns only when the test opens the gate (after telling it that it has listed)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.listed = threading.Event()
+        self.gate = threading.Event()
+
+    def list_domains(self) -> List[DomainIdentity]:
+        domains = super().list_domains()
+        self.listed.set()
+        assert self.gate.wait(5)
+        return domains
+
+
+def test_a_re_list_that_began_before_an_undefine_does_not_bring_the_object_back() -> None:
+    """A query re-lists everything; libvirt's event for an undefine that happens meanwhile re-reads the
+    object and removes it. Applied in the other order, the re-list put a ghost back (CI, under churn)."""
+    hv = SlowListing([dom(1, 1), dom(2)])
+    registry = Registry(SCHEMA, hv, AGENT, EPOCH)
+    hv.gate.set()
+    registry.sync_all()  # (the first listing, through an open gate)
+    hv.listed.clear()
+    hv.gate.clear()
+    results: Dict[str, List[DataRecord]] = {}
+    relist = threading.Thread(target=lambda: results.setdefault("relist", registry.sync_all()))
+    relist.start()
+    assert hv.listed.wait(5)  # it has listed dom2 …
+    hv.domains.remove(dom(2))  # … which is undefined now; the event's re-read:
+    event = threading.Thread(target=lambda: results.setdefault("event", registry.sync_object("Domain", dom(2).uuid)))
+    event.start()
+    event.join(0.2)
+    hv.gate.set()
+    relist.join(5)
+    event.join(5)
+    assert registry.get(f"Domain:{dom(2).uuid}") is None
+    assert [r.deleted for r in results["event"]] == [True]  # the deletion consoles are told
 
 
 def test_sync_all_reports_updates_and_deletions_first(hv: FakeHypervisor) -> None:
