@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Set, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
 from virtq.schema import errors
 from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, AgentHeartbeat, AgentInfo,
@@ -166,11 +166,13 @@ class Agent:
             return
         self.reconnects += 1
         self._beat_now.set()
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty, set()
         # Messages sent in the moments before the loss was noticed went nowhere and were not marked:
         # re-push every object's latest state once (a few records per VM, only after a reconnect).
-        dirty |= {f"{e.class_name}:{e.key}" for e in self.registry.entries()}
+        self._flush_dirty({f"{e.class_name}:{e.key}" for e in self.registry.entries()})
+
+    def _flush_dirty(self, more: Iterable[str] = ()) -> None:
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty.union(more), set()
         if dirty:
             self._pool.submit(self._push_dirty, dirty)
 
@@ -194,9 +196,15 @@ class Agent:
         """While the transport is down, remember what changed instead of queueing messages."""
         if self.transport.connected:
             return False
+        self._mark_dirty(names)
+        return True
+
+    def _mark_dirty(self, names: Iterable[str]) -> None:
         with self._dirty_lock:
             self._dirty.update(names)
-        return True
+        if self.transport.connected:
+            # It came back meanwhile, and its reconnect may have taken the set before these were in it.
+            self._flush_dirty()
 
     # --- receiving ------------------------------------------------------------------------------
 
@@ -307,10 +315,12 @@ class Agent:
 
     def push_stats(self, batches: Sequence[StatsBatch]) -> None:
         for batch in batches:
-            if self._held_back([batch.object_name(i) for i in range(len(batch.keys))]):
+            names = [batch.object_name(i) for i in range(len(batch.keys))]
+            if self._held_back(names):
                 continue
             message = StatsIndication(batches=(batch,), agent=self.name)
-            self._send(message.encode(TOPIC, stats_subject(self.schema.package, batch.schema_id.class_name)))
+            if not self._send(message.encode(TOPIC, stats_subject(self.schema.package, batch.schema_id.class_name))):
+                self._mark_dirty(names)
 
     def push_events(self, events: Sequence[EventRecord]) -> None:
         for event in events:
@@ -337,13 +347,16 @@ class Agent:
                     by_class.setdefault(record.schema_id.class_name, []).append(record)
             for class_name, batch in by_class.items():
                 message = DataIndication(records=tuple(batch), agent=self.name)
-                self._send(message.encode(TOPIC, data_subject(self.schema.package, class_name)))
+                if not self._send(message.encode(TOPIC, data_subject(self.schema.package, class_name))):
+                    self._mark_dirty(r.object_id.object_name for r in batch)  # lost at the last moment
 
-    def _send(self, wire: WireMessage) -> None:
+    def _send(self, wire: WireMessage) -> bool:
         try:
             self.transport.send(wire)
+            return True
         except errors.NotConnectedError as exc:
             log.debug("not sent: %s", exc)
+            return False
 
 
 def reply_wire(reply: Message, agent_name: str, reply_to: str) -> WireMessage:
