@@ -287,7 +287,7 @@ class Console:
     def resync(self, agent_name: str) -> None:
         """Re-read every object of an agent; objects it no longer has are removed (ObjectRemoved)."""
         transport = self._transport_for(agent_name)
-        started = time.time_ns()
+        started = time.monotonic()
         pending = self._send_request(transport, QueryRequest(what="OBJECT"), direct_address(agent_name), apply=True)
         replies = self._wait(pending, self.timeout, f"loading objects of {agent_name}")
         seen: set[str] = set()
@@ -553,7 +553,7 @@ class _Marker:
 class _Resynced:
     agent: str
     seen: frozenset  # type: ignore[type-arg]
-    started: int
+    started: float  # time.monotonic() when the query went out
 
 
 class ScopedRepository:

@@ -57,6 +57,9 @@ class Updater:
         # leads to and when it happened
         self._reasons: Dict[Tuple[str, str], Tuple[str, FrozenSet[int], int]] = {}
         self._sampled: Dict[Tuple[str, str], float] = {}  # (agent, name) -> when a sample was last applied
+        # (agent, name) -> when a record was last applied, by the console's clock: a resync compares it with
+        # when its query went out (the agent's timestamps come from another machine's clock)
+        self._recorded: Dict[Tuple[str, str], float] = {}
         # statistics of objects not known yet, held until their record arrives: through a broker a query's
         # answer (on the console's reply queue) can come after the first samples (on its topic queue), and
         # an agent pushes only what changed, so a dropped first sample would be missing until the next change
@@ -89,6 +92,7 @@ class Updater:
             if record.deleted:
                 self._tombstones[key] = record.delete_ts
                 self._sampled.pop(key, None)
+                self._recorded.pop(key, None)
                 self._early.pop(key, None)
                 old = repo.remove(record.object_id)
                 if old is not None:
@@ -122,14 +126,16 @@ class Updater:
                 if fresh.stats and current:
                     obj = obj.with_stats(fresh.stats, old.stats_ts)
             repo.upsert(obj)
+            self._recorded[key] = time.monotonic()
             if old is None:
                 self._tell(ObjectAdded(obj))
             elif old.values.get("configGen") != obj.values.get("configGen"):
                 self._tell(ConfigChanged(obj, old.values.get("configGen"), obj.values.get("configGen")))
             self._state_change(old, obj)
 
-    def remove_missing(self, agent: str, seen: Set[str], before: int) -> None:
-        """After a full resync: objects the agent no longer has (and not updated since ``before``) go.
+    def remove_missing(self, agent: str, seen: Set[str], before: float) -> None:
+        """After a full resync: objects the agent no longer has go — unless a record of theirs was applied
+        after the query went out (``before``, ``time.monotonic()``): those are newer than the answer.
 
         Statistics still held for unknown objects of the agent go too: whatever the agent had when it
         answered has arrived by now, and samples of objects it creates later follow their records."""
@@ -137,8 +143,10 @@ class Updater:
             del self._early[key]
         for repo in self._repos.values():
             for obj in repo.of_agent(agent):
-                if obj.object_id.object_name not in seen and obj.update_ts <= before:
-                    self._sampled.pop((agent, obj.object_id.object_name), None)
+                key = (agent, obj.object_id.object_name)
+                if key[1] not in seen and self._recorded.get(key, float("-inf")) <= before:
+                    self._sampled.pop(key, None)
+                    self._recorded.pop(key, None)
                     repo.remove(obj.object_id)
                     self._tell(ObjectRemoved(obj))
 

@@ -4,6 +4,8 @@ sends everything for the topic over one link, so one agent's messages stay in or
 
 from __future__ import annotations
 
+import time
+
 from virtq.console import Console
 from virtq.console.repository import AgentView
 from virtq.schema import default_schema
@@ -102,3 +104,19 @@ def test_a_resync_frees_samples_held_for_objects_the_agent_did_not_answer() -> N
     updater.apply_records([_record(1100)])
     obj = console.domains.by_id(DOM)
     assert obj is not None and "state" not in obj.stats
+
+
+def test_a_resync_removes_what_the_agent_no_longer_has_whatever_the_agents_clock_says() -> None:
+    """Agents stamp records with their own clock, on another machine; which objects a resync removes is
+    decided by the console's clock alone (when the query went out, when each record was applied)."""
+    console = _console()
+    updater = console._updater
+    ahead = time.time_ns() + 3600 * 10**9  # the agent's clock an hour ahead of ours
+    updater.apply_records([_record(ahead)])
+    query_sent = time.monotonic()
+    updater.remove_missing(AGENT, set(), before=query_sent)  # the answer did not have it
+    assert console.domains.by_id(DOM) is None
+    # a record applied after the query went out is newer than the answer: kept
+    updater.apply_records([_record(ahead + 1)])
+    updater.remove_missing(AGENT, set(), before=query_sent)
+    assert console.domains.by_id(DOM) is not None
