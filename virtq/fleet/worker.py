@@ -144,7 +144,7 @@ class Worker:
 
             def transport(agent_name: str) -> Transport:
                 return amqp.Connection(urls, profile(c.via), role="agent", agent_name=agent_name,
-                                    require_connection=False)
+                                       require_connection=False)
         agent = Agent(schema, hv, transport, instance=name, heartbeat=c.heartbeat, interval=c.interval,
                       slow_interval=c.slow_interval, reconcile=c.reconcile, workers=c.agent_workers)
         try:

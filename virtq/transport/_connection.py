@@ -165,7 +165,7 @@ class _ConnectionHandler(ReactorHandler):
         if grace > 0:
             self.owner._reactor.container.schedule(grace, _Abort(connection))
         else:
-            _Abort.transport_of(connection)
+            _Abort.now(connection)
 
     @staticmethod
     def _why(condition: Any, default: str) -> str:
@@ -223,10 +223,11 @@ class _Abort(Handler):
         self.connection = connection
 
     def on_timer_task(self, event: Any) -> None:
-        self.transport_of(self.connection)
+        self.now(self.connection)
 
     @staticmethod
-    def transport_of(connection: Any) -> None:
+    def now(connection: Any) -> None:
+        """Abort the connection's transport (unless it has closed already)."""
         transport = connection.transport
         if transport is not None and not transport.closed:
             transport.close_tail()

@@ -33,8 +33,6 @@ connecting at once took 133 s of refusals and retries, 0.4 s with 1024."""
 MAX_BACKLOG = 10_000
 """Messages held per link while the peer grants no credit; beyond it the oldest are dropped."""
 
-INDICATIONS = f"{TOPIC}/agent.ind.#"
-
 
 def _host_port(url: str) -> str:
     return url.split("://", 1)[-1].rsplit("@", 1)[-1]
@@ -125,12 +123,9 @@ class _ListenerHandler(ReactorHandler):
     def on_link_closing(self, event: Any) -> None:
         self._forget(lambda link: link == event.link)
 
-    def on_disconnected(self, event: Any) -> None:
-        self._forget(lambda link: link.connection == event.connection)
-        self._gone(event.connection)
-
     def on_transport_closed(self, event: Any) -> None:
-        # (on_disconnected comes only for connections still open here: not for those we are closing)
+        # Every console connection's end, whether it went away or we were closing it (proton's
+        # on_disconnected comes only for connections still open here).
         if event.connection is not None:
             self._forget(lambda link: link.connection == event.connection)
             self._gone(event.connection)

@@ -16,8 +16,11 @@ from virtq.schema.codec import DIRECT, TOPIC, WireMessage
 from virtq.schema.errors import NotConnectedError
 
 from ._convert import roundtrip
-from ._direct import INDICATIONS
 from .base import Deliver, StateListener, Transport, topic_matches
+from .profiles import INDICATION_BINDING, QmfProfile
+
+INDICATIONS = QmfProfile().topic_source(INDICATION_BINDING)
+"""What a console transport subscribes to by default: every indication, as in direct mode."""
 
 
 class MemoryBus:
