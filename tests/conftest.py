@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Union
 
 import pytest
 
 from virtq.agent import Agent
+from virtq.agent.hypervisor import Hypervisor
 from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.console import Console
 from virtq.schema import default_schema
@@ -20,13 +21,15 @@ AgentFactory = Callable[..., Agent]
 
 @pytest.fixture
 def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
-    """Start agents in direct mode on free loopback ports; all are stopped after the test."""
+    """Start agents in direct mode on free loopback ports — on a libvirt URI or on a hypervisor the test
+    built; all are stopped after the test."""
     agents: List[Agent] = []
 
-    def start(uri: str = DEFAULT_URI, heartbeat: float = 1.0, instance: Optional[str] = None,
+    def start(uri: Union[str, Hypervisor] = DEFAULT_URI, heartbeat: float = 1.0, instance: Optional[str] = None,
               **kwargs: Any) -> Agent:
         url = f"amqp://127.0.0.1:{free_port()}"
-        agent = Agent(default_schema(), LibvirtHypervisor(uri), DirectListener(url), heartbeat=heartbeat,
+        hypervisor = LibvirtHypervisor(uri) if isinstance(uri, str) else uri
+        agent = Agent(default_schema(), hypervisor, DirectListener(url), heartbeat=heartbeat,
                       instance=instance, state_dir=tmp_path / f"state-{len(agents)}", **kwargs)
         agent.url = url  # type: ignore[attr-defined]
         agent.start()

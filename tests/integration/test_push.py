@@ -40,10 +40,10 @@ from virtq.console.subscriptions import Subscription
 from virtq.schema import default_schema
 from virtq.schema.codec import TOPIC, StatsBatch, StatsIndication, decode, stats_subject
 from virtq.schema.errors import CallTimeoutError
-from virtq.transport import DirectListener, MemoryBus, direct_connection
+from virtq.transport import MemoryBus, direct_connection
 
 from ..conftest import AgentFactory
-from ..helpers import DEFAULT_URI, NODE_URI, free_port, wait_for
+from ..helpers import DEFAULT_URI, NODE_URI, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -136,26 +136,6 @@ class RealisticCpu(LibvirtHypervisor):
 
     def bulk_domain_info_of(self, keys: Sequence[str]) -> Dict[str, Dict[str, int]]:
         return {}
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
-    """Start an agent on a hypervisor the test built (direct mode, a free port); killed after the test."""
-    agents: List[Agent] = []
-
-    def start(hypervisor: Hypervisor, url: Optional[str] = None, state_dir: Optional[Path] = None,
-              **kwargs: Any) -> Agent:
-        url = url or f"amqp://127.0.0.1:{free_port()}"
-        agent = Agent(default_schema(), hypervisor, DirectListener(url),
-                      state_dir=state_dir or tmp_path / f"serve-{len(agents)}", **kwargs)
-        agent.url = url  # type: ignore[attr-defined]
-        agent.start()
-        agents.append(agent)
-        return agent
-
-    yield start
-    for agent in agents:
-        agent.kill()
 
 
 def uuids(console: Console) -> Dict[str, str]:
@@ -402,9 +382,9 @@ def test_objects_defined_and_undefined_by_anyone_are_pushed_at_once(
 # --- statistics: each interval, only what changed -----------------------------------------------------
 
 
-def test_statistics_arrive_each_interval_only_for_changed_domains(serve: Callable[..., Agent],
+def test_statistics_arrive_each_interval_only_for_changed_domains(start_agent: AgentFactory,
                                                                   connect: Callable[..., Console]) -> None:
-    agent = serve(RealisticCpu(NODE_URI), **FAST)
+    agent = start_agent(RealisticCpu(NODE_URI), **FAST)
     console = connect(agent)
     ids = uuids(console)
     counts: Dict[str, List[StatsUpdated]] = {name: [] for name in ids}
@@ -430,9 +410,9 @@ def test_statistics_arrive_each_interval_only_for_changed_domains(serve: Callabl
     assert console.domains.get("db1").state == PAUSED and console.domains.get("build").state == SHUTOFF
 
 
-def test_a_sample_with_nothing_changed_sends_no_stats_message(serve: Callable[..., Agent]) -> None:
+def test_a_sample_with_nothing_changed_sends_no_stats_message(start_agent: AgentFactory) -> None:
     hv = RealisticCpu(NODE_URI, frozen=True)
-    agent = serve(hv, **FAST)
+    agent = start_agent(hv, **FAST)
     # the first pass pushes everything (all classes); listen from after it
     assert wait_for(lambda: {r.class_name for r in agent.sampler.reports} == {"Domain", "Node", "Pool", "Volume"})
     wires: List[Any] = []
@@ -818,11 +798,11 @@ def test_a_job_waits_for_the_pushed_state(start_agent: AgentFactory, connect: Ca
 # --- a stuck domain does not delay the others ---------------------------------------------------------------
 
 
-def test_a_stuck_domain_does_not_delay_the_others_statistics(serve: Callable[..., Agent],
+def test_a_stuck_domain_does_not_delay_the_others_statistics(start_agent: AgentFactory,
                                                              connect: Callable[..., Console],
                                                              mocker: MockerFixture) -> None:
     hv = RealisticCpu(NODE_URI)
-    agent = serve(hv, **FAST)
+    agent = start_agent(hv, **FAST)
     console = connect(agent)
     ids = uuids(console)
     stuck = ids["web2"]
