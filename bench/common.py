@@ -65,24 +65,22 @@ class Reading:
         return Reading(diff(self.received, before.received), diff(self.sent, before.sent),
                        {k: v for k, v in rows.items() if v})
 
-    def bytes(self, prefix: str = "", sent: bool = True, received: bool = True,
-              exclude: Sequence[str] = ()) -> int:
+    def _tallies(self, prefix: str, sent: bool, received: bool, exclude: Sequence[str]) -> List[Tally]:
+        """The tallies of the categories that start with ``prefix`` and with none of ``exclude``."""
         tallies: List[Tuple[str, Tally]] = []
         if received:
             tallies += list(self.received.items())
         if sent:
             tallies += list(self.sent.items())
-        return sum(t.bytes for k, t in tallies if k.startswith(prefix) and not k.startswith(tuple(exclude) or "\0"))
+        return [t for k, t in tallies if k.startswith(prefix) and not k.startswith(tuple(exclude) or "\0")]
+
+    def bytes(self, prefix: str = "", sent: bool = True, received: bool = True,
+              exclude: Sequence[str] = ()) -> int:
+        return sum(t.bytes for t in self._tallies(prefix, sent, received, exclude))
 
     def messages(self, prefix: str = "", sent: bool = True, received: bool = True,
                  exclude: Sequence[str] = ()) -> int:
-        tallies: List[Tuple[str, Tally]] = []
-        if received:
-            tallies += list(self.received.items())
-        if sent:
-            tallies += list(self.sent.items())
-        return sum(t.messages for k, t in tallies
-                   if k.startswith(prefix) and not k.startswith(tuple(exclude) or "\0"))
+        return sum(t.messages for t in self._tallies(prefix, sent, received, exclude))
 
 
 class Meter:
