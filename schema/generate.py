@@ -10,6 +10,9 @@
 * ``schema/exclusions.xml`` (every in-scope function that is not exposed, with a reason),
 * ``schema/base.xml`` (everything that is not generated: package, classes, properties,
   statistics, events),
+* ``schema/libvirt-remote-acl.tsv`` (libvirt's own permissions per RPC procedure, from the @acl
+  annotations of its remote_protocol.x, 2014) and ``schema/permissions.xml`` (hand-written, with
+  reasons: the permissions of the methods that table does not cover),
 
 and writes ``schema/org.libvirt.xml``: base.xml with the generated methods added to its classes.
 The output is deterministic; a test regenerates it and fails on drift. The naming rule, the type
@@ -22,6 +25,7 @@ every function of the four in-scope families (``virtq schema coverage`` prints i
 from __future__ import annotations
 
 import argparse
+import csv
 import fnmatch
 import inspect
 import keyword
@@ -35,13 +39,15 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from . import loader
-from .model import Schema
+from .model import FLAG_CONDITION, PERMISSION_NAME, PERMISSION_OBJECTS, Permission, Schema
 
 HERE = Path(__file__).resolve().parent  # the source tree, also through a link tree
 API_XML = Path("/usr/share/libvirt/api/libvirt-api.xml")
 BASE_XML = HERE / "base.xml"
 OVERRIDES_XML = HERE / "overrides.xml"
 EXCLUSIONS_XML = HERE / "exclusions.xml"
+ACL_TSV = HERE / "libvirt-remote-acl.tsv"
+PERMISSIONS_XML = HERE / "permissions.xml"
 OUTPUT_XML = loader.SCHEMA_FILE
 DOCS_MD = HERE.parent / "docs" / "SCHEMA.md"  # in a source tree; its generated part is kept in step
 
@@ -140,6 +146,7 @@ class Api:
     functions: Mapping[str, CFunction]
     enums: Mapping[str, Tuple[Tuple[str, int], ...]]  # enum type -> (name, value) …
     version: str  # the newest function's version: the API level described
+    constants: Mapping[str, int] = field(default_factory=dict)  # every enum constant, aliases resolved
 
     def in_scope(self) -> List[CFunction]:
         return [f for name, f in sorted(self.functions.items()) if IN_SCOPE.match(name)]
@@ -166,16 +173,26 @@ def load_api(path: Path = API_XML) -> Api:
             version=fn.get("version", ""),
         )
     enums: Dict[str, List[Tuple[str, int]]] = {}
+    aliases: Dict[str, str] = {}  # VIR_DOMAIN_SAVE_IMAGE_XML_SECURE -> VIR_DOMAIN_XML_SECURE
     for enum in root.iter("enum"):
         try:
             value = int(enum.get("value", ""), 0)
         except ValueError:
+            aliases[enum.get("name")] = enum.get("value", "")
             continue
         enums.setdefault(enum.get("type", ""), []).append((enum.get("name"), value))
+    constants = {name: value for entries in enums.values() for name, value in entries}
+    while aliases:  # an alias may name another alias; one naming nothing known is dropped
+        resolved = {name: constants[target] for name, target in aliases.items() if target in constants}
+        if not resolved:
+            break
+        constants.update(resolved)
+        aliases = {name: target for name, target in aliases.items() if name not in resolved}
     versions = [tuple(int(p) for p in f.version.split(".")) for f in functions.values()
                 if re.fullmatch(r"\d+(\.\d+)*", f.version)]
     version = ".".join(str(p) for p in max(versions)) if versions else "unknown"
-    return Api(functions, {k: tuple(sorted(v, key=lambda e: (e[1], e[0]))) for k, v in enums.items()}, version)
+    return Api(functions, {k: tuple(sorted(v, key=lambda e: (e[1], e[0]))) for k, v in enums.items()}, version,
+               constants)
 
 
 # --- exclusions.xml ----------------------------------------------------------------------------------
@@ -289,6 +306,130 @@ def load_overrides(path: Path = OVERRIDES_XML) -> Dict[str, Override]:
     return overrides
 
 
+# --- permissions: libvirt-remote-acl.tsv and permissions.xml -----------------------------------------------
+
+ACL_COLUMNS = ["proc", "number", "acl", "aclfilter", "c_function"]
+
+
+@dataclass(frozen=True)
+class AclRow:
+    """One procedure of libvirt's table: its @acl values as remote_protocol.x writes them."""
+
+    proc: str  # REMOTE_PROC_DOMAIN_GET_XML_DESC
+    acl: Tuple[str, ...]  # ("domain:read", "domain:read_secure:VIR_DOMAIN_XML_SECURE" …); ("none",): no check
+
+
+@dataclass(frozen=True)
+class PermissionRule:
+    """A permissions.xml entry: the permissions of a function libvirt's table does not cover, and why;
+    or, with ``replaces``, stricter ones than the table's for a function libvirt tightened since."""
+
+    function: str
+    acl: Tuple[str, ...]  # the same spelling as the table's
+    reason: str
+    replaces: Tuple[str, ...] = ()  # the table's values this rule overrides, exactly as the table has them
+
+
+def load_acl_table(path: Path = ACL_TSV) -> Dict[str, AclRow]:
+    """libvirt's permissions by C function; procedures without a public function (events …) are left out."""
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if reader.fieldnames != ACL_COLUMNS:
+            raise GenerateError([f"{path.name}: the columns must be {', '.join(ACL_COLUMNS)}"])
+        table: Dict[str, AclRow] = {}
+        for row in reader:
+            function = row["c_function"]
+            if not function:
+                continue
+            if function in table:
+                raise GenerateError([f"{path.name}: {function} is the function of {table[function].proc} "
+                                     f"and of {row['proc']}"])
+            table[function] = AclRow(row["proc"], tuple(row["acl"].split(",")))
+    return table
+
+
+def load_permission_rules(path: Path = PERMISSIONS_XML) -> Dict[str, PermissionRule]:
+    root: Any = etree.parse(str(path)).getroot()
+    rules: Dict[str, PermissionRule] = {}
+    for element in root:
+        if not isinstance(element.tag, str):
+            continue
+        name, acl, reason = element.get("name"), _text(element.get("acl")), _text(element.get("reason"))
+        if element.tag != "function":
+            raise GenerateError([f"permissions.xml: unexpected <{element.tag}>"])
+        if not name or not acl or not reason:
+            raise GenerateError([f"permissions.xml: <function> {name or ''} needs name=, acl= and reason="])
+        if name in rules:
+            raise GenerateError([f"permissions.xml: {name} twice"])
+        replaces = _text(element.get("replaces"))
+        rules[name] = PermissionRule(name, tuple(a.strip() for a in acl.split(",")), reason,
+                                     tuple(a.strip() for a in replaces.split(",")) if replaces else ())
+    return rules
+
+
+def parse_acl(annotation: str, constants: Mapping[str, int]) -> Permission:
+    """libvirt's ``object:permission[:CONDITION]`` as a Permission, its condition's flags resolved to a mask.
+
+    Raises ValueError naming what is wrong (a malformed value, an unknown object or flag constant).
+    """
+    obj, _, rest = annotation.partition(":")
+    name, _, condition = rest.partition(":")
+    if not PERMISSION_NAME.fullmatch(f"{obj}:{name}") or (condition and not FLAG_CONDITION.fullmatch(condition)):
+        raise ValueError(f"bad acl {annotation!r}: expected object:permission[:FLAG[|FLAG…]] "
+                         "(a leading '!' negates the condition)")
+    if obj not in PERMISSION_OBJECTS:
+        raise ValueError(f"acl {annotation!r}: object {obj!r} is none of {', '.join(sorted(PERMISSION_OBJECTS))}")
+    mask = 0
+    for flag in condition.lstrip("!").split("|") if condition else ():
+        if flag not in constants:
+            raise ValueError(f"acl {annotation!r}: {flag} is not a constant of libvirt-api.xml")
+        mask |= constants[flag]
+    return Permission(obj, name, condition, mask, condition.startswith("!"))
+
+
+def _method_permissions(method: GenMethod, api: Api, row: Optional[AclRow], rule: Optional[PermissionRule],
+                        problems: List[str]) -> List[Permission]:
+    """libvirt's own permissions for the method's function, else permissions.xml's; never none."""
+    where = f"{method.cls}.{method.name} ({method.libvirt})"
+    if row is not None and row.acl != ("none",) and rule is not None and rule.replaces:
+        if rule.replaces != row.acl:  # a tightening names exactly what it tightens, so table drift shows
+            problems.append(f"permissions.xml: {method.libvirt} replaces {','.join(rule.replaces)}, but "
+                            f"libvirt-remote-acl.tsv ({row.proc}) has {','.join(row.acl)}")
+        annotations, source = rule.acl, "permissions.xml"
+    elif row is not None and row.acl != ("none",):
+        if rule is not None:
+            problems.append(f"permissions.xml: {method.libvirt} has libvirt's own permissions in "
+                            f"libvirt-remote-acl.tsv ({row.proc}), which decide: remove the rule "
+                            "(or name them in replaces= to tighten them)")
+        annotations, source = row.acl, f"libvirt-remote-acl.tsv {row.proc}"
+    elif rule is not None:
+        annotations, source = rule.acl, "permissions.xml"
+    else:
+        why = (f"libvirt checks nothing for {row.proc} (@acl: none)" if row is not None
+               else "libvirt-remote-acl.tsv has no procedure for it")
+        problems.append(f"{where}: no permission ({why}); add it to permissions.xml with a reason")
+        return []
+    permissions: List[Permission] = []
+    for annotation in annotations:
+        try:
+            permission = parse_acl(annotation, api.constants)
+        except ValueError as exc:
+            problems.append(f"{where}: {source}: {exc}")
+            continue
+        if permission in permissions:
+            problems.append(f"{where}: {source}: {annotation} twice")
+        permissions.append(permission)
+    if len({p.object for p in permissions}) > 1:  # gendispatch.pl: "cannot check different objects"
+        problems.append(f"{where}: {source}: the permissions name different objects")
+    if permissions and all(p.condition for p in permissions):
+        problems.append(f"{where}: {source}: every permission has a condition: a call meeting none would "
+                        "need no permission")
+    if any(p.condition for p in permissions) and not any(a.name == "flags" and a.direction == "I"
+                                                         for a in method.args):
+        problems.append(f"{where}: {source}: a flag condition, but the method takes no flags")
+    return permissions
+
+
 # --- C types -> schema types -----------------------------------------------------------------------------
 
 SCALARS = {
@@ -364,6 +505,7 @@ class GenMethod:
     libvirt: str
     desc: str
     args: List[GenArg] = field(default_factory=list)
+    permissions: List[Permission] = field(default_factory=list)
 
 
 @dataclass
@@ -540,11 +682,17 @@ def _derived_outputs(fn: CFunction, cls: ClassInfo, rest: List[CArg], where: str
 
 
 def generate(api: Optional[Api] = None, overrides: Optional[Dict[str, Override]] = None,
-             exclusions: Optional[Exclusions] = None) -> Generated:
-    """Every in-scope function: a method, or an exclusion. Raises GenerateError listing all problems."""
+             exclusions: Optional[Exclusions] = None, acl_table: Optional[Mapping[str, AclRow]] = None,
+             rules: Optional[Mapping[str, PermissionRule]] = None) -> Generated:
+    """Every in-scope function: a method with its permissions, or an exclusion.
+
+    Raises GenerateError listing all problems.
+    """
     api = api or load_api()
     overrides = load_overrides() if overrides is None else overrides
     exclusions = exclusions or load_exclusions()
+    acl_table = load_acl_table() if acl_table is None else acl_table
+    rules = load_permission_rules() if rules is None else rules
     problems: List[str] = []
     methods: Dict[str, List[GenMethod]] = {c.name: [] for c in CLASSES}
     excluded: Dict[str, Exclusion] = {}
@@ -569,9 +717,15 @@ def generate(api: Optional[Api] = None, overrides: Optional[Dict[str, Override]]
         method = _method(api, fn, cls, py_method, overrides.get(fn.name), problems)
         if method is not None:
             methods[cls.name].append(method)
+    for found in methods.values():
+        for method in found:
+            method.permissions = _method_permissions(method, api, acl_table.get(method.libvirt),
+                                                     rules.get(method.libvirt), problems)
     names = {f.name for f in in_scope}
     problems += [f"overrides.xml: {name} is not an in-scope libvirt function" for name in overrides
                  if name not in names]
+    problems += [f"permissions.xml: {name} is not an exposed function" for name in rules
+                 if name not in names or name in excluded]
     problems += [f"exclusions.xml: rule {rule!r} matches no in-scope function"
                  for rule in exclusions.unused_rules(names)]
     for cls_name, found in methods.items():
@@ -610,6 +764,11 @@ HEADER = """<?xml version="1.0" encoding="UTF-8"?>
   argument with references="Class" is a reference to an object of that class (a list with
   references: a list of them). nullable="y" arguments may be null (libvirt's NULL).
   Integer arguments list the named constants (<flag>) of the enums libvirt documents for them.
+
+  Each method lists, before its arguments, the permissions libvirt's access control checks
+  for its C function (<acl permission="object:permission"/>, libvirt's own @acl annotations;
+  docs/SCHEMA.md says where each comes from). One with if="FLAG|…" mask="…" is checked only
+  when every flag of the mask is set in the call's flags; if="!FLAG|…": when none of them is.
 -->
 """
 
@@ -620,9 +779,12 @@ def _attrs(pairs: Sequence[Tuple[str, Optional[str]]]) -> str:
 
 def render_method(method: GenMethod, indent: str = "    ") -> str:
     head = f'{indent}<method{_attrs([("name", method.name), ("libvirt", method.libvirt), ("desc", method.desc)])}'
-    if not method.args:
+    if not method.args and not method.permissions:
         return head + "/>\n"
     lines = [head + ">\n"]
+    for permission in method.permissions:
+        condition = [("if", permission.condition), ("mask", f"{permission.mask:#x}")] if permission.condition else []
+        lines.append(f"{indent}  <acl{_attrs([('permission', str(permission)), *condition])}/>\n")
     for arg in method.args:
         attrs = _attrs([("name", arg.name), ("dir", arg.direction), ("type", arg.type), ("default", arg.default),
                         ("nullable", "y" if arg.nullable else None), ("references", arg.references),
@@ -796,9 +958,16 @@ def _md_arg(arg: Any) -> str:
     return text
 
 
-def docs_block(schema: Schema, api: Api, exclusions: Exclusions) -> str:
-    """The generated part of docs/SCHEMA.md: coverage, every exclusion with its reason, every method."""
+def _md_permissions(permissions: Iterable[Permission]) -> str:
+    return ", ".join(f"`{p}` if `{p.condition}`" if p.condition else f"`{p}`" for p in permissions)
+
+
+def docs_block(schema: Schema, api: Api, exclusions: Exclusions,
+               rules: Optional[Mapping[str, PermissionRule]] = None) -> str:
+    """The generated part of docs/SCHEMA.md: coverage, every exclusion with its reason, the permissions
+    not from libvirt's table with theirs, every method with its permissions."""
     report = coverage(schema, api, exclusions)
+    rules = load_permission_rules() if rules is None else rules
     lines = ["", "### Coverage", "",
              f"`virtq schema coverage` on libvirt API {report.api_version} (the functions of virConnect\\*/"
              "virNode\\*, virDomain\\*, virStoragePool\\*, virStorageVol\\*):", "",
@@ -823,27 +992,41 @@ def docs_block(schema: Schema, api: Api, exclusions: Exclusions) -> str:
             reason = exclusion.reason if exclusion.reason != category.reason else "(the category's)"
             lines.append(f"| `{exclusion.function}` | {_md(reason)} |")
         lines.append("")
-    lines += ["### Methods", "",
+    methods = [(c.name, m) for c in schema.classes.values() for m in c.methods.values()]
+    ruled = [(c, m) for c, m in methods if m.libvirt in rules]
+    lines += ["### Permissions from schema/permissions.xml", "",
+              f"{len(methods) - len(ruled)} of the {len(methods)} methods have libvirt's own permissions from "
+              f"schema/libvirt-remote-acl.tsv; these {len(ruled)} have theirs from schema/permissions.xml, "
+              "for the reason given.", "",
+              "| Method | libvirt | Permissions | Reason |", "|---|---|---|---|"]
+    for class_name, m in ruled:
+        lines.append(f"| {class_name} `{m.name}` | `{m.libvirt}` | {_md(_md_permissions(m.permissions))} | "
+                     f"{_md(rules[m.libvirt].reason)} |")
+    lines += ["", "### Methods", "",
               "In-arguments in call order (`= value`: optional, with that default); out-arguments in the "
-              "reply. `→ Class`: an object reference; `{…}`: the fields of an out-structure.", ""]
+              "reply. `→ Class`: an object reference; `{…}`: the fields of an out-structure. Permissions: "
+              "what libvirt's access control checks (`if FLAGS`: only for calls with those flags, "
+              "see [Permissions](#permissions)).", ""]
     for cls in schema.classes.values():
         lines += [f"**{cls.name}** ({len(cls.methods)} methods) — {_md(cls.desc)}", "",
-                  "| Method | libvirt | In | Out |", "|---|---|---|---|"]
+                  "| Method | libvirt | In | Out | Permissions |", "|---|---|---|---|---|"]
         for m in cls.methods.values():
             ins = ", ".join(_md_arg(a) for a in m.inputs) or "—"
             outs = ", ".join(_md_arg(a) for a in m.outputs) or "—"
-            lines.append(f"| `{m.name}` | `{m.libvirt}` | {_md(ins)} | {_md(outs)} |")
+            lines.append(f"| `{m.name}` | `{m.libvirt}` | {_md(ins)} | {_md(outs)} | "
+                         f"{_md(_md_permissions(m.permissions))} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def render_docs(text: str, schema: Schema, api: Api, exclusions: Optional[Exclusions] = None) -> str:
+def render_docs(text: str, schema: Schema, api: Api, exclusions: Optional[Exclusions] = None,
+                rules: Optional[Mapping[str, PermissionRule]] = None) -> str:
     """docs/SCHEMA.md with its generated part replaced."""
     if DOCS_BEGIN not in text or DOCS_END not in text:
         raise GenerateError([f"docs/SCHEMA.md: the markers {DOCS_BEGIN!r} and {DOCS_END!r} are missing"])
     head, _, rest = text.partition(DOCS_BEGIN)
     _, _, tail = rest.partition(DOCS_END)
-    block = docs_block(schema, api, exclusions or load_exclusions())
+    block = docs_block(schema, api, exclusions or load_exclusions(), rules)
     return f"{head}{DOCS_BEGIN}\n{block}\n{DOCS_END}{tail}"
 
 

@@ -11,8 +11,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from lxml import etree
 
 from . import types as _types
-from .model import (NO_DEFAULT, Argument, ClassSchema, EventSchema, Method, Property, Schema,
-                    Statistic, frozen_map)
+from .model import (FLAG_CONDITION, NO_DEFAULT, PERMISSION_NAME, PERMISSION_OBJECTS, Argument, ClassSchema,
+                    EventSchema, Method, Permission, Property, Schema, Statistic, frozen_map)
 
 SCHEMA_FILE = Path(__file__).with_name("org.libvirt.xml")
 
@@ -72,6 +72,53 @@ def _argument(element: Any, where: str, default_dir: str = "I") -> Argument:
     )
 
 
+def _permission(element: Any, where: str) -> Permission:
+    """An <acl permission="object:name" [if="COND" mask="…"]/>: one of libvirt's checks (see model.Permission)."""
+    text = element.get("permission") or ""
+    match = PERMISSION_NAME.fullmatch(text)
+    if match is None:
+        raise SchemaError(f"{where}: acl permission={text!r}: expected object:name")
+    if match["object"] not in PERMISSION_OBJECTS:
+        raise SchemaError(f"{where}: acl {text}: unknown object {match['object']!r} "
+                          f"(one of {', '.join(sorted(PERMISSION_OBJECTS))})")
+    condition = element.get("if")
+    if condition is not None and not FLAG_CONDITION.fullmatch(condition):
+        raise SchemaError(f"{where}: acl {text}: bad condition {condition!r}: expected FLAG[|FLAG…], "
+                          "optionally negated by a leading '!'")
+    mask_text = element.get("mask")
+    if (condition is None) != (mask_text is None):
+        raise SchemaError(f"{where}: acl {text}: if= and mask= go together")
+    try:
+        mask = int(mask_text, 0) if mask_text is not None else 0
+    except ValueError:
+        raise SchemaError(f"{where}: acl {text}: mask must be an integer") from None
+    if mask < 0:
+        raise SchemaError(f"{where}: acl {text}: mask must not be negative")
+    condition = condition or ""
+    return Permission(match["object"], match["name"], condition, mask, condition.startswith("!"))
+
+
+def _method(element: Any, where: str) -> Method:
+    libvirt_name = element.get("libvirt")
+    if not libvirt_name:
+        raise SchemaError(f"{where}: no libvirt function named")
+    args: List[Argument] = []
+    permissions: List[Permission] = []
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue  # comments
+        if child.tag == "arg":
+            args.append(_argument(child, where))
+        elif child.tag == "acl":
+            permission = _permission(child, where)
+            if permission in permissions:
+                raise SchemaError(f"{where}: acl {permission.annotation} declared twice")
+            permissions.append(permission)
+        else:
+            raise SchemaError(f"{where}: unexpected element <{child.tag}>")
+    return Method(element.get("name"), libvirt_name, tuple(args), element.get("desc", ""), tuple(permissions))
+
+
 def _class(package: str, element: Any) -> ClassSchema:
     name = element.get("name")
     properties: List[Property] = []
@@ -91,11 +138,7 @@ def _class(package: str, element: Any) -> ClassSchema:
             method_name = child.get("name")
             if method_name in methods:
                 raise SchemaError(f"{where}: declared twice")
-            libvirt_name = child.get("libvirt")
-            if not libvirt_name:
-                raise SchemaError(f"{where}: no libvirt function named")
-            args = tuple(_argument(a, where) for a in child.iterfind("arg"))
-            methods[method_name] = Method(method_name, libvirt_name, args, child.get("desc", ""))
+            methods[method_name] = _method(child, where)
         else:
             raise SchemaError(f"{where}: unexpected element <{child.tag}>")
     return ClassSchema(package, name, tuple(properties), tuple(statistics), frozen_map(methods),

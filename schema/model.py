@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -60,12 +61,65 @@ class Argument:
         return self.default is NO_DEFAULT
 
 
+PERMISSION_OBJECTS = frozenset({"connect", "domain", "storage_pool", "storage_vol"})
+"""The libvirt access-control objects the four classes' functions are checked against."""
+
+PERMISSION_NAME = re.compile(r"(?P<object>[a-z_]+):(?P<name>[a-z_]+)")
+"""object:permission, as libvirt names them (domain:read_secure); for fullmatch."""
+
+FLAG_CONDITION = re.compile(r"!?\w+(?:\|\w+)*")
+"""The condition of a conditional @acl: FLAG[|FLAG…], optionally negated by a leading '!'; for fullmatch."""
+
+
+@dataclass(frozen=True)
+class Permission:
+    r"""One of libvirt's access checks on a method (an @acl annotation of libvirt's remote_protocol.x).
+
+    ``condition`` names flag constants of the call's ``flags``; ``mask`` is their bitwise OR (resolved
+    from libvirt-api.xml when the schema is generated). libvirt's src/rpc/gendispatch.pl
+    (generate_acl) turns ``object:perm:COND`` into C as::
+
+        if ($flags =~ /^\!/) {
+            $flags = substr $flags, 1;
+            print "((flags & ($flags)) == 0) &&\n";
+        } else {
+            print "((flags & ($flags)) == ($flags)) &&\n";
+        }
+
+    so the check applies when every named flag is set; with a leading '!' (which negates the whole
+    '|' list, not its first name) when none of them is. Without a condition it always applies.
+    """
+
+    object: str
+    name: str
+    condition: str = ""
+    mask: int = 0
+    negate: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.object}:{self.name}"
+
+    @property
+    def annotation(self) -> str:
+        """libvirt's spelling, with the condition: ``domain:save:!VIR_DOMAIN_AFFECT_CONFIG|…``."""
+        return f"{self}:{self.condition}" if self.condition else str(self)
+
+    def applies(self, flags: int) -> bool:
+        """Whether libvirt would check this permission for a call with these flags."""
+        if not self.condition:
+            return True
+        if self.negate:
+            return flags & self.mask == 0
+        return flags & self.mask == self.mask
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     libvirt: str  # the C function this method mirrors, e.g. virDomainGetXMLDesc
     arguments: Tuple[Argument, ...]
     desc: str = ""
+    permissions: Tuple[Permission, ...] = ()  # libvirt's access checks, conditional ones included
 
     @property
     def inputs(self) -> Tuple[Argument, ...]:
@@ -103,6 +157,17 @@ class Method:
             else:
                 bound[arg.name] = arg.default
         return bound
+
+    def required(self, bound: Mapping[str, Any]) -> Tuple[Permission, ...]:
+        """The permissions libvirt checks for a call with these (bound) arguments.
+
+        Conditions test the ``flags`` argument (see Permission); a method without one, or a flags value
+        that is not an integer, counts as flags 0.
+        """
+        flags = bound.get("flags", 0)
+        if not isinstance(flags, int) or isinstance(flags, bool):
+            flags = 0
+        return tuple(p for p in self.permissions if p.applies(flags))
 
 
 @dataclass(frozen=True)
@@ -169,5 +234,5 @@ def frozen_map(items: Dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(items))
 
 
-__all__ = ["Argument", "ClassSchema", "EventSchema", "Method", "NO_DEFAULT", "Property",
-           "Schema", "SchemaId", "Statistic", "frozen_map"]
+__all__ = ["Argument", "ClassSchema", "EventSchema", "FLAG_CONDITION", "Method", "NO_DEFAULT", "PERMISSION_NAME",
+           "PERMISSION_OBJECTS", "Permission", "Property", "Schema", "SchemaId", "Statistic", "frozen_map"]
