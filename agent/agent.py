@@ -26,10 +26,12 @@ from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, 
 from virtq.schema.model import Method, Schema
 from virtq.transport.base import Transport
 
+from .access import Access
 from .configgen import RUN_STATE_ONLY, ConfigGenerations, method_changes_config
 from .dispatcher import Dispatcher, unexpected
 from .events import EventPump
 from .hypervisor import Hypervisor, HypervisorError
+from .policy import Policy, default_policy
 from .registry import Entry, Registry
 from .sampler import Sampler
 
@@ -63,7 +65,7 @@ class Agent:
                  instance: Optional[str] = None, heartbeat: float = 10.0, workers: int = 8,
                  state_dir: Optional[Path] = None, max_request_bytes: int = MAX_REQUEST_BYTES,
                  interval: float = 10.0, slow_interval: float = 60.0, reconcile: float = 300.0,
-                 events: bool = True) -> None:
+                 events: bool = True, policy: Optional[Policy] = None) -> None:
         self.schema = schema
         self.hypervisor = hypervisor
         self.heartbeat_interval = heartbeat
@@ -80,8 +82,12 @@ class Agent:
         self.sampler = Sampler(schema, self.registry, hypervisor, self.push_stats, interval=interval,
                                slow_interval=slow_interval)
         self.pump = EventPump(schema, self.registry, self.sampler, self.push, self.push_events)
+        # Without a policy file: safe defaults by where the agent can be reached from (policy.default_policy).
+        self.policy = policy or default_policy(schema, hypervisor.uri, self.transport.exposed)
+        self.access = Access(self.policy, self.registry)
+        self.transport.set_audience(self.access.audience)
         self.dispatcher = Dispatcher(schema, self.registry, hypervisor, after_call=self._after_call,
-                                     statistics=self.sampler.latest)
+                                     statistics=self.sampler.latest, access=self.access)
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="virtq-worker")
         self._stop = threading.Event()
         self._heartbeats = threading.Thread(target=self._heartbeat_loop, name="virtq-heartbeat", daemon=True)
@@ -109,6 +115,7 @@ class Agent:
         self._reconciler.start()
         log.info("agent %s (epoch %d) serving %s: %d objects", self.name, self.epoch,
                  self.hypervisor.uri, len(self.registry.entries()))
+        log.info("access policy: %s", self.policy.describe())
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -238,7 +245,7 @@ class Agent:
             self._refuse(wire, exc)
             return
         try:
-            self._answer(request)
+            self._answer(request, wire.principal)
         except Exception as exc:  # noqa: BLE001 - never die of a message
             reply = unexpected(request, exc)
             if reply is not None and request.reply_to:
@@ -252,14 +259,14 @@ class Agent:
             reply = ExceptionResponse(error_code=code, error_text=text, correlation_id=wire.correlation_id)
             self._send(reply_wire(reply, self.name, wire.reply_to))
 
-    def _answer(self, request: Message) -> None:
+    def _answer(self, request: Message, principal: Optional[str] = None) -> None:
         if isinstance(request, AgentLocateRequest):
             self._reply(request, [AgentLocateResponse(self.info(), correlation_id=request.correlation_id)])
             return
         if isinstance(request, MethodRequest):
-            outcome = self.dispatcher.call(request)
+            outcome = self.dispatcher.call(request, principal)
         elif isinstance(request, QueryRequest):
-            outcome = self.dispatcher.query(request)
+            outcome = self.dispatcher.query(request, principal)
         else:
             outcome = None
         if outcome is None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from virtq.schema import errors
@@ -20,8 +21,11 @@ from virtq.schema.codec import (CONTENT_FOR_WHAT, DataRecord, ExceptionResponse,
                                 MethodResponse, ObjectId, QueryRequest, QueryResponse, schema_id_to_wire)
 from virtq.schema.model import Argument, ClassSchema, Method, Schema
 
+from . import audit
+from .access import Access, who
 from .hypervisor import (DomainIdentity, Hypervisor, HypervisorError, Identity, NodeIdentity, ObjectRef,
                          PoolIdentity, VolumeIdentity)
+from .policy import Grant, Policy, is_read_only
 from .registry import Entry, Registry, object_name
 
 log = logging.getLogger(__name__)
@@ -47,28 +51,62 @@ AfterCall = Callable[[Entry, Method], List[DataRecord]]
 Statistics = Callable[[str], Optional[Mapping[str, Any]]]
 
 
+class _Hidden:
+    """An object a call returned that the caller may not see (outside its scope)."""
+
+
+HIDDEN = _Hidden()
+
+
+@dataclass
+class _Call:
+    """What one call is, as far as it got: for the access check, the returned objects and the audit."""
+
+    principal: Optional[str]
+    grant: Optional[Grant] = None
+    method: Optional[Method] = None
+    bound: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def changes_something(self) -> bool:
+        """Audited: any permission it needs that a read-only connection would not have."""
+        return self.method is not None and any(not is_read_only(str(p)) for p in self.method.required(self.bound))
+
+
 class Dispatcher:
     def __init__(self, schema: Schema, registry: Registry, hypervisor: Hypervisor, *,
-                 after_call: Optional[AfterCall] = None, statistics: Optional[Statistics] = None) -> None:
+                 after_call: Optional[AfterCall] = None, statistics: Optional[Statistics] = None,
+                 access: Optional[Access] = None) -> None:
         self.schema = schema
         self.registry = registry
         self.hypervisor = hypervisor
         self._after_call = after_call
         self._statistics = statistics
+        self.access = access or Access(Policy.everyone(schema, "admin", "everything allowed (no policy given)"),
+                                       registry)
 
     # --- methods -------------------------------------------------------------------------------
 
-    def call(self, request: MethodRequest) -> Outcome:
+    def call(self, request: MethodRequest, principal: Optional[str] = None) -> Outcome:
         changes: List[DataRecord] = []
+        call = _Call(principal)
+        started = time.monotonic()
+        outcome, reason = "ok", ""
         try:
-            arguments = self._call(request, changes)
+            arguments = self._call(request, changes, call)
             reply: Message = MethodResponse(arguments=arguments, correlation_id=request.correlation_id)
         except errors.RemoteError as exc:
             log.info("method %s on %s failed: %s", request.method_name, request.object_id.object_name, exc)
             reply = error_reply(exc, request)
+            denied = isinstance(exc, errors.AccessDeniedError)
+            outcome = "denied" if denied else f"error {exc.error_code:#x}"
+            reason = exc.error_text
+        if outcome == "denied" or call.changes_something:
+            audit.record(principal, self.registry.agent_name, request.object_id.object_name, request.method_name,
+                         call.bound or request.arguments, outcome, time.monotonic() - started, reason)
         return Outcome([reply], changes)
 
-    def _call(self, request: MethodRequest, changes: List[DataRecord]) -> Dict[str, Any]:
+    def _call(self, request: MethodRequest, changes: List[DataRecord], call: _Call) -> Dict[str, Any]:
         target = request.object_id
         if target.agent_name not in ("", self.registry.agent_name):
             raise errors.UnknownObjectError(f"{target.object_name} belongs to agent {target.agent_name}")
@@ -84,7 +122,9 @@ class Dispatcher:
         if method is None:
             raise errors.UnknownMethodError(f"{cls.name} has no method {request.method_name!r}")
         bound = method.bind(request.arguments)
-        args = [self._input(method, a, bound[a.name], changes) for a in method.inputs]
+        call.method, call.bound = method, bound
+        call.grant = self.access.check_call(call.principal, entry, method, bound)
+        args = [self._input(method, a, bound[a.name], changes, call) for a in method.inputs]
         key = None if entry.class_name == "Node" else entry.key
         try:
             result = self.hypervisor.invoke(entry.class_name, key, method.libvirt, args)
@@ -96,21 +136,25 @@ class Dispatcher:
         except ValueError as exc:  # the binding refused a value the schema's types let through
             raise errors.InvalidParameterError(f"{cls.name}.{method.name}: {exc}") from exc
         returned: List[Identity] = []
-        arguments = self._shape(cls, method, result, returned)
-        changes += self._resync(entry.class_name, entry.key, returned)
-        if self._after_call is not None:
-            changes += self._after_call(entry, method)
+        changes_before = len(changes)
+        try:
+            arguments = self._shape(cls, method, result, returned, call)
+        finally:  # what the call did is mirrored even when the caller may not see what it returned
+            changes[changes_before:changes_before] = self._resync(entry.class_name, entry.key, returned)
+            if self._after_call is not None:
+                changes += self._after_call(entry, method)
         return arguments
 
-    def _input(self, method: Method, arg: Argument, value: Any, changes: List[DataRecord]) -> Any:
+    def _input(self, method: Method, arg: Argument, value: Any, changes: List[DataRecord], call: _Call) -> Any:
         """An in-argument as the hypervisor takes it: objId references become ObjectRefs."""
         if value is None or not arg.references:
             return value
         if arg.type == "list":
-            return [self._object(method, arg, item, changes) for item in value]
-        return self._object(method, arg, value, changes)
+            return [self._object(method, arg, item, changes, call) for item in value]
+        return self._object(method, arg, value, changes, call)
 
-    def _object(self, method: Method, arg: Argument, value: Any, changes: List[DataRecord]) -> ObjectRef:
+    def _object(self, method: Method, arg: Argument, value: Any, changes: List[DataRecord],
+                call: _Call) -> ObjectRef:
         where = f"{method.name}: argument {arg.name}"
         try:
             schema_types.check("objId", value)
@@ -129,6 +173,8 @@ class Dispatcher:
         if entry.class_name != arg.references:
             raise errors.InvalidParameterError(f"{where}: {ref.object_name} is a {entry.class_name}, "
                                                f"not a {arg.references}")
+        if call.grant is not None and call.grant.scoped:
+            self.access.require_in_scope(call.grant, call.principal, entry)
         return ObjectRef(entry.class_name, entry.key)
 
     def _resync(self, class_name: str, key: str, returned: List[Identity]) -> List[DataRecord]:
@@ -139,7 +185,8 @@ class Dispatcher:
             log.warning("re-reading %s:%s after a call failed", class_name, key, exc_info=True)
             return []
 
-    def _shape(self, cls: ClassSchema, method: Method, result: Any, returned: List[Identity]) -> Dict[str, Any]:
+    def _shape(self, cls: ClassSchema, method: Method, result: Any, returned: List[Identity],
+               call: _Call) -> Dict[str, Any]:
         outputs = method.outputs
         if not outputs:
             return {}
@@ -152,26 +199,33 @@ class Dispatcher:
         if len(values) != len(outputs):
             raise errors.AgentError(f"{cls.name}.{method.name}: libvirt returned {len(values)} values, "
                                     f"schema declares {len(outputs)}")
-        return {arg.name: self._shape_value(arg, value, returned) for arg, value in zip(outputs, values)}
+        return {arg.name: self._shape_value(arg, value, returned, call) for arg, value in zip(outputs, values)}
 
-    def _shape_value(self, arg: Argument, value: Any, returned: List[Identity]) -> Any:
+    def _shape_value(self, arg: Argument, value: Any, returned: List[Identity], call: _Call) -> Any:
         """One out-argument on the wire: objects as references, out-structures as maps."""
-        value = self._references(value, returned)
+        value = self._references(value, returned, call.grant)
+        if value is HIDDEN:
+            raise errors.AccessDeniedError.denied(f"{who(call.principal)} may not see the {arg.name} returned: "
+                                                  "outside its scope")
         if arg.fields and arg.type == "map":
             return self._fields(arg, value)
         if arg.fields and arg.type == "list" and isinstance(value, list):
             return [self._fields(arg, item) for item in value]
         return value
 
-    def _references(self, value: Any, returned: List[Identity]) -> Any:
-        """Identities at any depth become object references (and are remembered); tuples become lists."""
+    def _references(self, value: Any, returned: List[Identity], grant: Optional[Grant]) -> Any:
+        """Identities at any depth become object references (and are remembered); tuples become lists.
+        Objects outside a scoped caller's scope are left out of lists, and HIDDEN elsewhere."""
         if isinstance(value, (NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity)):
             returned.append(value)
+            if grant is not None and not self.access.sees_identity(grant, value):
+                return HIDDEN
             return self.registry.object_id(object_name(value)).to_wire()
         if isinstance(value, (list, tuple)):
-            return [self._references(v, returned) for v in value]
+            items = [self._references(v, returned, grant) for v in value]
+            return [v for v in items if v is not HIDDEN]
         if isinstance(value, dict):
-            return {k: self._references(v, returned) for k, v in value.items()}
+            return {k: self._references(v, returned, grant) for k, v in value.items()}
         return value
 
     @staticmethod
@@ -185,9 +239,9 @@ class Dispatcher:
 
     # --- queries -------------------------------------------------------------------------------
 
-    def query(self, request: QueryRequest) -> Outcome:
+    def query(self, request: QueryRequest, principal: Optional[str] = None) -> Outcome:
         try:
-            changes, items = self._query(request)
+            changes, items = self._query(request, principal)
         except errors.RemoteError as exc:
             return Outcome([error_reply(exc, request)])
         except HypervisorError as exc:
@@ -203,11 +257,12 @@ class Dispatcher:
         return [c for c in self.schema.classes.values()
                 if request.schema_id is None or request.schema_id.matches(c.schema_id)]
 
-    def _query(self, request: QueryRequest) -> Tuple[List[DataRecord], List[Any]]:
-        if request.what == "SCHEMA_ID":
+    def _query(self, request: QueryRequest, principal: Optional[str]) -> Tuple[List[DataRecord], List[Any]]:
+        if request.what == "SCHEMA_ID":  # the contract is public: what a peer may ask, not what there is
             return [], [schema_id_to_wire(c.schema_id) for c in self._classes(request)]
         if request.what == "SCHEMA":
             return [], [schema_map(c) for c in self._classes(request)]
+        grant = self.access.grant(principal)
         changes: List[DataRecord] = []
         if request.object_id is not None:
             entry, changes = self.registry.resolve(request.object_id.object_name)
@@ -216,6 +271,7 @@ class Dispatcher:
             changes = self.registry.sync_all()
             names = {c.name for c in self._classes(request)}
             entries = [e for e in self.registry.entries() if e.class_name in names]
+        entries = [e for e in entries if self.access.sees(grant, e)]  # a tenant's query shows only its own
         records = [self._with_statistics(self.registry.record(e)) for e in entries]
         if request.what == "OBJECT_ID":
             return changes, [r.object_id for r in records]

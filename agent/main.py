@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Union
@@ -12,13 +14,15 @@ import click
 
 from virtq.schema import default_schema
 from virtq.schema.errors import NotConnectedError
-from virtq.transport import Connection, DirectListener, Transport, profile
+from virtq.transport import Connection, DirectListener, TlsConfig, TlsError, Transport, is_loopback, profile
 from virtq.transport.profiles import PROFILES
-from virtq.transport.urls import redact, with_credentials
+from virtq.transport.urls import redact, split_credentials, with_credentials
 
 from .agent import Agent
+from .audit import JournalFormatter
 from .config import ConfigError, read_config
 from .hypervisor import HypervisorError
+from .policy import Policy, PolicyError
 
 log = logging.getLogger("virtq.agent")
 
@@ -35,7 +39,22 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
             if option.name in options and option.multiple:
                 options[option.name] = options[option.name].split()
         ctx.default_map = options
+        holds_password = "broker_password" in options or any(
+            split_credentials(u)[2] for u in options.get("brokers", []))
+        if holds_password and os.stat(value).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            click.echo(f"warning: {value} holds a broker password and is readable by others than its owner "
+                       f"(chmod 600 {value})", err=True)
     return value
+
+
+def _setup_logging(level: str) -> None:
+    """To stderr; under systemd (JOURNAL_STREAM) with syslog priority prefixes journald understands."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 @click.command(context_settings={"auto_envvar_prefix": "VIRTQ_AGENT", "help_option_names": ["-h", "--help"]})
@@ -68,29 +87,70 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
               help="Threads that call libvirt (a stuck call holds one).")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="Directory for persistent state (the epoch counter).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+              help="This agent's certificate (PEM): presented to consoles (amqps:// listen) and to the broker.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="The certificate's private key (PEM).")
+@click.option("--tls-ca", type=click.Path(dir_okay=False), default=None,
+              help="CA (PEM) that signs the consoles' client certificates (listen) or the broker's certificate.")
+@click.option("--insecure-listen", is_flag=True, default=False,
+              help="Allow a plain amqp:// listener on a non-loopback address (anyone who reaches it is "
+                   "anonymous; a warning at every start).")
+@click.option("--policy", type=click.Path(dir_okay=False), default=None,
+              help="Access policy (INI): principals, roles, scopes (docs/SECURITY.md). Without it: everything on "
+                   "the test driver on loopback, read-only on a real hypervisor on loopback, nothing otherwise.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str, broker_user: Optional[str],
          broker_password: Optional[str], heartbeat: float, interval: float, slow_interval: float,
-         reconcile: float, instance: Optional[str], workers: int, state_dir: Optional[str], log_level: str) -> None:
+         reconcile: float, instance: Optional[str], workers: int, state_dir: Optional[str],
+         tls_cert: Optional[str], tls_key: Optional[str], tls_ca: Optional[str], insecure_listen: bool,
+         policy: Optional[str], log_level: str) -> None:
     """Serve the local libvirt's Node, Domains, Pools and Volumes over AMQP 1.0 (QMFv2 maps)."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(log_level)
+    tls = TlsConfig(tls_cert, tls_key, tls_ca)
+    urls = [with_credentials(u, broker_user, broker_password) for b in brokers for u in b.split()]
+    if not urls and listen.startswith("amqp://") and not is_loopback(listen):
+        if not insecure_listen:
+            raise click.UsageError(f"refusing to listen on {listen}: plain AMQP on a non-loopback address lets "
+                                   "anyone who reaches it in. Use amqps:// with --tls-cert/--tls-key/--tls-ca "
+                                   "(docs/SECURITY.md), or --insecure-listen if you really mean it")
+        log.warning("INSECURE: plain AMQP on %s (--insecure-listen): connections are not authenticated", listen)
+    access_policy = None
+    if policy:
+        try:
+            access_policy = Policy.from_file(Path(policy), default_schema())
+        except PolicyError as exc:
+            raise click.BadParameter(str(exc), param_hint="--policy") from exc
+    try:
+        listener = None if urls else DirectListener(listen, tls=tls or None)
+        if urls and tls:
+            tls.check_files()
+    except TlsError as exc:
+        raise click.UsageError(str(exc)) from exc
     from .libvirt_adapter import LibvirtHypervisor  # the daemon alone pulls in libvirt
 
     try:
         hypervisor = LibvirtHypervisor(libvirt_uri)
     except HypervisorError as exc:
         raise click.ClickException(f"cannot open libvirt {libvirt_uri}: {exc.message}") from exc
-    urls = [with_credentials(u, broker_user, broker_password) for b in brokers for u in b.split()]
-    transport: Union[Transport, Callable[[str], Transport]] = DirectListener(listen)
-    if urls:
-        def transport(name: str) -> Transport:  # noqa: F811 - the agent's name picks its broker address
+    transport: Union[Transport, Callable[[str], Transport]]
+    if listener is not None:
+        transport = listener
+    else:
+        def transport(name: str) -> Transport:  # the agent's name picks its broker address
             return Connection(urls, profile(addressing), role="agent", agent_name=name,
-                              require_connection=False)
+                              require_connection=False, tls=tls)
     agent = Agent(default_schema(), hypervisor, transport, instance=instance,
                   heartbeat=heartbeat, workers=workers, state_dir=Path(state_dir) if state_dir else None,
-                  interval=interval, slow_interval=slow_interval, reconcile=reconcile)
+                  interval=interval, slow_interval=slow_interval, reconcile=reconcile, policy=access_policy)
+    if listener is not None:
+        log.info("security: %s", f"mutual TLS on {listen} (certificate {tls_cert}, client CA {tls_ca}); principals "
+                 "are client certificate CNs" if listener.tls else f"plain AMQP on {listen}: every console is "
+                 "anonymous")
+    else:
+        users = sorted({split_credentials(u)[1] or "(none)" for u in urls})
+        log.info("security: through %s as broker user %s; principals are the broker-validated user-ids of requests",
+                 " ".join(redact(u) for u in urls), ", ".join(users))
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: stopping", signum)

@@ -23,7 +23,7 @@ from virtq.schema.codec import (TOPIC, AgentHeartbeat, AgentInfo, AgentLocateReq
                                 MethodResponse, ObjectId, QueryRequest, QueryResponse, StatsIndication,
                                 WireMessage, decode, direct_address)
 from virtq.schema.model import Method, Schema
-from virtq.transport import Connection, Transport, direct_connection, profile
+from virtq.transport import Connection, TlsConfig, Transport, direct_connection, profile
 from virtq.transport.urls import redact
 
 from .events import AgentAdded, AgentLost, AgentRestarted, Event
@@ -31,6 +31,7 @@ from .jobs import Apartments, Job
 from .objects import RemoteObject
 from .repository import AgentRepository, AgentView, Repository
 from .subscriptions import Subscription, normalize_kinds
+from .trust import AgentTrust, TrustRule
 from .updater import Updater
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,23 @@ class Console:
             dom.suspend()
 
     ``clock`` (monotonic seconds) is injectable so tests can drive heartbeat expiry.
+
+    ``tls_cert``, ``tls_key``, ``tls_ca``: for ``amqps://`` URLs, the certificate and key this console
+    presents (its principal is the certificate's CN) and the CA its peers' certificates must be
+    signed by (the URL's host name is checked too). ``agent_users``: through a broker, accept an
+    agent's messages only from the broker user this rule maps to it (see ``virtq.console.trust``).
     """
 
     def __init__(self, urls: Union[str, Sequence[str]] = (), timeout: float = 10.0, *,
                  addressing: str = "direct", transports: Sequence[Transport] = (), schema: Optional[Schema] = None,
-                 clock: Callable[[], float] = time.monotonic, discovery: Optional[float] = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, discovery: Optional[float] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None, tls_ca: Optional[str] = None,
+                 agent_users: TrustRule = None) -> None:
         urls = [urls] if isinstance(urls, str) else list(urls)
+        tls = TlsConfig(tls_cert, tls_key, tls_ca)
+        self.trust = AgentTrust(agent_users)
+        self.untrusted = 0
+        """Messages dropped because their sender may not speak for the agent they name."""
         self.timeout = timeout
         self.schema = schema or default_schema()
         self.clock = clock
@@ -79,10 +91,11 @@ class Console:
         self.discovery = discovery if discovery is not None else min(timeout, 1.0)
         """With a broker: how long to collect agents' answers to the first locate (heartbeats add later ones)."""
         if addressing == "direct":
-            self._transports: List[Tuple[str, Transport]] = [(u, direct_connection(u)) for u in urls]
+            self._transports: List[Tuple[str, Transport]] = [(redact(u), direct_connection(u, tls=tls))
+                                                             for u in urls]
         else:  # one connection through the broker; several URLs are its failover list
             self._transports = [(" ".join(redact(u) for u in urls),
-                                 Connection(urls, profile(addressing), role="console"))] if urls else []
+                                 Connection(urls, profile(addressing), role="console", tls=tls))] if urls else []
         self._transports += [(f"transport-{i}", t) for i, t in enumerate(transports, 1)]
         self.agents = AgentRepository()
         self.nodes = Repository("Node", self.agents)
@@ -524,6 +537,14 @@ class Console:
         except errors.ProtocolError as exc:
             log.warning("dropping malformed message from %s: %s", url, exc)
             return
+        if self.trust.enabled:
+            impostor = self.trust.check(wire.principal, message)
+            if impostor is not None:
+                self.untrusted += 1
+                if self.untrusted in (1, 10, 100) or self.untrusted % 1000 == 0:
+                    log.warning("dropping a message from user %s, which may not speak for agent %s (%d so far)",
+                                wire.principal or "(none)", impostor, self.untrusted)
+                return
         pending = None
         if message.correlation_id is not None:
             with self._pending_lock:

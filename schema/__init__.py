@@ -3,16 +3,17 @@
 Public names are re-exported here; the modules behind them are implementation.
 """
 
-from .errors import (AgentError, AmbiguousRefError, CallTimeoutError, ConsoleError,
+from .errors import (AccessDeniedError, AgentError, AmbiguousRefError, CallTimeoutError, ConsoleError,
                      InvalidParameterError, LibvirtError, NotConnectedError, ProtocolError,
                      RemoteError, UnknownMethodError, UnknownObjectError, UnknownRefError,
                      VirtqError)
 from .loader import SchemaError, default_schema, load
-from .model import Argument, ClassSchema, EventSchema, Method, Property, Schema, SchemaId, Statistic
+from .model import (Argument, ClassSchema, EventSchema, Method, Permission, Property, Schema, SchemaId,
+                    Statistic)
 
 __all__ = [
-    "AgentError", "AmbiguousRefError", "Argument", "CallTimeoutError", "ClassSchema", "ConsoleError",
-    "EventSchema", "InvalidParameterError", "LibvirtError", "Method", "NotConnectedError",
+    "AccessDeniedError", "AgentError", "AmbiguousRefError", "Argument", "CallTimeoutError", "ClassSchema", "ConsoleError",
+    "EventSchema", "InvalidParameterError", "LibvirtError", "Method", "NotConnectedError", "Permission",
     "ProtocolError", "Property", "RemoteError", "Schema", "SchemaError", "SchemaId", "Statistic",
     "UnknownMethodError", "UnknownObjectError", "UnknownRefError", "VirtqError", "default_schema",
     "load",

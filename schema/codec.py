@@ -75,6 +75,10 @@ class WireMessage:
     correlation_id: Optional[str] = None
     reply_to: Optional[str] = None
     size: int = field(default=0, compare=False)  # encoded bytes, when the transport knows
+    principal: Optional[str] = field(default=None, compare=False)
+    """Who sent it, as the transport authenticated them: the client certificate's CN (direct mode
+    over TLS) or the broker-validated user-id (brokered); None when anonymous. Never read from
+    the message itself in direct mode."""
 
 
 # --- values inside bodies -------------------------------------------------------------------

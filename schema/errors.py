@@ -11,6 +11,7 @@
     │   ├── ForbiddenError          6
     │   ├── AgentError              7  the agent failed or the request was malformed
     │   └── LibvirtError            0x10000 + libvirt's error number, libvirt's message
+    │       └── AccessDeniedError   0x10037 (VIR_ERR_ACCESS_DENIED): the policy does not grant it
     ├── ProtocolError               a message that does not decode (raised by the codec)
     └── ConsoleError                raised by the console on its own side
         ├── NotConnectedError       no connection to the agent (now)
@@ -36,6 +37,8 @@ STATUS_FORBIDDEN = 6
 STATUS_EXCEPTION = 7
 STATUS_USER = 0x10000
 """libvirt errors are reported as STATUS_USER + virErrorNumber."""
+VIR_ERR_ACCESS_DENIED = 55
+"""libvirt's own code for a refused permission; the agent's policy refuses with it too."""
 
 
 class VirtqError(Exception):
@@ -92,6 +95,16 @@ class LibvirtError(RemoteError):
         return cls(message, STATUS_USER + libvirt_code)
 
 
+class AccessDeniedError(LibvirtError):
+    """The agent's policy (or libvirt's) does not grant the caller this permission or object."""
+
+    code = STATUS_USER + VIR_ERR_ACCESS_DENIED
+
+    @classmethod
+    def denied(cls, text: str) -> "AccessDeniedError":
+        return cls(f"access denied: {text}")
+
+
 class ProtocolError(VirtqError):
     """A message that is not a well-formed virtq/QMF message."""
 
@@ -125,6 +138,8 @@ _BY_CODE: Dict[int, Type[RemoteError]] = {
 
 def remote_error(error_code: int, error_text: str) -> RemoteError:
     """Rebuild the typed error for an ``_exception`` received from an agent."""
+    if error_code == AccessDeniedError.code:
+        return AccessDeniedError(error_text, error_code)
     if error_code >= STATUS_USER:
         return LibvirtError(error_text, error_code)
     return _BY_CODE.get(error_code, RemoteError)(error_text, error_code)

@@ -12,11 +12,18 @@ from virtq.agent.hypervisor import Hypervisor
 from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.console import Console
 from virtq.schema import default_schema
-from virtq.transport import DirectListener
+from virtq.transport import DirectListener, TlsConfig
 
 from .helpers import DEFAULT_URI, NODE_URI, free_port
+from .pki import Pki
 
 AgentFactory = Callable[..., Agent]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A test CA (and a second, untrusted one) with certificates made on demand by openssl."""
+    return Pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
@@ -26,10 +33,11 @@ def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
     agents: List[Agent] = []
 
     def start(uri: Union[str, Hypervisor] = DEFAULT_URI, heartbeat: float = 1.0, instance: Optional[str] = None,
-              **kwargs: Any) -> Agent:
-        url = f"amqp://127.0.0.1:{free_port()}"
+              tls: Optional[TlsConfig] = None, **kwargs: Any) -> Agent:
+        # proton checks a server certificate's DNS names only (not IP addresses): TLS agents are reached as localhost
+        url = f"amqps://localhost:{free_port()}" if tls else f"amqp://127.0.0.1:{free_port()}"
         hypervisor = LibvirtHypervisor(uri) if isinstance(uri, str) else uri
-        agent = Agent(default_schema(), hypervisor, DirectListener(url), heartbeat=heartbeat,
+        agent = Agent(default_schema(), hypervisor, DirectListener(url, tls=tls), heartbeat=heartbeat,
                       instance=instance, state_dir=tmp_path / f"state-{len(agents)}", **kwargs)
         agent.url = url  # type: ignore[attr-defined]
         agent.start()
@@ -46,9 +54,9 @@ def connect() -> Iterator[Callable[..., Console]]:
     """Open consoles (closed after the test): connect(agent_or_url, ..., timeout=5)."""
     consoles: List[Console] = []
 
-    def open_console(*targets: Any, timeout: float = 5.0) -> Console:
+    def open_console(*targets: Any, timeout: float = 5.0, **kwargs: Any) -> Console:
         urls = [t if isinstance(t, str) else t.url for t in targets]
-        console = Console(urls, timeout=timeout)
+        console = Console(urls, timeout=timeout, **kwargs)
         console.start()
         consoles.append(console)
         return console

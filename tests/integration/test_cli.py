@@ -267,9 +267,9 @@ def test_timeout_exits_6(node_agent: Agent, monkeypatch: pytest.MonkeyPatch) -> 
     release = threading.Event()
     answer = node_agent.dispatcher.call
 
-    def held(request: Any) -> Any:
+    def held(request: Any, principal: Any = None) -> Any:
         release.wait(5)
-        return answer(request)
+        return answer(request, principal)
 
     monkeypatch.setattr(node_agent.dispatcher, "call", held)
     try:

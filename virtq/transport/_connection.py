@@ -22,11 +22,12 @@ from proton import Endpoint, Handler
 from virtq.schema.codec import WireMessage
 from virtq.schema.errors import NotConnectedError
 
-from ._convert import from_proton
+from ._convert import from_proton, user_id_of
 from ._direct import _Outbox, _host_port
 from ._reactor import ReactorHandler, ReactorThread
 from .base import Deliver, StateListener, Transport
 from .profiles import AddressProfile, QmfProfile
+from .tls import TlsConfig, check_scheme, is_loopback, is_tls
 from .urls import redact, split_credentials
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class _ConnectionHandler(ReactorHandler):
         self.senders: Dict[str, _Outbox] = {}
         self.reply_link_name = ""
         self.ended = ""  # why the current connection (attempt) ended, once known
+        self.user_id: Optional[str] = None
+        """The user this connection authenticates as, set on every message it sends (a broker checks it)."""
 
     # connecting ---------------------------------------------------------------------------------
 
@@ -82,8 +85,10 @@ class _ConnectionHandler(ReactorHandler):
         bare, user, password = split_credentials(url)  # (proton logs the URL it connects to)
         credentials: Dict[str, Any] = {key: value for key, value in (("user", user), ("password", password))
                                        if value is not None}
-        self.connection = container.connect(bare, reconnect=False, allowed_mechs=owner.mechanisms,
-                                            allow_insecure_mechs=True, **credentials)
+        self.user_id = user if owner.validated_user_id else None
+        ssl_domain = owner.ssl_domain() if is_tls(url) else None
+        self.connection = container.connect(bare, reconnect=False, allowed_mechs=owner.mechanisms_for(url),
+                                            allow_insecure_mechs=True, ssl_domain=ssl_domain, **credentials)
         names = []
         for i, source in enumerate(owner.sources):
             name = f"{owner.link_prefix}-in-{i}"
@@ -117,10 +122,13 @@ class _ConnectionHandler(ReactorHandler):
 
     def on_message(self, event: Any) -> None:
         source = self.receivers.get(event.link.name, "") if event.link is not None else ""
-        wire = from_proton(event.message, source, self.last_delivery_size)
+        # Through a broker that validates user-ids the sender's is its identity; from an agent's listener
+        # (direct mode) nothing validated it, so it is not taken.
+        principal = user_id_of(event.message) if self.owner.validated_user_id else None
+        wire = from_proton(event.message, source, self.last_delivery_size, principal)
         profile = self.owner.profile
         self.owner._deliver(WireMessage(profile.logical(wire.address), wire.properties, profile.unwrap(wire.body),
-                                        wire.subject, wire.correlation_id, wire.reply_to, wire.size))
+                                        wire.subject, wire.correlation_id, wire.reply_to, wire.size, principal))
 
     # sending -----------------------------------------------------------------------------------
 
@@ -134,7 +142,7 @@ class _ConnectionHandler(ReactorHandler):
         if box is None:
             link = self.owner._reactor.container.create_sender(
                 self.connection, target, name=f"{self.owner.link_prefix}-out-{uuid.uuid4().hex[:8]}")
-            box = self.senders[target] = _Outbox(link, target)
+            box = self.senders[target] = _Outbox(link, target, user_id=self.user_id)
         box.push(WireMessage(target, wire.properties, profile.wrap(wire.body), wire.subject, wire.correlation_id,
                              wire.reply_to))
 
@@ -242,21 +250,38 @@ class Connection(Transport):
     daemon passes False and keeps trying). ``fail_fast``: start() gives up as soon as every URL has
     failed once, instead of retrying until the timeout (a console pointed at agents: one that is not
     listening will not be in a moment). ``sources`` replaces the profile's receiving addresses.
+
+    ``tls``: certificate, key and CA for ``amqps://`` URLs (the peer's certificate is verified against
+    the CA and the URL's host name; without a CA, against the system's bundle). SASL: PLAIN when a
+    password is given, EXTERNAL (the client certificate) when a certificate is given without one,
+    else ANONYMOUS. ``validated_user_id``: the peer is a broker that validates user-ids (RabbitMQ):
+    every message sent carries our user, every message received is delivered with its sender's.
     """
 
     def __init__(self, urls: Sequence[str], profile: AddressProfile, *, role: str, agent_name: str = "",
-                 mechanisms: str = "PLAIN ANONYMOUS", backoff: Optional[Backoff] = None,
+                 mechanisms: Optional[str] = None, backoff: Optional[Backoff] = None,
                  require_connection: bool = True, fail_fast: bool = False,
-                 sources: Optional[Sequence[str]] = None) -> None:
+                 sources: Optional[Sequence[str]] = None, tls: Optional[TlsConfig] = None,
+                 validated_user_id: bool = True) -> None:
         if not urls:
             raise ValueError("a broker connection needs at least one URL")
         if role not in ("agent", "console") or (role == "agent" and not agent_name):
             raise ValueError("role is 'agent' (with agent_name) or 'console'")
+        for url in urls:
+            check_scheme(url)
         self.urls = list(urls)
         self.profile = profile
         self.role = role
         self.agent_name = agent_name
         self.mechanisms = mechanisms
+        self.tls = tls or TlsConfig()
+        self._ssl_domain: Any = None
+        self.validated_user_id = validated_user_id
+        if any(is_tls(url) for url in self.urls):
+            self.tls.check_files()
+        for url in self.urls:
+            if split_credentials(url)[2] is not None and not is_tls(url) and not is_loopback(url):
+                log.warning("%s: the password goes in clear over plain AMQP (use amqps://)", redact(url))
         self.backoff = backoff or Backoff()
         self.require_connection = require_connection
         self.console_id = uuid.uuid4().hex
@@ -284,6 +309,21 @@ class Connection(Transport):
         self._closing = False
         self._closed = threading.Event()
         self.last_error = ""
+
+    def ssl_domain(self) -> Any:
+        """The client TLS domain, made once (on the reactor thread, at the first amqps:// connect)."""
+        if self._ssl_domain is None:
+            self._ssl_domain = self.tls.client_domain()
+        return self._ssl_domain
+
+    def mechanisms_for(self, url: str) -> str:
+        if self.mechanisms is not None:
+            return self.mechanisms
+        if split_credentials(url)[2] is not None:
+            return "PLAIN"
+        if self.tls.cert and is_tls(url):
+            return "EXTERNAL"
+        return "ANONYMOUS PLAIN"
 
     def _up(self, reply_address: str) -> None:
         if self._connected:
@@ -372,7 +412,9 @@ class Connection(Transport):
         return self._connected
 
 
-def direct_connection(url: str, sources: Optional[Sequence[str]] = None) -> Connection:
+def direct_connection(url: str, sources: Optional[Sequence[str]] = None,
+                      tls: Optional[TlsConfig] = None) -> Connection:
     """A console's connection to one agent's listener (direct mode): the QMF addresses as they are,
     reconnecting when the agent restarts, and failing at start when nothing listens there."""
-    return Connection([url], QmfProfile(), role="console", fail_fast=True, sources=sources)
+    return Connection([url], QmfProfile(), role="console", fail_fast=True, sources=sources, tls=tls,
+                      validated_user_id=False, mechanisms="ANONYMOUS EXTERNAL")

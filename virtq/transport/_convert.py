@@ -36,14 +36,32 @@ def _owned(value: Any) -> Any:
     return value
 
 
-def to_proton(wire: WireMessage) -> Message:
-    return Message(body=_amqp(wire.body), address=wire.address, subject=wire.subject or None,
-                   properties=dict(wire.properties), correlation_id=wire.correlation_id,
-                   reply_to=wire.reply_to)
+def to_proton(wire: WireMessage, user_id: Optional[str] = None) -> Message:
+    """``user_id``: the user this connection authenticated as; a broker that validates it (RabbitMQ
+    does) lets the receiver trust it as the sender's identity."""
+    message = Message(body=_amqp(wire.body), address=wire.address, subject=wire.subject or None,
+                      properties=dict(wire.properties), correlation_id=wire.correlation_id,
+                      reply_to=wire.reply_to)
+    if user_id:
+        message.user_id = user_id.encode()
+    return message
 
 
-def from_proton(message: Message, link_address: Optional[str], size: int = 0) -> WireMessage:
-    """A received message; its address is the message's own or, failing that, the link's target."""
+def user_id_of(message: Message) -> Optional[str]:
+    """The message's user-id as text; None when absent (anonymous) or not UTF-8."""
+    raw = message.user_id
+    if not raw:
+        return None
+    try:
+        return bytes(raw).decode() if not isinstance(raw, str) else raw
+    except UnicodeDecodeError:
+        return None
+
+
+def from_proton(message: Message, link_address: Optional[str], size: int = 0,
+                principal: Optional[str] = None) -> WireMessage:
+    """A received message; its address is the message's own or, failing that, the link's target.
+    ``principal`` is who the transport says sent it (never taken from the message here)."""
     properties: Any = message.properties or {}
     cid = message.correlation_id
     return WireMessage(
@@ -54,6 +72,7 @@ def from_proton(message: Message, link_address: Optional[str], size: int = 0) ->
         correlation_id=None if cid is None else str(cid),
         reply_to=message.reply_to or None,
         size=size,
+        principal=principal,
     )
 
 

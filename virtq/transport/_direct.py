@@ -22,7 +22,8 @@ from virtq.schema.errors import NotConnectedError
 
 from ._convert import from_proton, to_proton
 from ._reactor import ReactorHandler, ReactorThread
-from .base import Deliver, StateListener, Transport, topic_matches
+from .base import Audience, Deliver, StateListener, Transport, topic_matches
+from .tls import TlsConfig, TlsError, check_scheme, is_loopback, is_tls
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,13 @@ def _host_port(url: str) -> str:
 
 
 class _Outbox:
-    """Messages waiting for credit on one sender link."""
+    """Messages waiting for credit on one sender link (``principal``: who the peer is)."""
 
-    def __init__(self, link: Any, name: str) -> None:
+    def __init__(self, link: Any, name: str, principal: Optional[str] = None, user_id: Optional[str] = None) -> None:
         self.link = link
         self.name = name
+        self.principal = principal
+        self.user_id = user_id  # set on what it sends
         self.pending: Deque[WireMessage] = collections.deque()
         self.dropped = 0
 
@@ -58,7 +61,7 @@ class _Outbox:
 
     def flush(self) -> None:
         while self.pending and self.link.credit > 0 and not self.link.state & Endpoint.LOCAL_CLOSED:
-            self.link.send(to_proton(self.pending.popleft()))
+            self.link.send(to_proton(self.pending.popleft(), self.user_id))
 
 
 class _ListenerHandler(ReactorHandler):
@@ -68,16 +71,27 @@ class _ListenerHandler(ReactorHandler):
         self.replies: Dict[str, _Outbox] = {}
         self.subscriptions: List[Tuple[str, _Outbox]] = []
         self.connections: Set[Any] = set()
+        self.principals: Dict[Any, Optional[str]] = {}
+        """Each connection's principal: its client certificate's CN (None without TLS)."""
         self._when_closed: Optional[Callable[[], None]] = None
 
     def on_connection_opening(self, event: Any) -> None:
         self.connections.add(event.connection)
+        principal = None
+        if self.owner.tls:  # the handshake verified the certificate before the peer could open
+            principal = event.connection.transport.ssl().get_cert_common_name() or None
+        self.principals[event.connection] = principal
+        log.info("a console connected as %s", principal or "anonymous")
+
+    def principal(self, connection: Any) -> Optional[str]:
+        return self.principals.get(connection)
 
     def on_connection_remote_close(self, event: Any) -> None:
         self._gone(event.connection)
 
     def _gone(self, connection: Any) -> None:
         self.connections.discard(connection)
+        self.principals.pop(connection, None)
         if self._when_closed is not None and not self.connections:
             done, self._when_closed = self._when_closed, None
             done()
@@ -92,19 +106,20 @@ class _ListenerHandler(ReactorHandler):
     def on_link_opening(self, event: Any) -> None:
         link = event.link
         if link.is_sender:
+            principal = self.principal(link.connection)
             source = link.remote_source
             if source.dynamic:
                 address = f"reply-{uuid.uuid4()}"
                 link.source.address = address
-                self.replies[address] = _Outbox(link, address)
+                self.replies[address] = _Outbox(link, address, principal)
             else:
                 address = source.address or ""
                 link.source.address = address
                 if address == TOPIC or address.startswith(TOPIC + "/"):
                     pattern = address[len(TOPIC) + 1:] or "#"
-                    self.subscriptions.append((pattern, _Outbox(link, address)))
+                    self.subscriptions.append((pattern, _Outbox(link, address, principal)))
                 else:  # a named reply address the console chose
-                    self.replies[address] = _Outbox(link, address)
+                    self.replies[address] = _Outbox(link, address, principal)
         else:
             link.target.address = link.remote_target.address
 
@@ -137,13 +152,27 @@ class _ListenerHandler(ReactorHandler):
 
     def on_message(self, event: Any) -> None:
         target = event.link.target.address if event.link is not None else None
-        self.owner._deliver(from_proton(event.message, target, self.last_delivery_size))
+        self.owner._deliver(from_proton(event.message, target, self.last_delivery_size,
+                                        self.principal(event.connection)))
 
     def route(self, wire: WireMessage) -> None:
         if wire.address == TOPIC or wire.address.startswith(TOPIC + "/"):
+            audience = self.owner.audience
+            seen: Dict[Optional[str], Optional[WireMessage]] = {}  # what each principal may see of it
             for pattern, box in self.subscriptions:
                 if topic_matches(pattern, wire.subject):
-                    box.push(wire)
+                    if audience is None:
+                        box.push(wire)
+                        continue
+                    if box.principal not in seen:
+                        try:
+                            seen[box.principal] = audience(box.principal, wire)
+                        except Exception:  # noqa: BLE001 - a failing filter shows nothing, never everything
+                            log.exception("filtering a push for %s", box.principal or "anonymous")
+                            seen[box.principal] = None
+                    shown = seen[box.principal]
+                    if shown is not None:
+                        box.push(shown)
             return
         reply_box = self.replies.get(wire.address)
         if reply_box is None:
@@ -166,10 +195,24 @@ def _raise_backlog(acceptor: Any, backlog: int = LISTEN_BACKLOG) -> None:
 
 
 class DirectListener(Transport):
-    """The agent's side of direct mode: an AMQP 1.0 endpoint consoles connect to."""
+    """The agent's side of direct mode: an AMQP 1.0 endpoint consoles connect to.
 
-    def __init__(self, url: str) -> None:
+    ``amqps://`` listens with mutual TLS (``tls`` must name certificate, key and the CA that signs
+    client certificates; a TLS URL never falls back to plain AMQP); each connection's principal is
+    its client certificate's CN, and every message it sends is delivered with that principal.
+    ``audience`` (set by the agent) decides what each principal's subscriptions see of a push.
+    """
+
+    def __init__(self, url: str, tls: Optional[TlsConfig] = None) -> None:
+        check_scheme(url)
         self.url = url
+        self.tls = is_tls(url)
+        self._ssl_domain: Any = None
+        if self.tls:
+            self._ssl_domain = (tls or TlsConfig()).server_domain()
+        elif tls:
+            raise TlsError(f"{url}: TLS files were given for a plain amqp:// listener; use amqps://")
+        self.audience: Optional[Audience] = None
         self._handler = _ListenerHandler(self)
         self._reactor = ReactorThread(self._handler, f"virtq-listener-{_host_port(url)}")
         self._deliver_fn: Optional[Deliver] = None
@@ -184,7 +227,7 @@ class DirectListener(Transport):
         self._deliver_fn = deliver
         try:
             # Before the reactor thread runs, so a port in use fails here, in the caller.
-            self.acceptor = self._reactor.container.listen(_host_port(self.url))
+            self.acceptor = self._reactor.container.listen(_host_port(self.url), ssl_domain=self._ssl_domain)
         except Exception as exc:
             raise NotConnectedError(f"cannot listen on {self.url}: {exc}") from exc
         _raise_backlog(self.acceptor)
@@ -192,6 +235,13 @@ class DirectListener(Transport):
         self._running = True
         if on_state is not None:
             on_state(True)
+
+    def set_audience(self, audience: Optional[Audience]) -> None:
+        self.audience = audience
+
+    @property
+    def exposed(self) -> bool:
+        return not is_loopback(self.url)
 
     @property
     def port(self) -> int:

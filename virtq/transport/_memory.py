@@ -82,6 +82,10 @@ class MemoryTransport(Transport):
         self.lossy = False
         """Accept sends and drop them, as a connection does in the moments before its loss is noticed."""
 
+    @property
+    def exposed(self) -> bool:
+        return False  # one process: nothing outside can reach it
+
     def _deliver(self, wire: WireMessage) -> None:
         if self._deliver_fn is not None:
             self._deliver_fn(wire)

@@ -16,6 +16,9 @@ from virtq.schema.codec import WireMessage
 Deliver = Callable[[WireMessage], None]
 StateListener = Callable[[bool], None]
 """Told True when the transport is (again) able to carry messages, False when it is not."""
+Audience = Callable[[Optional[str], WireMessage], Optional[WireMessage]]
+"""What a principal (None: anonymous) may see of a pushed message: the message, a filtered copy, or
+None. Called on the transport's thread, once per principal and message; it must not block."""
 
 
 class Transport(abc.ABC):
@@ -39,6 +42,16 @@ class Transport(abc.ABC):
             self.stop(timeout=1.0)
         except Exception:  # noqa: BLE001 - kill must not raise
             pass
+
+    @property
+    def exposed(self) -> bool:
+        """Whether peers on other hosts can reach this endpoint (a broker, a non-loopback listener): the
+        agent's default policy then denies every call."""
+        return True
+
+    def set_audience(self, audience: Optional[Audience]) -> None:
+        """Filter pushes per subscriber principal. Only a listener (direct mode) has subscribers of its
+        own; through a broker the broker's permissions decide who reads what, so this does nothing."""
 
     @property
     @abc.abstractmethod
