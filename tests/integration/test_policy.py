@@ -8,6 +8,7 @@ through queries, pushes and calls.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from dataclasses import dataclass
@@ -222,3 +223,23 @@ def test_a_tenant_is_pushed_only_its_domains(policy_agent: Agent, connect: Calla
     finally:
         subscription.close()
     assert sorted(d.name for d in tenant.domains) == ["web1", "web2"]
+
+
+def test_changes_and_denials_are_audited_once_reads_are_not(policy_agent: Agent, connect: Callable[..., Console],
+                                                            pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    reader = as_principal(connect, policy_agent, pki, "reader")
+    ops = as_principal(connect, policy_agent, pki, "ops")
+    root = as_principal(connect, policy_agent, pki, "root")
+    with caplog.at_level(logging.INFO, logger="virtq.audit"):
+        reader.domains.get("web1").getInfo()  # a read: not audited
+        ops.domains.get("web2").suspend()
+        with pytest.raises(AccessDeniedError):
+            reader.domains.get("web1").destroy()
+        root.domains.get("web1").setUserPassword("root", "hunter2")
+    lines = [r.getMessage() for r in caplog.records if r.name == "virtq.audit"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith('audit principal="ops" ') and 'method="suspend" outcome="ok"' in lines[0]
+    assert f'object="Domain:{WEB2}"' in lines[0] and f'agent="{policy_agent.name}"' in lines[0]
+    assert 'principal="reader"' in lines[1] and 'outcome="denied"' in lines[1] and "lacks domain:stop" in lines[1]
+    assert 'principal="root"' in lines[2] and 'method="setUserPassword" outcome="ok"' in lines[2]
+    assert '"password":"***"' in lines[2] and "hunter2" not in lines[2]

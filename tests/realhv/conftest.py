@@ -17,6 +17,13 @@ from typing import Callable, Iterator, List, Optional
 
 import pytest
 
+from virtq.agent import Agent
+from virtq.agent.policy import Policy
+from virtq.console import Console
+from virtq.schema import default_schema
+
+from ..conftest import AgentFactory
+from ..pki import Pki
 from .harness import (BOOT_LINE, GUEST_PREFIX, HarnessError, LibvirtDaemons, Unavailable, destroy_guests,
                       guest_name, guest_xml, write_disk)
 
@@ -47,6 +54,29 @@ def libvirt_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvir
 def real_libvirt(libvirt_daemons: LibvirtDaemons) -> str:
     """The URI (qemu:///system) of a running libvirtd with the QEMU driver, for the whole session."""
     return libvirt_daemons.uri
+
+
+ADMIN_POLICY = "[principal admin]\nroles = admin\n"
+"""On a real hypervisor nothing but reading is allowed without a policy: the tier's consoles are an
+administrator's, authenticated by a client certificate on loopback as a local admin's would be."""
+
+
+@pytest.fixture
+def admin_agent(start_agent: AgentFactory, real_libvirt: str, pki: Pki) -> Callable[..., Agent]:
+    """Start an agent on the real libvirtd that grants the ``admin`` certificate everything."""
+    def start(**kwargs: object) -> Agent:
+        return start_agent(real_libvirt, tls=pki.tls("agent", cn="hv"),
+                           policy=Policy.parse(ADMIN_POLICY, default_schema()), **kwargs)
+    return start
+
+
+@pytest.fixture
+def admin_console(connect: Callable[..., Console], pki: Pki) -> Callable[..., Console]:
+    """Open a console on an agent as the ``admin`` certificate."""
+    def open_console(agent: Agent, **kwargs: object) -> Console:
+        tls = pki.tls("admin")
+        return connect(agent, tls_cert=tls.cert, tls_key=tls.key, tls_ca=tls.ca, **kwargs)
+    return open_console
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from virtq.console import Console, RemoteObject
 from virtq.console.events import (ConfigChanged, DomainStateChanged, Event, LibvirtEvent, ObjectEvent,
                                   StatsUpdated)
 
-from ..conftest import AgentFactory
 from ..helpers import wait_for
 from .conftest import TinyGuest
 from .harness import LibvirtDaemons, Unavailable
@@ -131,13 +130,13 @@ def spread(values: Sequence[float]) -> str:
 
 
 @pytest.fixture
-def push_agent(start_agent: AgentFactory, real_libvirt: str) -> Agent:
-    return start_agent(uri=real_libvirt, heartbeat=INTERVAL, interval=INTERVAL)
+def push_agent(admin_agent: Callable[..., Agent]) -> Agent:
+    return admin_agent(heartbeat=INTERVAL, interval=INTERVAL)
 
 
 @pytest.fixture
-def push_console(connect: Callable[..., Console], push_agent: Agent) -> Console:
-    return connect(push_agent, timeout=20)
+def push_console(admin_console: Callable[..., Console], push_agent: Agent) -> Console:
+    return admin_console(push_agent, timeout=20)
 
 
 @pytest.fixture

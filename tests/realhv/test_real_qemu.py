@@ -11,7 +11,6 @@ from virtq.agent import Agent
 from virtq.console import Console, RemoteObject
 from virtq.schema.errors import UnknownRefError
 
-from ..conftest import AgentFactory
 from ..helpers import wait_for
 from .conftest import TinyGuest
 
@@ -21,13 +20,13 @@ RUNNING, PAUSED, SHUTOFF = libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED
 
 
 @pytest.fixture
-def qemu_agent(start_agent: AgentFactory, real_libvirt: str) -> Agent:
-    return start_agent(real_libvirt)
+def qemu_agent(admin_agent: Callable[..., Agent]) -> Agent:
+    return admin_agent()
 
 
 @pytest.fixture
-def qemu_console(connect: Callable[..., Console], qemu_agent: Agent) -> Console:
-    return connect(qemu_agent, timeout=20)
+def qemu_console(admin_console: Callable[..., Console], qemu_agent: Agent) -> Console:
+    return admin_console(qemu_agent, timeout=20)
 
 
 @pytest.fixture

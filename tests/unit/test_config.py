@@ -178,3 +178,50 @@ def test_every_long_option_can_be_configured() -> None:
     options = read_config(ROOT / "contrib" / "agent.conf", known)
     assert options["libvirt_uri"] == "qemu:///system"
     assert set(options) <= set(known.values())
+
+
+# --- security options ------------------------------------------------------------------------------
+
+
+def test_plain_listen_off_loopback_is_refused(logging_config: List[Dict[str, Any]]) -> None:
+    result = run("--libvirt", "bogus:///x", "--listen", "amqp://0.0.0.0:5672")
+    assert result.exit_code == 2, result.output
+    assert "refusing to listen on amqp://0.0.0.0:5672: plain AMQP on a non-loopback address" in result.output
+    assert "bogus" not in result.output  # refused before libvirt was opened
+
+
+def test_insecure_listen_warns(logging_config: List[Dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="virtq.agent"):
+        result = run("--libvirt", "bogus:///x", "--listen", "amqp://0.0.0.0:5672", "--insecure-listen")
+    assert result.exit_code == 1 and "cannot open libvirt bogus:///x" in result.output  # it went on
+    assert any("INSECURE: plain AMQP on amqp://0.0.0.0:5672" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--listen", "amqps://0.0.0.0:5671"], "amqps:// needs --tls-cert, --tls-key and --tls-ca"),
+    (["--listen", "amqps://0.0.0.0:5671", "--tls-cert", "/nonexistent.crt", "--tls-key", "/nonexistent.key",
+      "--tls-ca", "/nonexistent-ca.crt"], "missing or unreadable"),
+    (["--listen", "ftp://127.0.0.1:21"], "the scheme must be amqp:// or amqps://"),
+], ids=["amqps-without-files", "unreadable-files", "bad-scheme"])
+def test_tls_listen_without_usable_files_is_a_start_error(logging_config: List[Dict[str, Any]], args: List[str],
+                                                          message: str) -> None:
+    result = run("--libvirt", "bogus:///x", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_a_bad_policy_file_is_a_usage_error(tmp_path: Path, logging_config: List[Dict[str, Any]]) -> None:
+    policy = write(tmp_path, "[principal ops]\nroles = operater\n", "policy.ini")
+    result = run("--libvirt", "bogus:///x", "--policy", str(policy))
+    assert result.exit_code == 2
+    assert "unknown role(s) operater" in result.output and "[principal ops]" in result.output
+
+
+@pytest.mark.parametrize("mode, warned", [(0o644, True), (0o640, True), (0o600, False)])
+def test_a_readable_config_file_with_a_password_is_warned_about(tmp_path: Path, logging_config: List[Dict[str, Any]],
+                                                                mode: int, warned: bool) -> None:
+    path = write(tmp_path, "[agent]\nlibvirt = bogus:///x\nbroker = amqp://mq:5672\nbroker-password = s3cret\n")
+    path.chmod(mode)
+    result = run("--config", str(path))
+    assert ("holds a broker password and is readable by others than its owner" in result.output) == warned
+    assert "s3cret" not in result.output
