@@ -311,6 +311,7 @@ def schema_map(cls: ClassSchema) -> Dict[str, Any]:
                         for p in cls.properties},
         "_statistics": {s.name: {"_type": s.type, "_unit": s.unit, "_desc": s.desc} for s in cls.statistics},
         "_methods": {m.name: {"_desc": m.desc, "_libvirt": m.libvirt,
+                              "_permissions": [p.annotation for p in m.permissions],
                               "_arguments": {a.name: _arg_map(a) for a in m.arguments}}
                      for m in cls.methods.values()},
     }

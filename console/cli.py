@@ -672,12 +672,15 @@ def _method_details(ctx: click.Context, cls: Any, method_name: str) -> None:
         raise click.UsageError(f"{cls.name} has no method {method_name!r}; `virtq methods {cls.name.lower()}` "
                                "lists them")
     args = [_argument_details(a) for a in method.arguments]
+    permissions = [p.annotation for p in method.permissions]
     if _state(ctx).as_json:
-        _emit_json({"method": method.name, "libvirt": method.libvirt, "desc": method.desc, "arguments": args})
+        _emit_json({"method": method.name, "libvirt": method.libvirt, "desc": method.desc, "arguments": args,
+                    "permissions": permissions})
         return
     click.echo(f"{cls.name}.{method.name}  ({method.libvirt})")
     if method.desc:
         click.echo(f"  {method.desc}")
+    click.echo(f"permissions: {', '.join(permissions)}")
     for kind, direction in (("in", "I"), ("out", "O")):
         chosen = [a for a in args if direction in a["dir"]]
         click.echo(f"{kind}:" + ("" if chosen else " -"))

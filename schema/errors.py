@@ -11,7 +11,7 @@
     │   ├── ForbiddenError          6
     │   ├── AgentError              7  the agent failed or the request was malformed
     │   └── LibvirtError            0x10000 + libvirt's error number, libvirt's message
-    │       └── AccessDeniedError   0x10037 (VIR_ERR_ACCESS_DENIED): the policy does not grant it
+    │       └── AccessDeniedError   0x10058 (VIR_ERR_ACCESS_DENIED, 88): the policy does not grant it
     ├── ProtocolError               a message that does not decode (raised by the codec)
     └── ConsoleError                raised by the console on its own side
         ├── NotConnectedError       no connection to the agent (now)
@@ -37,8 +37,9 @@ STATUS_FORBIDDEN = 6
 STATUS_EXCEPTION = 7
 STATUS_USER = 0x10000
 """libvirt errors are reported as STATUS_USER + virErrorNumber."""
-VIR_ERR_ACCESS_DENIED = 55
-"""libvirt's own code for a refused permission; the agent's policy refuses with it too."""
+VIR_ERR_ACCESS_DENIED = 88
+"""libvirt's own code for a refused permission (virerror.h; 55 is VIR_ERR_OPERATION_INVALID, "domain is not
+running", which a denial must never be mistaken for); the agent's policy refuses with it too."""
 
 
 class VirtqError(Exception):

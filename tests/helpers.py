@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+
+import pytest
 
 from click.testing import CliRunner, Result
 
@@ -60,3 +66,54 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# --- real processes ------------------------------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+VIRTQ = BIN / "virtq"
+VIRTQ_AGENT = BIN / "virtq-agent"
+
+
+def process_env() -> Dict[str, str]:
+    """The test process's environment without VIRTQ_* settings (a process sees only its arguments)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("VIRTQ")}
+
+
+def run_process(argv: Sequence[str], cwd: Path) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, cwd=cwd, env=process_env())
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def agent_process(args: Sequence[str], port: int, tmp_path: Path) -> Iterator[Tuple["subprocess.Popen[bytes]", Path]]:
+    """A virtq-agent process listening on ``port``; killed if the test did not stop it."""
+    log_path = tmp_path / f"agent-{port}.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([str(VIRTQ_AGENT), *args], stdout=log_file, stderr=log_file, cwd=tmp_path,
+                                env=process_env())
+    try:
+        assert wait_for(lambda: proc.poll() is not None or listening(port), timeout=20)
+        assert proc.poll() is None, f"virtq-agent exited {proc.returncode}: {log_path.read_text()}"
+        yield proc, log_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def stop_process(proc: "subprocess.Popen[bytes]", log_path: Path) -> None:
+    """SIGTERM, and the agent must exit 0 within 5 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"virtq-agent ignored SIGTERM for 5s: {log_path.read_text()}")
+    assert code == 0, log_path.read_text()

@@ -1,7 +1,7 @@
-"""A test CA and certificates, made with the openssl commands docs/SECURITY.md gives operators.
+"""A test CA and certificates, made with the openssl recipe docs/SECURITY.md gives operators.
 
-Each command here is one of the document's (a test checks that the document still shows them), so
-the tests prove that what a newcomer copies works.
+tests/integration/test_security_doc.py runs the document's own commands; this module makes the many
+certificates the other tests need (valid, from another CA, expired, for another host name).
 """
 
 from __future__ import annotations

@@ -7,18 +7,13 @@ ambiguous reference, 5 remote error (libvirt's included), 6 timeout.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import libvirt
 import pytest
@@ -27,13 +22,11 @@ from click.testing import Result
 from virtq.agent import Agent
 from virtq.console import Console
 
-from ..helpers import NODE_URI, free_port, run_cli, wait_for
+from ..helpers import (NODE_URI, VIRTQ, agent_process, free_port, listening, run_cli, run_process,
+                       stop_process)
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
-VIRTQ = BIN / "virtq"
-VIRTQ_AGENT = BIN / "virtq-agent"
 
 NODE_DOMAINS = {"web1", "web2", "db1", "build"}
 NODE_VOLUMES = {"web1.img", "db1.qcow2", "debian.iso"}
@@ -302,70 +295,27 @@ def test_one_unreachable_url_is_a_warning(node_agent: Agent) -> None:
 
 # --- real processes ---------------------------------------------------------------------------------------
 
-def _env() -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTQ")}
-    return env
-
-
-def _run(argv: Sequence[str], cwd: Path) -> "subprocess.CompletedProcess[str]":
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, cwd=cwd, env=_env())
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _daemon(args: Sequence[str], port: int, tmp_path: Path) -> Iterator[Tuple["subprocess.Popen[bytes]", Path]]:
-    """A virtq-agent process listening on ``port``; killed if the test did not stop it."""
-    log_path = tmp_path / f"agent-{port}.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([str(VIRTQ_AGENT), *args], stdout=log_file, stderr=log_file, cwd=tmp_path,
-                                env=_env())
-    try:
-        assert wait_for(lambda: proc.poll() is not None or _listening(port), timeout=20)
-        assert proc.poll() is None, f"virtq-agent exited {proc.returncode}: {log_path.read_text()}"
-        yield proc, log_path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-
-
-def _stop(proc: "subprocess.Popen[bytes]", log_path: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(5)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"virtq-agent ignored SIGTERM for 5s: {log_path.read_text()}")
-    assert code == 0, log_path.read_text()
-
-
 def test_cli_process_lists_domains(node_agent: Agent, tmp_path: Path) -> None:
-    done = _run([sys.executable, "-m", "virtq.console.cli", "-u", node_agent.url, "list", "domains"], tmp_path)
+    done = run_process([sys.executable, "-m", "virtq.console.cli", "-u", node_agent.url, "list", "domains"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert {r["name"] for r in table(done.stdout)} == NODE_DOMAINS
 
-    done = _run([str(VIRTQ), "-u", node_agent.url, "call", "domain", "nosuch", "getInfo"], tmp_path)
+    done = run_process([str(VIRTQ), "-u", node_agent.url, "call", "domain", "nosuch", "getInfo"], tmp_path)
     assert done.returncode == 4 and "no domain matches 'nosuch'" in done.stderr
 
 
 def test_agent_process_serves_the_cli_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     url = f"amqp://127.0.0.1:{port}"
-    with _daemon(["--libvirt", "test:///default", "--listen", url, "--heartbeat", "1", "--log-level", "warning"],
+    with agent_process(["--libvirt", "test:///default", "--listen", url, "--heartbeat", "1", "--log-level", "warning"],
                  port, tmp_path) as (proc, log_path):
-        done = _run([str(VIRTQ), "-u", url, "--json", "list", "domains"], tmp_path)
+        done = run_process([str(VIRTQ), "-u", url, "--json", "list", "domains"], tmp_path)
         assert done.returncode == 0, done.stderr
         assert [d["name"] for d in json.loads(done.stdout)] == ["test"]  # test:///default's one domain
-        done = _run([str(VIRTQ), "-u", url, "--json", "call", "domain", "test", "getInfo"], tmp_path)
+        done = run_process([str(VIRTQ), "-u", url, "--json", "call", "domain", "test", "getInfo"], tmp_path)
         assert done.returncode == 0 and json.loads(done.stdout)["result"]["state"] == libvirt.VIR_DOMAIN_RUNNING
-        _stop(proc, log_path)
-    assert not _listening(port)
+        stop_process(proc, log_path)
+    assert not listening(port)
 
 
 def test_agent_process_honours_its_config_file(tmp_path: Path) -> None:
@@ -380,11 +330,11 @@ def test_agent_process_honours_its_config_file(tmp_path: Path) -> None:
                       f"state-dir = {tmp_path / 'state'}\n"
                       "log_level = warning\n")
     # The command line wins over the file: --instance overrides the file's instance.
-    with _daemon(["--config", str(config), "--instance", "from-cli"], port, tmp_path) as (proc, log_path):
+    with agent_process(["--config", str(config), "--instance", "from-cli"], port, tmp_path) as (proc, log_path):
         (agent,) = json.loads(ok(virtq("--json", "agents", urls=[url])))
         assert agent["name"] == "libvirt.org:virtq:from-cli"
         assert agent["uri"] == NODE_URI
         assert agent["epoch"] == 1  # a fresh state-dir from the file
         assert {r["name"] for r in table(ok(virtq("list", "domains", urls=[url])))} == NODE_DOMAINS
-        _stop(proc, log_path)
+        stop_process(proc, log_path)
     assert (tmp_path / "state" / "epoch").read_text().strip() == "1"

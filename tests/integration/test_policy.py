@@ -1,7 +1,7 @@
 """libvirt's permissions enforced per principal, over real libvirt (tests/data/node.xml) and mutual TLS.
 
 Each principal is a client certificate's CN. Allowed calls reach libvirt; denied ones get
-VIR_ERR_ACCESS_DENIED (0x10037) and libvirt's state is what it was (read through the agent's own
+VIR_ERR_ACCESS_DENIED (0x10058) and libvirt's state is what it was (read through the agent's own
 libvirt connection, which bypasses the policy). A scoped principal sees and changes only its objects,
 through queries, pushes and calls.
 """
@@ -140,7 +140,7 @@ def test_builtin_roles(case: Case, principal: str, policy_agent: Agent, connect:
     else:
         with pytest.raises(AccessDeniedError) as info:
             case.act(console)
-        assert info.value.error_code == 0x10037
+        assert info.value.error_code == 0x10058
         assert info.value.error_text.startswith(f"access denied: principal '{principal}' lacks ")
         assert case.observe(hv) == before
 
@@ -148,7 +148,7 @@ def test_builtin_roles(case: Case, principal: str, policy_agent: Agent, connect:
 def test_the_denial_names_the_missing_permission(policy_agent: Agent, connect: Callable[..., Console],
                                                  pki: Pki) -> None:
     ops = as_principal(connect, policy_agent, pki, "ops")
-    with pytest.raises(AccessDeniedError, match=r"^\[0x10037\] access denied: principal 'ops' lacks "
+    with pytest.raises(AccessDeniedError, match=r"^\[0x10058\] access denied: principal 'ops' lacks "
                                                 r"domain:read_secure$"):
         ops.domains.get("web1").getXMLDesc(flags=1)
     assert "<domain" in ops.domains.get("web1").getXMLDesc(flags=0)  # the flag is what needs it

@@ -60,7 +60,7 @@ def test_a_valid_certificate_is_the_principal(tls_agent: Agent, connect: Callabl
     assert web1.getInfo()["state"] == 1
     with pytest.raises(AccessDeniedError) as info:
         web1.suspend()
-    assert info.value.error_code == 0x10037
+    assert info.value.error_code == 0x10058
     assert info.value.error_text == "access denied: principal 'reader' lacks domain:suspend"
     assert tls_agent.hypervisor.invoke("Domain", web1.uuid, "virDomainGetInfo", [])[0] == 1  # still running
 

@@ -62,6 +62,6 @@ def test_nobody_can_read_but_not_destroy(start_agent: AgentFactory, real_libvirt
 
     destroyed = as_nobody(["-u", agent.url, "call", "domain", running_guest.UUIDString(), "destroy"])
     assert destroyed.returncode == 5, destroyed.stdout + destroyed.stderr
-    assert "0x10037: access denied: anonymous lacks domain:stop" in destroyed.stderr
+    assert "0x10058: access denied: anonymous lacks domain:stop" in destroyed.stderr
     assert running_guest.isActive() == 1
     assert running_guest.info()[0] == libvirt.VIR_DOMAIN_RUNNING

@@ -225,3 +225,10 @@ def test_a_readable_config_file_with_a_password_is_warned_about(tmp_path: Path, 
     result = run("--config", str(path))
     assert ("holds a broker password and is readable by others than its owner" in result.output) == warned
     assert "s3cret" not in result.output
+
+
+def test_the_readme_documents_every_agent_option() -> None:
+    command = agent_main.main
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [opt for p in command.params for opt in p.opts if opt.startswith("--") and f"`{opt}" not in readme]
+    assert not missing, f"README's agent option table lacks {missing}"

@@ -214,10 +214,18 @@ def test_read_only_is_what_libvirt_grants_a_read_only_connection() -> None:
 
 
 def test_access_denied_carries_libvirts_code() -> None:
+    import libvirt  # the adapter's import; here only to read libvirt's own constant
+    assert libvirt.VIR_ERR_ACCESS_DENIED == 88 != libvirt.VIR_ERR_OPERATION_INVALID
     access = Access(Policy.nobody("nothing"), _Registry(OBJECTS))  # type: ignore[arg-type]
     with pytest.raises(AccessDeniedError) as info:
         access.grant(None)
-    assert info.value.error_code == 0x10000 + 55 and info.value.libvirt_code == 55
+    assert info.value.error_code == 0x10000 + 88 and info.value.libvirt_code == 88
     assert info.value.error_text == "access denied: anonymous is granted nothing by the policy (nothing)"
 
 
+
+
+def test_the_contrib_policy_loads() -> None:
+    path = Path(__file__).resolve().parents[2] / "contrib" / "policy.ini"
+    policy = Policy.from_file(path, SCHEMA)
+    assert set(policy.grants) == {"monitoring", "ops", "manager"}
