@@ -154,6 +154,9 @@ class Console:
                 self.unreachable[url] = str(exc)
                 log.warning("%s", exc)
         brokered = self.addressing != "direct"
+        if brokered and not self.trust.enabled:
+            log.warning("through a broker without agent_users: any broker user may speak for any agent "
+                        "(docs/SECURITY.md)")
         locates = [(url, t, self._send_request(t, AgentLocateRequest(), TOPIC, many=brokered)) for url, t in started]
         for url, transport, pending in locates:
             try:

@@ -338,3 +338,14 @@ def test_agent_process_honours_its_config_file(tmp_path: Path) -> None:
         assert {r["name"] for r in table(ok(virtq("list", "domains", urls=[url])))} == NODE_DOMAINS
         stop_process(proc, log_path)
     assert (tmp_path / "state" / "epoch").read_text().strip() == "1"
+
+
+def test_a_password_never_shows_in_cli_errors() -> None:
+    """Written raw, with the characters that used to cut it in two (/ # ? @)."""
+    secret = "pa/ss#wo?rd@x"
+    result = run_cli(["-u", f"amqp://guest:{secret}@127.0.0.1:{free_port()}", "--addressing", "rabbitmq",
+                      "--timeout", "1", "-vv", "agents"])
+    assert result.exit_code == 3
+    assert "guest:***@127.0.0.1" in result.stderr
+    for part in ("pa/ss", "wo?rd", "rd@x", secret):
+        assert part not in result.stderr and part not in result.stdout

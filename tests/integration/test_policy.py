@@ -22,10 +22,13 @@ from virtq.agent.policy import Policy
 from virtq.console import Console
 from virtq.console.events import DomainStateChanged, Event, ObjectAdded
 from virtq.schema import default_schema
+from virtq.schema.codec import ExceptionResponse
 from virtq.schema.errors import AccessDeniedError
+from virtq.transport._convert import to_proton
 
 from ..helpers import NODE_URI
 from ..pki import Pki
+from .rawclient import RawClient
 
 pytestmark = pytest.mark.integration
 
@@ -243,3 +246,18 @@ def test_changes_and_denials_are_audited_once_reads_are_not(policy_agent: Agent,
     assert 'principal="reader"' in lines[1] and 'outcome="denied"' in lines[1] and "lacks domain:stop" in lines[1]
     assert 'principal="root"' in lines[2] and 'method="setUserPassword" outcome="ok"' in lines[2]
     assert '"password":"***"' in lines[2] and "hunter2" not in lines[2]
+
+
+def test_a_user_id_written_in_the_message_is_not_believed_in_direct_mode(start_agent: Callable[..., Agent]) -> None:
+    """Only TLS says who a console is here: a user-id the sender wrote itself (no broker checked it) is
+    ignored, so claiming to be 'root' over plain AMQP stays anonymous."""
+    policy = Policy.parse("[principal root]\nroles = admin\n[principal anonymous]\nroles = readonly\n",
+                          default_schema())
+    agent = start_agent(NODE_URI, policy=policy)
+    with RawClient(agent) as client:
+        wire = client.method_wire(f"Domain:{WEB1}", "destroy")
+        client.sender.send(to_proton(wire, user_id="root"))
+        reply = client.reply_for(wire.correlation_id)
+    assert isinstance(reply, ExceptionResponse)
+    assert (reply.error_code, reply.error_text) == (0x10058, "access denied: anonymous lacks domain:stop")
+    assert state(agent.hypervisor, WEB1) == RUNNING
