@@ -22,9 +22,9 @@ from virtq.schema.codec import (DataIndication, DataRecord, EventIndication, Mes
 from virtq.schema.errors import AccessDeniedError, ProtocolError
 from virtq.schema.model import Method
 
-from .hypervisor import DomainIdentity, Identity, NodeIdentity, PoolIdentity, VolumeIdentity
+from .hypervisor import Identity, PoolIdentity, VolumeIdentity
 from .policy import CLASS_OBJECT, Grant, Policy
-from .registry import Entry, Registry
+from .registry import Entry, Registry, object_name
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,13 @@ class Access:
         entry = self.registry.get(f"Pool:{pool_uuid}")
         return entry.identity.name if entry is not None and isinstance(entry.identity, PoolIdentity) else ""
 
+    def _name_and_pool(self, identity: Identity) -> Tuple[str, str]:
+        """What a scope matches: the object's name and, for a volume, its pool's."""
+        name = getattr(identity, "name", "") or ""
+        return name, self._pool_name(identity.pool_uuid) if isinstance(identity, VolumeIdentity) else ""
+
     def sees_identity(self, grant: Grant, identity: Identity) -> bool:
-        if not grant.scoped or isinstance(identity, NodeIdentity):
-            return True
-        if isinstance(identity, DomainIdentity):
-            return grant.sees("Domain", identity.name)
-        if isinstance(identity, PoolIdentity):
-            return grant.sees("Pool", identity.name)
-        assert isinstance(identity, VolumeIdentity)
-        return grant.sees("Volume", identity.name, self._pool_name(identity.pool_uuid))
+        return not grant.scoped or grant.sees(object_name(identity).partition(":")[0], *self._name_and_pool(identity))
 
     def sees(self, grant: Grant, entry: Entry) -> bool:
         """In scope, and its class readable (``<object>:getattr``): what queries and pushes show."""
@@ -91,32 +89,30 @@ class Access:
             pool = label[0] if label else ""
         return grant.allows(f"{CLASS_OBJECT[class_name]}:getattr") and grant.sees(class_name, name, pool)
 
-    def sees_name(self, grant: Grant, object_name: str) -> bool:
-        """Whether a pushed object is shown: by the registry's entry, or, for an object gone meanwhile
-        (its deletion, its last event), by what it was when last seen."""
-        class_name = object_name.partition(":")[0]
+    def sees_name(self, grant: Grant, name: str) -> bool:
+        """Whether a pushed object (by its object name) is shown: by the registry's entry, or, for an
+        object gone meanwhile (its deletion, its last event), by what it was when last seen."""
+        class_name = name.partition(":")[0]
         if class_name not in CLASS_OBJECT or not grant.allows(f"{CLASS_OBJECT[class_name]}:getattr"):
             return False
         if not grant.scoped:
             return True
-        label = self._label(object_name)
+        label = self._label(name)
         return label is not None and grant.sees(class_name, label[0], label[1])
 
-    def _label(self, object_name: str) -> Optional[Tuple[str, str]]:
+    def _label(self, name: str) -> Optional[Tuple[str, str]]:
         """(name, pool name) of an object, remembered for a while after it is gone."""
-        entry = self.registry.get(object_name)
-        if entry is not None:
-            identity = entry.identity
-            name = getattr(identity, "name", "") or ""
-            pool = self._pool_name(identity.pool_uuid) if isinstance(identity, VolumeIdentity) else ""
+        entry = self.registry.get(name)
+        if entry is None:
             with self._lock:
-                self._names[object_name] = (name, pool)
-                self._names.move_to_end(object_name)
-                while len(self._names) > REMEMBERED_NAMES:
-                    self._names.popitem(last=False)
-            return name, pool
+                return self._names.get(name)
+        label = self._name_and_pool(entry.identity)
         with self._lock:
-            return self._names.get(object_name)
+            self._names[name] = label
+            self._names.move_to_end(name)
+            while len(self._names) > REMEMBERED_NAMES:
+                self._names.popitem(last=False)
+        return label
 
     def require_in_scope(self, grant: Grant, principal: Optional[str], entry: Entry) -> None:
         if not self.sees_identity(grant, entry.identity):
