@@ -136,11 +136,10 @@ class Dispatcher:
         except ValueError as exc:  # the binding refused a value the schema's types let through
             raise errors.InvalidParameterError(f"{cls.name}.{method.name}: {exc}") from exc
         returned: List[Identity] = []
-        changes_before = len(changes)
         try:
             arguments = self._shape(cls, method, result, returned, call)
         finally:  # what the call did is mirrored even when the caller may not see what it returned
-            changes[changes_before:changes_before] = self._resync(entry.class_name, entry.key, returned)
+            changes += self._resync(entry.class_name, entry.key, returned)
             if self._after_call is not None:
                 changes += self._after_call(entry, method)
         return arguments
