@@ -11,6 +11,7 @@ set -euo pipefail
 PACKAGES=(rabbitmq-server)
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 PLUGIN=rabbitmq_amqp1_0
+SSL_AUTH_PLUGIN=rabbitmq_auth_mechanism_ssl  # SASL EXTERNAL, for the TLS node of tests/broker (bundled too)
 
 as_root() {  # run a command as root: directly, else through sudo
   if [ "$(id -u)" -eq 0 ]; then
@@ -85,13 +86,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # What the harness runs: the server and rabbitmqctl without the /usr/sbin wrappers (they switch to the
-# rabbitmq user and its cookie), the AMQP 1.0 plugin, and epmd.
+# rabbitmq user and its cookie), the AMQP 1.0 and SASL EXTERNAL plugins, and epmd.
 problems=()
 for program in rabbitmq-server rabbitmqctl; do
   [ -x "$RABBIT_BIN/$program" ] || problems+=("$RABBIT_BIN/$program missing")
 done
-compgen -G "/usr/lib/rabbitmq/lib/rabbitmq_server-*/plugins/$PLUGIN-*" >/dev/null || \
-  problems+=("the $PLUGIN plugin is missing")
+for plugin in "$PLUGIN" "$SSL_AUTH_PLUGIN"; do
+  compgen -G "/usr/lib/rabbitmq/lib/rabbitmq_server-*/plugins/$plugin-*" >/dev/null || \
+    problems+=("the $plugin plugin is missing")
+done
 command -v epmd >/dev/null || compgen -G "/usr/lib/erlang/erts-*/bin/epmd" >/dev/null || \
   problems+=("epmd (erlang-base) is missing")
 if [ ${#problems[@]} -gt 0 ]; then

@@ -7,12 +7,15 @@ the reason, when rabbitmq-server is not installed (``bash scripts/install-rabbit
 - ``rabbit`` (session): one node shared by the whole session. A test that stops, kills or restarts
   it must leave it running (``rabbit.start()``); a test that needs a node of its own uses ``rabbit_node``.
 - ``rabbit_node`` (function): makes fresh nodes (``rabbit_node()`` starts one), stopped after the test.
+- ``tls_rabbit`` (session): a node with a TLS listener too (``tls_rabbit.url_for(user, password, tls=True)``,
+  certificate for localhost from the session's test CA, ``broker_tls``) and SASL EXTERNAL (the client
+  certificate's CN is the user); its users are the tests' to add (``identities.py``).
 - ``rabbit_cluster`` (session): nodes ``a`` and ``b``, ``b`` joined to ``a``, shared by the modules that use
   it (a cluster takes ~10 s to form). A test that stops a node starts it again (the node stopped last
   starts first); only the session's last cluster test may leave one down (test_harness.py's last).
 
-A node takes ~6 s to boot, mostly CPU: the session node and the first cluster are booted side by side
-as soon as the session's first broker test needs either (when the session's tests use them at all).
+A node takes ~6 s to boot, mostly CPU: the session node, the TLS node and the first cluster are booted side
+by side as soon as the session's first broker test needs any (when the session's tests use them at all).
 """
 
 from __future__ import annotations
@@ -23,9 +26,20 @@ from typing import Callable, Iterator, List, Optional, Set
 
 import pytest
 
+from virtq.agent.policy import Policy
+from virtq.schema import default_schema
+from virtq.transport import TlsConfig
+
+from ..pki import Pki
 from .harness import HarnessError, RabbitCluster, RabbitNode, RabbitSession, Unavailable
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+ALLOW_ALL_TEXT = "[principal *]\nroles = admin\n[principal anonymous]\nroles = admin\n"
+ALLOW_ALL = Policy.parse(ALLOW_ALL_TEXT, default_schema(), "tests/broker ALLOW_ALL")
+"""The policy of the tier's agents, unless a test gives its own: an agent reachable through a broker with no
+policy denies every call, and these tests are about the path, not about who may do what (that is
+test_broker_security.py's)."""
 
 
 def _started(what: str, start: Callable[[], object]) -> None:
@@ -62,6 +76,7 @@ class _EarlyBoot:
     """Nodes whose processes were started ahead of the fixtures that use them."""
 
     node: Optional[RabbitNode] = None
+    tls_node: Optional[RabbitNode] = None
     cluster: Optional[RabbitCluster] = None
 
 
@@ -75,6 +90,9 @@ def _early_boot(request: pytest.FixtureRequest, rabbit_session: RabbitSession) -
         if "rabbit" in wanted:
             early.node = rabbit_session.node()
             early.node.spawn()
+        if "tls_rabbit" in wanted:
+            early.tls_node = rabbit_session.node(tls=request.getfixturevalue("broker_tls"), external=True)
+            early.tls_node.spawn()
         if "rabbit_cluster" in wanted:
             early.cluster = rabbit_session.cluster()
             early.cluster.spawn()
@@ -88,6 +106,24 @@ def rabbit(rabbit_session: RabbitSession, _early_boot: _EarlyBoot) -> Iterator[R
     """A running private node (``rabbit.url``) for the whole session."""
     node = _early_boot.node or rabbit_session.node()
     _started(f"RabbitMQ node {node.name}", node.start)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_tls(pki: Pki) -> TlsConfig:
+    """The TLS node's certificate (CN localhost; SAN localhost and 127.0.0.1), its key, and the test CA."""
+    cert, key = pki.issue("mq-broker", "localhost")
+    return TlsConfig(cert, key, pki.ca())
+
+
+@pytest.fixture(scope="session")
+def tls_rabbit(rabbit_session: RabbitSession, _early_boot: _EarlyBoot, broker_tls: TlsConfig) -> Iterator[RabbitNode]:
+    """A running private node with a TLS listener and SASL EXTERNAL, for the whole session."""
+    node = _early_boot.tls_node or rabbit_session.node(tls=broker_tls, external=True)
+    _started(f"RabbitMQ node {node.name} (TLS)", node.start)
     try:
         yield node
     finally:

@@ -2,7 +2,8 @@
 
 ``Fleet`` starts in-process agents (``LibvirtHypervisor`` on a test-driver URI, one
 ``Connection`` each, ``rabbitmq`` profile, ``require_connection=False`` as the daemon uses
-it) and consoles, and stops them all at the end of the test or module that owns it.
+it, the ``ALLOW_ALL`` policy unless given another) and consoles, and stops them all at the
+end of the test or module that owns it.
 
 ``truth(hypervisor)`` reads libvirt (through the agent's own connection: every
 ``test:///<file>`` connection has its own copy of the file, so only the agent's connection, or
@@ -25,9 +26,10 @@ from virtq.agent.hypervisor import Hypervisor
 from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.console import Console
 from virtq.schema import default_schema
-from virtq.transport import Backoff, Connection, profile
+from virtq.transport import Backoff, Connection, TlsConfig, profile
 
 from ..helpers import NODE_URI
+from .conftest import ALLOW_ALL
 
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5
 
@@ -100,14 +102,17 @@ class Fleet:
 
     def agent(self, urls: Union[str, Sequence[str]], instance: str, *, uri: str = NODE_URI,
               heartbeat: float = HEARTBEAT, interval: float = 0.5, backoff: Optional[Callable[[], Backoff]] = None,
-              state_dir: Optional[Path] = None, start: bool = True, **kwargs: Any) -> Agent:
-        """An agent (started unless ``start=False``) on ``uri`` reaching the broker at ``urls``."""
+              state_dir: Optional[Path] = None, start: bool = True, tls: Optional[TlsConfig] = None,
+              **kwargs: Any) -> Agent:
+        """An agent (started unless ``start=False``) on ``uri`` reaching the broker at ``urls`` (``tls``: for
+        amqps:// URLs); ``kwargs`` go to Agent."""
         urls = [urls] if isinstance(urls, str) else list(urls)
 
         def transport(name: str) -> Connection:
-            return Connection(urls, profile("rabbitmq"), role="agent", agent_name=name,
-                                    require_connection=False, backoff=backoff() if backoff else None)
+            return Connection(urls, profile("rabbitmq"), role="agent", agent_name=name, tls=tls,
+                              require_connection=False, backoff=backoff() if backoff else None)
 
+        kwargs.setdefault("policy", ALLOW_ALL)
         agent = Agent(default_schema(), LibvirtHypervisor(uri), transport, instance=instance, heartbeat=heartbeat,
                       interval=interval, state_dir=state_dir or self.state / instance, **kwargs)
         self.agents.append(agent)
@@ -116,15 +121,16 @@ class Fleet:
         return agent
 
     def console(self, urls: Union[str, Sequence[str]], *, backoff: Optional[Callable[[], Backoff]] = None,
-                timeout: float = 5.0, discovery: float = 0.5) -> Console:
-        """A started console. Without ``backoff``: ``Console(urls, addressing="rabbitmq")`` as users write
-        it; with one: the same through a Connection given that backoff (``broker_of`` finds it)."""
+                timeout: float = 5.0, discovery: float = 0.5, **kwargs: Any) -> Console:
+        """A started console. Without ``backoff``: ``Console(urls, addressing="rabbitmq", **kwargs)`` as users
+        write it; with one: the same through a Connection given that backoff (``broker_of`` finds it)."""
         if backoff is None:
-            console = Console(urls, timeout=timeout, addressing="rabbitmq", discovery=discovery)
+            console = Console(urls, timeout=timeout, addressing="rabbitmq", discovery=discovery, **kwargs)
         else:
             urls = [urls] if isinstance(urls, str) else list(urls)
             connection = Connection(urls, profile("rabbitmq"), role="console", backoff=backoff())
-            console = Console(timeout=timeout, addressing="rabbitmq", transports=[connection], discovery=discovery)
+            console = Console(timeout=timeout, addressing="rabbitmq", transports=[connection], discovery=discovery,
+                              **kwargs)
         self.consoles.append(console)
         console.start()
         return console

@@ -10,6 +10,13 @@ policy that every deployment needs (the AMQP 1.0 plugin never deletes the queues
 ``stop()`` is ``rabbitmqctl stop`` (SIGKILL after a deadline), ``kill()`` SIGKILLs the Erlang VM (a
 crash), ``restart()`` is both; data survive a restart, so a clustered node rejoins.
 
+``RabbitNode(session, tls=TlsConfig(cert, key, ca))`` listens for AMQP over TLS too (another loopback
+port, ``tls_port``; ``url_for(user, password, tls=True)`` names it ``localhost``, which the certificate
+must carry), verifying client certificates against the CA when clients offer one; ``external=True``
+adds SASL EXTERNAL (the bundled rabbitmq_auth_mechanism_ssl plugin; the user is the certificate's CN).
+``add_user``, ``set_permissions`` and ``set_topic_permissions`` are rabbitmqctl's (tests/broker/identities.py
+gives agents and consoles docs/DEPLOYMENT.md's permissions with them).
+
 The nodes of one process share a ``RabbitSession``: a private HOME holding the Erlang cookie (the
 nodes and rabbitmqctl authenticate with it; root's and the system service's cookies are never read
 or written) and a private epmd. epmd (the Erlang port mapper) outlives the nodes that register with
@@ -40,6 +47,9 @@ import threading
 import time
 from pathlib import Path
 from typing import IO, Dict, Iterable, List, Optional, Sequence
+from urllib.parse import quote
+
+from virtq.transport import TlsConfig
 
 from ..helpers import pid_alive
 
@@ -47,6 +57,8 @@ RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 SERVER = RABBIT_BIN / "rabbitmq-server"
 CTL = RABBIT_BIN / "rabbitmqctl"
 PLUGIN = "rabbitmq_amqp1_0"
+SSL_AUTH_PLUGIN = "rabbitmq_auth_mechanism_ssl"
+"""SASL EXTERNAL: a client certificate's CN as the user (bundled with rabbitmq-server)."""
 NODE_PREFIX = "virtq-"
 SESSION_VAR = "VIRTQ_RABBIT_SESSION"
 """``<pid of the owning process>:<session id>``, in the environment of every process a session starts."""
@@ -67,6 +79,28 @@ class Unavailable(HarnessError):
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+
+def tls_config(tls: Optional[TlsConfig], port: int, external: bool) -> List[str]:
+    """rabbitmq.conf lines of a TLS listener on loopback ``port`` presenting ``tls.cert`` and verifying
+    client certificates (when a client offers one) against ``tls.ca``; ``external``: SASL EXTERNAL too,
+    the user being the certificate's CN (the rabbitmq_auth_mechanism_ssl plugin, bundled)."""
+    if tls is None:
+        return []
+    if not (tls.cert and tls.key and tls.ca):
+        raise HarnessError("a TLS listener needs a certificate, its key and a CA")
+    lines = [
+        f"listeners.ssl.1 = 127.0.0.1:{port}",
+        f"ssl_options.cacertfile = {tls.ca}",
+        f"ssl_options.certfile = {tls.cert}",
+        f"ssl_options.keyfile = {tls.key}",
+        "ssl_options.verify = verify_peer",
+        "ssl_options.fail_if_no_peer_cert = false",  # PLAIN clients need none
+    ]
+    if external:
+        lines += ["auth_mechanisms.1 = PLAIN", "auth_mechanisms.2 = AMQPLAIN", "auth_mechanisms.3 = EXTERNAL",
+                  "ssl_cert_login_from = common_name"]
+    return lines
 
 
 def find_programs() -> Dict[str, Path]:
@@ -224,9 +258,9 @@ class RabbitSession:
     def new_name(self) -> str:
         return f"{NODE_PREFIX}{os.getpid()}-{next(self._serial)}@localhost"
 
-    def node(self) -> "RabbitNode":
-        """A new node (not started)."""
-        return RabbitNode(self)
+    def node(self, *, tls: Optional[TlsConfig] = None, external: bool = False) -> "RabbitNode":
+        """A new node (not started); ``tls``: with a TLS listener too (``external``: and SASL EXTERNAL)."""
+        return RabbitNode(self, tls=tls, external=external)
 
     def cluster(self, size: int = 2) -> "RabbitCluster":
         """A new cluster of ``size`` nodes (not started)."""
@@ -310,9 +344,12 @@ def default_session() -> RabbitSession:
 class RabbitNode:
     """One private RabbitMQ node on loopback with the AMQP 1.0 plugin; see the module's docstring."""
 
-    def __init__(self, session: Optional[RabbitSession] = None) -> None:
+    def __init__(self, session: Optional[RabbitSession] = None, *, tls: Optional[TlsConfig] = None,
+                 external: bool = False) -> None:
         self.session = session or default_session()
         self.name = self.session.new_name()
+        self.tls = tls
+        self.external = external and tls is not None
         self.dir = self.session.base / self.name.split("@")[0]
         self.dir.mkdir(parents=True)
         self.port = self.session.new_port()
@@ -322,7 +359,9 @@ class RabbitNode:
         self.started = 0  # how many times start() succeeded
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._pgid = 0  # the process group of the last process started (rabbitmq-server, the VM, helpers)
-        (self.dir / "enabled_plugins").write_text(f"[{PLUGIN}].\n")
+        self.tls_port = self.session.new_port() if tls is not None else 0
+        plugins = [PLUGIN, SSL_AUTH_PLUGIN] if self.external else [PLUGIN]
+        (self.dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
         (self.dir / "rabbitmq.conf").write_text("\n".join([
             f"listeners.tcp.1 = 127.0.0.1:{self.port}",
             "loopback_users = none",  # guest/guest may log in (over loopback: nothing else listens)
@@ -332,6 +371,7 @@ class RabbitNode:
             # A clustered node started while its peers are down waits for them: 3 x 10 s, not 10 x 30 s.
             "mnesia_table_loading_retry_timeout = 10000",
             "mnesia_table_loading_retry_limit = 3",
+            *tls_config(tls, self.tls_port, self.external),
             "",
         ]))
         self.session.nodes.append(self)
@@ -342,6 +382,17 @@ class RabbitNode:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}"
+
+    def url_for(self, user: str = "", password: str = "", *, tls: bool = False) -> str:
+        """The node's URL for ``user`` (no credentials when empty), plain or (``tls``) on its TLS listener;
+        ``localhost``, a name the node's certificate carries, so that clients check it."""
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}@" if password else \
+            (f"{quote(user, safe='')}@" if user else "")
+        if tls:
+            if not self.tls_port:
+                raise HarnessError(f"{self.name} has no TLS listener (RabbitNode(..., tls=TlsConfig(...)))")
+            return f"amqps://{credentials}localhost:{self.tls_port}"
+        return f"amqp://{credentials}127.0.0.1:{self.port}"
 
     @property
     def env(self) -> Dict[str, str]:
@@ -451,6 +502,28 @@ class RabbitNode:
     def set_expiry_policy(self) -> None:
         name, pattern, definition = GEN_EXPIRE_POLICY
         self.ctl("set_policy", name, pattern, definition, "--apply-to", "queues")
+
+    # --- users (each agent and console a user of its own, as docs/DEPLOYMENT.md sets them up) ---
+
+    def add_user(self, user: str, password: str = "") -> None:
+        """A user with ``password`` (read from stdin, as DEPLOYMENT.md does it: never on a command line);
+        without one, a user that can log in only by its client certificate (EXTERNAL)."""
+        argv = [str(CTL), "-n", self.name, "add_user", user]
+        result = subprocess.run(argv, input=f"{password or secrets.token_hex(16)}\n", env=self.env,
+                                capture_output=True, text=True, timeout=CTL_TIMEOUT)
+        if result.returncode != 0:
+            raise HarnessError(f"rabbitmqctl add_user {user} on {self.name} failed: {result.stdout}{result.stderr}")
+        if not password:
+            self.ctl("clear_password", user)
+
+    def set_permissions(self, user: str, configure: str, write: str, read: str, vhost: str = "/") -> None:
+        """Configure, write and read patterns on queues and exchanges (``set_permissions``)."""
+        self.ctl("set_permissions", "-p", vhost, user, configure, write, read)
+
+    def set_topic_permissions(self, user: str, write: str, read: str, exchange: str = "amq.topic",
+                              vhost: str = "/") -> None:
+        """Which routing keys ``user`` may publish (``write``) and bind (``read``) on a topic exchange."""
+        self.ctl("set_topic_permissions", "-p", vhost, user, exchange, write, read)
 
     def start(self, timeout: float = 60.0) -> "RabbitNode":
         """Start the node and wait until it serves AMQP 1.0 (~5 s; the first start of a node ~6 s)."""

@@ -37,15 +37,21 @@ from virtq.transport.profiles import WRAPPED_LIST
 
 from ..conftest import AgentFactory
 from ..helpers import NODE_URI, run_cli
+from .conftest import ALLOW_ALL_TEXT
 from .fleet import PAUSED, RUNNING, Fleet, seen, truth, wait_until
-from .harness import CTL, RabbitNode
+from .harness import RabbitNode
+from .identities import add_users
 
 pytestmark = pytest.mark.broker
 
 BIN = Path(sys.executable).parent
 VIRTQ_AGENT = BIN / "virtq-agent"
 INSTANCES = ("path-0", "path-1", "path-2")
-USER, PASSWORD = "virtq-agent", "s3cret-agent"
+USER = "path-opts"
+"""The agent user the wrong-password tests try."""
+CREDENTIAL_AGENTS = ("path-opts", "path-conf", "path-env", "path-url")
+"""Agents given their credentials each another way; each its own broker user, named like its instance."""
+CONSOLE_USER = "path-console"
 
 
 @pytest.fixture(scope="module")
@@ -66,20 +72,25 @@ def console(fleet: Fleet, rabbit: RabbitNode, agents: List[Agent]) -> Console:
     return fleet.console(rabbit.url)
 
 
-PERMISSIONS = (r"^amq\.gen-.*", r"^(amq\.gen-.*|amq\.direct|amq\.topic)$", r"^(amq\.gen-.*|amq\.direct|amq\.topic)$")
-"""configure, write, read: the least DEPLOYMENT.md grants virtq's users (the AMQP 1.0 plugin's own queues,
-the two exchanges)."""
+def password_of(user: str) -> str:
+    return f"s3cret-{user}"
 
 
 @pytest.fixture(scope="module")
-def broker_user(rabbit: RabbitNode) -> Tuple[str, str]:
-    """A user of its own (guest may log in anonymously: the plugin's default_user), to see credentials used,
-    with the permissions DEPLOYMENT.md gives; its password read from stdin, as DEPLOYMENT.md does it."""
-    result = subprocess.run([str(CTL), "-n", rabbit.name, "add_user", USER], input=f"{PASSWORD}\n", env=rabbit.env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    rabbit.ctl("set_permissions", "-p", "/", USER, *PERMISSIONS)
-    return USER, PASSWORD
+def broker_users(rabbit: RabbitNode) -> List[str]:
+    """Users of their own (guest may log in anonymously: the plugin's default_user), to see credentials used:
+    an agent user per instance and a console user, with the permissions DEPLOYMENT.md gives them."""
+    add_users(rabbit, agents={user: password_of(user) for user in CREDENTIAL_AGENTS},
+              consoles={CONSOLE_USER: password_of(CONSOLE_USER)})
+    return [*CREDENTIAL_AGENTS, CONSOLE_USER]
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ALLOW_ALL for the virtq-agent processes (--policy)."""
+    path = tmp_path_factory.mktemp("path-policy") / "policy.ini"
+    path.write_text(ALLOW_ALL_TEXT)
+    return path
 
 
 def bare(rabbit: RabbitNode) -> str:
@@ -147,14 +158,16 @@ def test_a_query_in_several_batches_arrives_whole_and_wrapped(fleet: Fleet, rabb
         wait_until(lambda: seen(console, bulk.name) == truth(bulk.hypervisor), timeout=30)
 
         # The same query by hand: what RabbitMQ carried, before the profile unwrapped it.
-        reply_key = f"raw-{uuid.uuid4().hex[:8]}"
+        rabbitmq = profile("rabbitmq")
+        reply_to = rabbitmq.reply_source(f"raw{uuid.uuid4().hex[:8]}", "guest")
+        assert reply_to is not None
         connection = BlockingConnection(rabbit.url, timeout=5)
         try:
-            receiver = connection.create_receiver(f"/exchange/amq.direct/{reply_key}", name=f"r-{reply_key}")
-            target = profile("rabbitmq").target(WireMessage(direct_address(bulk.name), {}, None))
-            wire = QueryRequest(what="OBJECT", correlation_id="q1",
-                                reply_to=f"/exchange/amq.direct/{reply_key}").encode(direct_address(bulk.name))
-            sender = connection.create_sender(target, name=f"s-{reply_key}")
+            receiver = connection.create_receiver(reply_to, name=f"r-{reply_to}")
+            wire = rabbitmq.outgoing(QueryRequest(what="OBJECT", correlation_id="q1", reply_to=reply_to)
+                                     .encode(direct_address(bulk.name)))
+            assert (wire.address, wire.subject) == ("/exchange/amq.topic", f"qmf.direct.{bulk.name}")
+            sender = connection.create_sender(wire.address, name=f"s-{reply_to}")
             sender.send(Message(body=wire.body, properties=dict(wire.properties), subject=wire.subject,
                                 correlation_id="q1", reply_to=wire.reply_to), timeout=5)
             raw = []
@@ -304,7 +317,7 @@ def test_cli_through_the_broker(rabbit: RabbitNode, console: Console, agents: Li
 
 # --- credentials ----------------------------------------------------------------------------------------
 
-def test_a_wrong_password_is_a_clear_not_connected_error(rabbit: RabbitNode, broker_user: Tuple[str, str]) -> None:
+def test_a_wrong_password_is_a_clear_not_connected_error(rabbit: RabbitNode, broker_users: List[str]) -> None:
     """RabbitMQ refuses the SASL PLAIN exchange (~3 s after the attempt): the console says so at
     once, password hidden, instead of retrying until its timeout; the CLI exits 3 (unreachable) with it.
     (The agent's side: see the daemon test below.)"""
@@ -332,54 +345,60 @@ def test_a_wrong_password_is_a_clear_not_connected_error(rabbit: RabbitNode, bro
     assert result.stderr.strip() == f"Error: unreachable: {message}"
 
 
-def _agent_process(args: List[str], env: Dict[str, str], log: Path) -> "subprocess.Popen[bytes]":
+def _agent_process(args: List[str], env: Dict[str, str], log: Path, policy: Path) -> "subprocess.Popen[bytes]":
     environment = {k: v for k, v in os.environ.items() if not k.startswith("VIRTQ_AGENT_")}
     environment.update(env)
     with open(log, "wb") as out:
-        return subprocess.Popen([str(VIRTQ_AGENT), "--libvirt", NODE_URI, "--heartbeat", "1", *args],
+        return subprocess.Popen([str(VIRTQ_AGENT), "--libvirt", NODE_URI, "--heartbeat", "1", "--policy", str(policy),
+                                 *args],
                                 env=environment, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def test_credentials_from_the_url_options_config_file_and_environment(
-        rabbit: RabbitNode, broker_user: Tuple[str, str], fleet: Fleet, console: Console, tmp_path: Path) -> None:
+        rabbit: RabbitNode, broker_users: List[str], policy_file: Path, fleet: Fleet, console: Console,
+        tmp_path: Path) -> None:
     """An agent given ``amqp://user:pass@host:port``, and ``virtq-agent`` processes given the broker without
     credentials: user and password from --broker-user/--broker-password, from the configuration file (mode
-    0600) and from the environment. RabbitMQ lists their sessions under that user; passwords never reach
-    the logs. A wrong password keeps one out, and its log says why."""
+    0600) and from the environment — each agent a user of its own, with DEPLOYMENT.md's agent permissions.
+    RabbitMQ lists their sessions under those users; passwords never reach the logs. A wrong password keeps
+    one out, and its log says why."""
     url = bare(rabbit)
     config = tmp_path / "agent.conf"
-    config.write_text(f"[agent]\nbroker = {url}\naddressing = rabbitmq\nbroker-user = {USER}\n"
-                      f"broker-password = {PASSWORD}\ninstance = path-conf\nstate-dir = {tmp_path / 'conf'}\n")
+    config.write_text(f"[agent]\nbroker = {url}\naddressing = rabbitmq\nbroker-user = path-conf\n"
+                      f"broker-password = {password_of('path-conf')}\ninstance = path-conf\n"
+                      f"state-dir = {tmp_path / 'conf'}\n")
     config.chmod(0o600)
     launches = {
-        "path-opts": (["--broker", url, "--addressing", "rabbitmq", "--broker-user", USER, "--broker-password",
-                       PASSWORD, "--instance", "path-opts", "--state-dir", str(tmp_path / "opts")], {}),
+        "path-opts": (["--broker", url, "--addressing", "rabbitmq", "--broker-user", "path-opts", "--broker-password",
+                       password_of("path-opts"), "--instance", "path-opts", "--state-dir", str(tmp_path / "opts")],
+                      {}),
         "path-conf": (["--config", str(config)], {}),
         "path-env": ([], {"VIRTQ_AGENT_BROKER": url, "VIRTQ_AGENT_ADDRESSING": "rabbitmq",
-                          "VIRTQ_AGENT_BROKER_USER": USER, "VIRTQ_AGENT_BROKER_PASSWORD": PASSWORD,
+                          "VIRTQ_AGENT_BROKER_USER": "path-env", "VIRTQ_AGENT_BROKER_PASSWORD": password_of("path-env"),
                           "VIRTQ_AGENT_INSTANCE": "path-env", "VIRTQ_AGENT_STATE_DIR": str(tmp_path / "env")}),
         "path-badpw": (["--broker", url, "--addressing", "rabbitmq", "--instance", "path-badpw",
                         "--state-dir", str(tmp_path / "badpw")],
                        {"VIRTQ_AGENT_BROKER_USER": USER, "VIRTQ_AGENT_BROKER_PASSWORD": "wrong-password"}),
     }
-    before = channel_users(rabbit).count(USER)
-    processes = {name: _agent_process(args, env, tmp_path / f"{name}.log") for name, (args, env) in launches.items()}
-    in_url = fleet.agent(f"amqp://{USER}:{PASSWORD}@127.0.0.1:{rabbit.port}", "path-url")
+    good = set(CREDENTIAL_AGENTS)
+    before = {user: channel_users(rabbit).count(user) for user in good}
+    processes = {name: _agent_process(args, env, tmp_path / f"{name}.log", policy_file)
+                 for name, (args, env) in launches.items()}
+    in_url = fleet.agent(f"amqp://path-url:{password_of('path-url')}@127.0.0.1:{rabbit.port}", "path-url")
     try:
-        good = {"path-opts", "path-conf", "path-env", "path-url"}
         try:
             wait_until(lambda: good <= {a.instance for a in console.agents}, timeout=20)
         except AssertionError:
             logs = {name: (tmp_path / f"{name}.log").read_text(errors="replace")[-1500:] for name in launches}
             raise AssertionError(f"agents seen: {sorted(a.instance for a in console.agents)}; logs: {logs}")
-        assert channel_users(rabbit).count(USER) == before + 4
+        assert {user: channel_users(rabbit).count(user) - before[user] for user in good} == dict.fromkeys(good, 1)
         assert "path-badpw" not in {a.instance for a in console.agents}
         for name in good:
             view = console.agents.get(name)
             assert seen(console, view.name)["domains"] and len(seen(console, view.name)["domains"]) == 4
-        # a console with the same (least) permissions: discovery, a query, a call
-        with Console(f"amqp://{USER}:{PASSWORD}@127.0.0.1:{rabbit.port}", timeout=5, addressing="rabbitmq",
-                     discovery=0.5) as restricted:
+        # a console with the least permissions of a console: discovery, a query, a call
+        with Console(f"amqp://{CONSOLE_USER}:{password_of(CONSOLE_USER)}@127.0.0.1:{rabbit.port}", timeout=5,
+                     addressing="rabbitmq", discovery=0.5) as restricted:
             assert good <= {a.instance for a in restricted.agents}
             assert restricted.domains.get("path-url/web2").getInfo()["state"] == RUNNING
     finally:
@@ -397,4 +416,4 @@ def test_credentials_from_the_url_options_config_file_and_environment(
     assert "Authentication failed" in bad_log and "wrong-password" not in bad_log, bad_log[-2000:]
     for name in ("path-opts", "path-conf", "path-env"):
         log = (tmp_path / f"{name}.log").read_text(errors="replace")
-        assert PASSWORD not in log, log[-2000:]
+        assert password_of(name) not in log, log[-2000:]

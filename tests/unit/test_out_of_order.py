@@ -1,6 +1,6 @@
 """Messages of one agent that arrive out of order (found by virtq-fleet through RabbitMQ): a record made
 before a newer statistics sample must not bring the older statistics back; and the RabbitMQ profile
-sends everything for the topic over one link, so one agent's messages stay in order.
+sends everything over one link, so one agent's messages stay in order.
 
 A resync's query answer, on the other hand, carries the agent's latest statistics, and they apply even
 though the record itself is older than the sample the console holds (an object whose state alone changed
@@ -17,7 +17,7 @@ from virtq.console import Console
 from virtq.console.repository import AgentView
 from virtq.schema import default_schema
 from virtq.schema.codec import DIRECT, TOPIC, DataRecord, ObjectId, StatsBatch, WireMessage
-from virtq.transport import RabbitMQProfile
+from virtq.transport import QmfProfile, RabbitMQProfile
 
 SCHEMA = default_schema()
 AGENT = "libvirt.org:virtq:fleet-00001"
@@ -84,16 +84,59 @@ def test_a_sample_received_after_the_query_went_out_is_kept() -> None:
     assert obj is not None and obj.stats["state"] == PAUSED
 
 
-def test_rabbitmq_sends_the_whole_topic_over_one_link() -> None:
+def test_rabbitmq_sends_everything_over_one_link() -> None:
+    """Indications, the locate broadcast, requests and replies: one link to amq.topic, the routing key in
+    the subject (a request or reply on a link of its own could overtake what the agent pushed before it)."""
     profile = RabbitMQProfile()
-    subjects = ["agent.ind.data.org_libvirt.Domain.libvirt_org.virtq",
-                "agent.ind.stats.org_libvirt.Domain.libvirt_org.virtq",
-                "agent.ind.event.org_libvirt.domainLifecycle.libvirt_org.virtq",
-                "console.request.agent_locate"]
-    targets = {profile.target(WireMessage(TOPIC, {}, {}, subject)) for subject in subjects}
-    assert targets == {"/exchange/amq.topic"}  # the routing key is each message's subject
-    assert profile.logical("/exchange/amq.topic") == TOPIC  # what an agent receives on it is for the topic
-    assert profile.target(WireMessage(f"{DIRECT}/{AGENT}", {}, {}, "")) == f"/exchange/amq.direct/{AGENT}"
+    reply_to = profile.reply_source("c0ffee", "ops")
+    assert reply_to == "/topic/qmf.reply.ops.c0ffee"
+    logical = [WireMessage(TOPIC, {}, {}, "agent.ind.data.org_libvirt.Domain.libvirt_org.virtq"),
+               WireMessage(TOPIC, {}, {}, "agent.ind.stats.org_libvirt.Domain.libvirt_org.virtq"),
+               WireMessage(TOPIC, {}, {}, "agent.ind.event.org_libvirt.domainLifecycle.libvirt_org.virtq"),
+               WireMessage(TOPIC, {}, {}, "console.request.agent_locate"),
+               WireMessage(f"{DIRECT}/{AGENT}", {}, {}, "", "c1", reply_to),
+               WireMessage(reply_to, {}, [1, 2], "", "c1")]
+    sent = [profile.outgoing(wire) for wire in logical]
+    assert {wire.address for wire in sent} == {"/exchange/amq.topic"}
+    assert [wire.subject for wire in sent] == [wire.subject for wire in logical[:4]] + [
+        f"qmf.direct.{AGENT}", "qmf.reply.ops.c0ffee"]
+    assert sent[4].reply_to == reply_to and sent[5].body == {"_virtq_list": [1, 2]}
+    # and back: what each receiver makes of it (by its routing key, whatever the sender put in ``to``)
+    assert [profile.incoming(wire) for wire in sent] == logical
+    assert profile.logical("/exchange/amq.topic") == TOPIC
+
+
+# --- the rabbitmq profile's addresses: what topic permissions can confine -----------------------------
+
+def test_rabbitmq_agents_and_consoles_bind_only_their_own_keys() -> None:
+    profile = RabbitMQProfile()
+    assert profile.agent_sources(AGENT) == [f"/topic/qmf.direct.{AGENT}", "/topic/console.request.agent_locate"]
+    assert profile.console_sources() == ["/topic/agent.ind.#"]
+    assert profile.reply_source("42", None) == "/topic/qmf.reply.anonymous.42"  # no user in the URL
+    assert profile.logical(f"/topic/qmf.direct.{AGENT}") == f"{DIRECT}/{AGENT}"
+    assert profile.logical("/topic/agent.ind.#") == TOPIC
+
+
+def test_rabbitmq_replies_go_only_under_qmf_reply() -> None:
+    """A request's reply-to may say anything; the agent publishes the reply under ``qmf.reply.`` whatever
+    it says: a key its topic permissions refuse would end its session (any console could make every
+    agent reconnect), and a key like ``agent.ind.…`` would pass its reply off as a push."""
+    profile = RabbitMQProfile()
+    for reply_to in ["/topic/agent.ind.heartbeat.libvirt_org.virtq", "/topic/console.request.agent_locate",
+                     f"/topic/qmf.direct.{AGENT}", "/exchange/amq.direct/virtq-reply-1", "qmf.reply.ops.1",
+                     "/topic/qmf.reply.", ""]:
+        sent = profile.outgoing(WireMessage(reply_to, {}, {}, "", "c1"))
+        assert (sent.address, sent.subject) == ("/exchange/amq.topic", "qmf.reply."), reply_to
+
+
+def test_the_qmf_profile_is_unchanged() -> None:
+    profile = QmfProfile()
+    assert profile.reply_source("42", "ops") is None  # a dynamic receiver
+    request = WireMessage(f"{DIRECT}/{AGENT}", {}, [1, 2], "", "c1", "reply-1")
+    assert profile.outgoing(request) == request
+    indication = WireMessage(TOPIC, {}, {}, "agent.ind.heartbeat.libvirt_org.virtq")
+    assert profile.outgoing(indication).address == "qmf.default.topic/agent.ind.heartbeat.libvirt_org.virtq"
+    assert profile.incoming(WireMessage("qmf.default.topic/agent.ind.#", {}, {}, indication.subject)) == indication
 
 
 def test_a_sample_that_comes_before_the_query_answer_is_applied_when_the_object_arrives() -> None:

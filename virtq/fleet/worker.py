@@ -128,6 +128,7 @@ class Worker:
 
     def _start_one(self, schema: Any, workdir: Path, name: str) -> _Host:
         from virtq.agent.libvirt_adapter import LibvirtHypervisor
+        from virtq.agent.policy import Policy
 
         c = self.config
         path = workdir / f"{name}.xml"
@@ -145,8 +146,11 @@ class Worker:
             def transport(agent_name: str) -> Transport:
                 return amqp.Connection(urls, profile(c.via), role="agent", agent_name=agent_name,
                                        require_connection=False)
+        # The fleet is a benchmark on libvirt's test driver: through a broker (where an agent without a
+        # policy denies every call) its consoles may do anything; in direct mode (loopback) the default does.
+        policy = None if c.via == "direct" else Policy.everyone(schema, "admin", "virtq.fleet (test driver)")
         agent = Agent(schema, hv, transport, instance=name, heartbeat=c.heartbeat, interval=c.interval,
-                      slow_interval=c.slow_interval, reconcile=c.reconcile, workers=c.agent_workers)
+                      slow_interval=c.slow_interval, reconcile=c.reconcile, workers=c.agent_workers, policy=policy)
         try:
             agent.start()
         except Exception:

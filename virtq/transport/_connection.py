@@ -97,7 +97,7 @@ class _ConnectionHandler(ReactorHandler):
             names.append(name)
         if owner.role == "console":
             self.reply_link_name = f"{owner.link_prefix}-replies"
-            reply = owner.profile.reply_source(owner.console_id)
+            reply = owner.profile.reply_source(owner.console_id, user or None)
             if reply is None:
                 container.create_receiver(self.connection, None, dynamic=True, name=self.reply_link_name)
             else:
@@ -126,9 +126,7 @@ class _ConnectionHandler(ReactorHandler):
         # (direct mode) nothing validated it, so it is not taken.
         principal = user_id_of(event.message) if self.owner.validated_user_id else None
         wire = from_proton(event.message, source, self.last_delivery_size, principal)
-        profile = self.owner.profile
-        self.owner._deliver(WireMessage(profile.logical(wire.address), wire.properties, profile.unwrap(wire.body),
-                                        wire.subject, wire.correlation_id, wire.reply_to, wire.size, principal))
+        self.owner._deliver(self.owner.profile.incoming(wire))
 
     # sending -----------------------------------------------------------------------------------
 
@@ -136,15 +134,14 @@ class _ConnectionHandler(ReactorHandler):
         if self.connection is None or not self.owner.connected:
             self.owner.dropped += 1
             return
-        profile = self.owner.profile
-        target = profile.target(wire)
+        physical = self.owner.profile.outgoing(wire)  # the sender link's address, the routing subject
+        target = physical.address
         box = self.senders.get(target)
         if box is None:
             link = self.owner._reactor.container.create_sender(
                 self.connection, target, name=f"{self.owner.link_prefix}-out-{uuid.uuid4().hex[:8]}")
             box = self.senders[target] = _Outbox(link, target, user_id=self.user_id)
-        box.push(WireMessage(target, wire.properties, profile.wrap(wire.body), wire.subject, wire.correlation_id,
-                             wire.reply_to))
+        box.push(physical)
 
     def on_sendable(self, event: Any) -> None:
         for box in self.senders.values():
