@@ -148,9 +148,12 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
                  "are client certificate CNs" if listener.tls else f"plain AMQP on {listen}: every console is "
                  "anonymous")
     else:
-        users = sorted({split_credentials(u)[1] or "(none)" for u in urls})
+        users = sorted({split_credentials(u)[1] or tls.common_name() or "(none)" for u in urls})
         log.info("security: through %s as broker user %s; principals are the broker-validated user-ids of requests",
                  " ".join(redact(u) for u in urls), ", ".join(users))
+        if addressing == "rabbitmq" and users != [agent.instance]:
+            log.warning("broker user %s is not this agent's instance name %s: with the documented permissions "
+                        "(docs/DEPLOYMENT.md) its request binding is refused", ", ".join(users), agent.instance)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: stopping", signum)

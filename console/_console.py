@@ -12,13 +12,14 @@ import dataclasses
 import itertools
 import logging
 import queue
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from virtq.schema import default_schema, errors
-from virtq.schema.codec import (TOPIC, AgentHeartbeat, AgentInfo, AgentLocateRequest, AgentLocateResponse,
+from virtq.schema.codec import (DIRECT, TOPIC, AgentHeartbeat, AgentInfo, AgentLocateRequest, AgentLocateResponse,
                                 DataIndication, EventIndication, ExceptionResponse, Message, MethodRequest,
                                 MethodResponse, ObjectId, QueryRequest, QueryResponse, StatsIndication,
                                 WireMessage, decode, direct_address)
@@ -48,6 +49,7 @@ class _Pending:
     transport: Transport
     apply: bool = False  # apply returned records to the repositories, in wire order
     many: bool = False  # a broadcast (agent locate through a broker): collect answers until the deadline
+    agent: str = ""  # the agent asked (its answers must come from it); "" for a broadcast
     replies: List[Message] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     error: Optional[Exception] = None
@@ -253,8 +255,11 @@ class Console:
                       many: bool = False) -> _Pending:
         if self._closed:
             raise errors.NotConnectedError("console is closed")
-        cid = f"c{next(self._ids)}"
-        pending = _Pending(cid, transport, apply, many)
+        # Unguessable: every agent behind a broker learns a console's reply address from its locate, and an
+        # answer is matched by its correlation id; a guessed id would let one agent answer for another.
+        cid = f"c{next(self._ids)}-{secrets.token_hex(8)}"
+        asked = address[len(DIRECT) + 1:] if address.startswith(DIRECT + "/") else ""
+        pending = _Pending(cid, transport, apply, many, agent=asked)
         with self._pending_lock:
             self._pending[cid] = pending
         wire = dataclasses.replace(request, correlation_id=cid, reply_to=transport.reply_address).encode(address)
@@ -534,6 +539,13 @@ class Console:
             with self._changed:
                 self._changed.notify_all()
 
+    def _distrust(self, principal: Optional[str], agent: str, what: str) -> None:
+        """Drop a message whose sender may not speak for the agent it names (counted, logged sparingly)."""
+        self.untrusted += 1
+        if self.untrusted in (1, 10, 100) or self.untrusted % 1000 == 0:
+            log.warning("dropping %s from agent %s (user %s): not the agent's (%d so far)", what, agent,
+                        principal or "(none)", self.untrusted)
+
     def _ingest_one(self, url: str, transport: Transport, wire: WireMessage) -> None:
         try:
             message = decode(wire)
@@ -543,15 +555,15 @@ class Console:
         if self.trust.enabled:
             impostor = self.trust.check(wire.principal, message)
             if impostor is not None:
-                self.untrusted += 1
-                if self.untrusted in (1, 10, 100) or self.untrusted % 1000 == 0:
-                    log.warning("dropping a message from user %s, which may not speak for agent %s (%d so far)",
-                                wire.principal or "(none)", impostor, self.untrusted)
+                self._distrust(wire.principal, impostor, f"a message about agent {impostor}")
                 return
         pending = None
         if message.correlation_id is not None:
             with self._pending_lock:
                 pending = self._pending.get(message.correlation_id)
+        if pending is not None and pending.agent and message.agent != pending.agent:
+            self._distrust(wire.principal, message.agent or "(none)", f"an answer to a request to {pending.agent}")
+            return
         if pending is not None:
             if pending.apply and isinstance(message, QueryResponse):
                 self._updater.apply_records(message.records, answered_after=pending.sent)

@@ -11,13 +11,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 
 from click.testing import CliRunner, Result
 
 from virtq.console.cli import cli
+from virtq.schema.codec import WireMessage
+from virtq.transport.base import Deliver, StateListener, Transport
 
 DATA = Path(__file__).parent / "data"
 NODE_XML = DATA / "node.xml"
@@ -117,3 +120,29 @@ def stop_process(proc: "subprocess.Popen[bytes]", log_path: Path) -> None:
     except subprocess.TimeoutExpired:
         pytest.fail(f"virtq-agent ignored SIGTERM for 5s: {log_path.read_text()}")
     assert code == 0, log_path.read_text()
+
+
+class RecordingTransport(Transport):
+    """Records what is sent through it; never delivers anything (tests feed the console by hand)."""
+
+    def __init__(self) -> None:
+        self.sent: List[WireMessage] = []
+        self.lock = threading.Lock()
+
+    def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
+        pass
+
+    def send(self, message: WireMessage) -> None:
+        with self.lock:
+            self.sent.append(message)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        pass
+
+    @property
+    def reply_address(self) -> str:
+        return "replies"
+
+    @property
+    def connected(self) -> bool:
+        return True

@@ -3,45 +3,20 @@ machine, 1,000 agents' first loads timed out and those agents stayed without obj
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import List, Optional
 
 import pytest
 
 from virtq.console import Console
 from virtq.schema import errors
-from virtq.schema.codec import AgentInfo, QueryRequest, WireMessage, decode, now_ns
-from virtq.transport.base import Deliver, StateListener, Transport
+from virtq.schema.codec import AgentInfo, QueryRequest, decode, now_ns
+
+from ..helpers import RecordingTransport
 
 AGENT = "libvirt.org:virtq:fleet-00007"
 
 
-class Silent(Transport):
-    """Records what the console sends; never answers."""
-
-    def __init__(self) -> None:
-        self.sent: List[WireMessage] = []
-        self.lock = threading.Lock()
-
-    def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
-        pass
-
-    def send(self, message: WireMessage) -> None:
-        with self.lock:
-            self.sent.append(message)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        pass
-
-    @property
-    def reply_address(self) -> str:
-        return "replies"
-
-    @property
-    def connected(self) -> bool:
-        return True
-
+class Silent(RecordingTransport):
     def queries(self) -> int:
         with self.lock:
             return sum(1 for w in self.sent if isinstance(decode(w), QueryRequest))

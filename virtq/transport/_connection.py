@@ -85,6 +85,8 @@ class _ConnectionHandler(ReactorHandler):
         bare, user, password = split_credentials(url)  # (proton logs the URL it connects to)
         credentials: Dict[str, Any] = {key: value for key, value in (("user", user), ("password", password))
                                        if value is not None}
+        if user is None and is_tls(url) and owner.tls.cert and password is None:
+            user = owner.tls.common_name()  # EXTERNAL: the broker knows us by our certificate's CN
         self.user_id = user if owner.validated_user_id else None
         ssl_domain = owner.ssl_domain() if is_tls(url) else None
         self.connection = container.connect(bare, reconnect=False, allowed_mechs=owner.mechanisms_for(url),
@@ -178,8 +180,10 @@ class _ConnectionHandler(ReactorHandler):
 
     def on_transport_error(self, event: Any) -> None:
         condition = event.transport.condition
-        self._lose(f"transport error: {self._why(condition, 'unknown')}")
-        if condition is not None and condition.name == UNAUTHORIZED:
+        why = self._why(condition, 'unknown')
+        self._lose(f"transport error: {why}")
+        # Refused credentials and failed certificate checks will not pass on a retry: start() stops waiting.
+        if condition is not None and (condition.name == UNAUTHORIZED or why.startswith("SSL Failure")):
             self.owner._refused(self.owner.current_url)
 
     def on_connection_remote_close(self, event: Any) -> None:
@@ -364,7 +368,10 @@ class Connection(Transport):
                 return
         if why != self._logged_failure and not self._closing:
             self._logged_failure = why
-            log.warning("no connection to %s: %s (retrying)", redact(self.current_url), why)
+            hint = ""
+            if "aborted" in why and not self._ever_connected.is_set():
+                hint = " — a broker that refuses one of our links aborts the connection: check this user's permissions"
+            log.warning("no connection to %s: %s (retrying)%s", redact(self.current_url), why, hint)
 
     def _deliver(self, wire: WireMessage) -> None:
         if self._deliver_fn is not None:

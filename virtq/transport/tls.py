@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlsplit
@@ -44,6 +45,21 @@ class TlsConfig:
         for what, path in (("certificate", self.cert), ("key", self.key), ("CA", self.ca)):
             if path and not os.access(path, os.R_OK):
                 raise TlsError(f"TLS {what} file {path} is missing or unreadable")
+
+    def common_name(self) -> Optional[str]:
+        """The subject CN of our certificate: who a broker that logs us in by certificate (EXTERNAL)
+        takes us for. None when there is no certificate or it cannot be read."""
+        if not self.cert:
+            return None
+        try:  # CPython's own PEM decoder (no third-party X.509 library needed)
+            decoded = ssl._ssl._test_decode_cert(self.cert)  # type: ignore[attr-defined]
+        except (OSError, ssl.SSLError, AttributeError):
+            return None
+        for rdn in decoded.get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    return str(value)
+        return None
 
     def server_domain(self) -> SSLDomain:
         """A listener's domain: present our certificate, require and verify the peer's against the CA."""
