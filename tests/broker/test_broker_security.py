@@ -244,10 +244,10 @@ def test_bad_credentials_are_refused(broker: RabbitNode, trust: TlsConfig, pki: 
 
 def test_a_console_may_log_in_by_its_certificate(broker: RabbitNode, hv01: Agent, pki: Pki, trust: TlsConfig,
                                                  fleet: Fleet) -> None:
-    """SASL EXTERNAL: the certificate's CN is the broker user (the URL names it, with no password: it is
-    the user the console's messages carry and its reply key)."""
+    """SASL EXTERNAL: the certificate's CN is the broker user — and, with no user in the URL, the user the
+    console's messages carry and the word of its reply key."""
     auditor = pki.tls("mq-auditor", cn=AUDITOR)
-    console = fleet.console(broker.url_for(AUDITOR, tls=True), tls_cert=auditor.cert, tls_key=auditor.key,
+    console = fleet.console(broker.url_for(tls=True), tls_cert=auditor.cert, tls_key=auditor.key,
                             tls_ca=trust.ca, agent_users="instance")
     wait_until(lambda: seen(console, hv01.name) == truth(hv01.hypervisor), timeout=5)
     assert broker_of(console).reply_address.startswith(f"/topic/qmf.reply.{AUDITOR}.")
