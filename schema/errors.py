@@ -10,8 +10,10 @@
     │   ├── InvalidParameterError   4  missing, unknown or wrongly typed argument (also raised locally)
     │   ├── ForbiddenError          6
     │   ├── AgentError              7  the agent failed or the request was malformed
+    │   ├── ObjectBusyError         8  the object's libvirt calls are stuck: this one was not started
     │   └── LibvirtError            0x10000 + libvirt's error number, libvirt's message
-    │       └── AccessDeniedError   0x10058 (VIR_ERR_ACCESS_DENIED, 88): the policy does not grant it
+    │       ├── AccessDeniedError   0x10058 (VIR_ERR_ACCESS_DENIED, 88): the policy does not grant it
+    │       └── LibvirtTimeoutError 0x10044 (VIR_ERR_OPERATION_TIMEOUT, 68): libvirt did not answer in time
     ├── ProtocolError               a message that does not decode (raised by the codec)
     └── ConsoleError                raised by the console on its own side
         ├── NotConnectedError       no connection to the agent (now)
@@ -35,8 +37,12 @@ STATUS_INVALID_PARAMETER = 4
 STATUS_FEATURE_NOT_IMPLEMENTED = 5
 STATUS_FORBIDDEN = 6
 STATUS_EXCEPTION = 7
+STATUS_BUSY = 8
+"""virtq's extension: the target object has libvirt calls stuck; the call was refused, not queued."""
 STATUS_USER = 0x10000
 """libvirt errors are reported as STATUS_USER + virErrorNumber."""
+VIR_ERR_OPERATION_TIMEOUT = 68
+"""libvirt's "Timed out during operation" (what QEMU's driver says of a domain whose job lock is held)."""
 VIR_ERR_ACCESS_DENIED = 88
 """libvirt's own code for a refused permission (virerror.h; 55 is VIR_ERR_OPERATION_INVALID, "domain is not
 running", which a denial must never be mistaken for); the agent's policy refuses with it too."""
@@ -82,6 +88,13 @@ class AgentError(RemoteError):
     code = STATUS_EXCEPTION
 
 
+class ObjectBusyError(RemoteError):
+    """The object's libvirt calls are stuck (a hung QEMU monitor, dead storage): the agent refused this
+    one at once instead of queueing it behind them; the text names the oldest stuck call and its age."""
+
+    code = STATUS_BUSY
+
+
 class LibvirtError(RemoteError):
     """A libvirt error: ``error_code`` = 0x10000 + virErrorNumber."""
 
@@ -104,6 +117,12 @@ class AccessDeniedError(LibvirtError):
     @classmethod
     def denied(cls, text: str) -> "AccessDeniedError":
         return cls(f"access denied: {text}")
+
+
+class LibvirtTimeoutError(LibvirtError):
+    """libvirt did not answer within the agent's call timeout; the call may still complete later."""
+
+    code = STATUS_USER + VIR_ERR_OPERATION_TIMEOUT
 
 
 class ProtocolError(VirtqError):
@@ -133,14 +152,15 @@ class AmbiguousRefError(ConsoleError, LookupError):
 _BY_CODE: Dict[int, Type[RemoteError]] = {
     cls.code: cls
     for cls in (UnknownObjectError, UnknownMethodError, NotImplementedError_,
-                InvalidParameterError, ForbiddenError, AgentError)
+                InvalidParameterError, ForbiddenError, AgentError, ObjectBusyError)
 }
 
 
 def remote_error(error_code: int, error_text: str) -> RemoteError:
     """Rebuild the typed error for an ``_exception`` received from an agent."""
-    if error_code == AccessDeniedError.code:
-        return AccessDeniedError(error_text, error_code)
+    if error_code in (AccessDeniedError.code, LibvirtTimeoutError.code):
+        return (AccessDeniedError if error_code == AccessDeniedError.code else LibvirtTimeoutError)(
+            error_text, error_code)
     if error_code >= STATUS_USER:
         return LibvirtError(error_text, error_code)
     return _BY_CODE.get(error_code, RemoteError)(error_text, error_code)
