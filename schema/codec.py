@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
-from .errors import ProtocolError
+from .errors import InvalidParameterError, ProtocolError
 from .model import SchemaId
 
 APP_ID_KEY = "x-amqp-0-10.app-id"
@@ -92,6 +92,25 @@ def _require(mapping: Any, key: str, kind: Union[type, Tuple[type, ...]], where:
     return value
 
 
+_CONTROL_CHARACTERS = frozenset(chr(c) for c in (*range(0x00, 0x20), 0x7f))
+
+
+class InvalidObjectNameError(ProtocolError, InvalidParameterError):
+    """An object name no object can have (NUL or another control character): the request is malformed
+    (ProtocolError, for whoever decodes) and answered as an invalid parameter, code 4 (PROTOCOL.md 8.3)."""
+
+    def __init__(self, error_text: str) -> None:
+        InvalidParameterError.__init__(self, error_text)
+
+
+def check_object_name(name: str) -> str:
+    """``name`` unless it holds a control character (libvirt names and UUIDs never do; a NUL cut C strings)."""
+    if not _CONTROL_CHARACTERS.isdisjoint(name):
+        bad = next(c for c in name if c in _CONTROL_CHARACTERS)
+        raise InvalidObjectNameError(f"invalid object name: it contains the control character {ord(bad):#04x}")
+    return name
+
+
 @dataclass(frozen=True)
 class ObjectId:
     """QMF's ``_object_id``: a deterministic object name scoped by agent (and its epoch)."""
@@ -106,7 +125,7 @@ class ObjectId:
 
     @classmethod
     def from_wire(cls, value: Any) -> "ObjectId":
-        name = _require(value, "_object_name", str, "_object_id")
+        name = check_object_name(_require(value, "_object_name", str, "_object_id"))
         agent = value.get("_agent_name", "")
         epoch = value.get("_agent_epoch", 0)
         if not isinstance(agent, str) or isinstance(epoch, bool) or not isinstance(epoch, int):

@@ -148,6 +148,17 @@ def test_unknown_object_by_raw_request(shared_raw: RawClient, shared_agent: Agen
     assert_serving(shared_raw, shared_agent, baseline)
 
 
+@pytest.mark.parametrize("name", [f"Domain:{WEB1_UUID}\x00", "Domain:\x00", "Pool:x\ny", "Node:\x1b[31m", "\x7f"])
+def test_an_object_name_with_a_control_character_is_an_invalid_parameter(
+        shared_raw: RawClient, shared_agent: Agent, baseline: RegistryState, name: str) -> None:
+    """No object has such a name (a NUL would cut the C string libvirt sees): code 4, not 7 (PROTOCOL.md 8.3)."""
+    wire = shared_raw.method_wire(name, "getInfo")
+    bad = next(c for c in name if ord(c) < 0x20 or ord(c) == 0x7f)
+    assert_exception(shared_raw.request(wire), shared_agent, wire.correlation_id, 4,
+                     f"invalid object name: it contains the control character {ord(bad):#04x}")
+    assert_serving(shared_raw, shared_agent, baseline)
+
+
 def test_object_of_another_agent_is_unknown(shared_raw: RawClient, shared_agent: Agent,
                                             baseline: RegistryState) -> None:
     wire = shared_raw.method_wire(WEB1, "getInfo", agent_name="libvirt.org:virtq:elsewhere")
@@ -461,18 +472,32 @@ def test_all_malformed_requests_at_once(shared_raw: RawClient, shared_agent: Age
     assert_serving(shared_raw, shared_agent, baseline)
 
 
-def test_an_undecodable_message_is_rejected_and_the_agent_keeps_serving(shared_raw: RawClient,
-                                                                        shared_agent: Agent,
-                                                                        baseline: RegistryState) -> None:
-    """Valid AMQP with no Python value (a map keyed by a list) must not stop the agent's AMQP thread."""
-    body, properties = _method_parts(shared_raw)
+def _undecodable(raw: RawClient, *, reply_to: Optional[str], cid: str = "undecodable") -> bytes:
+    """A method request whose body is valid AMQP with no Python value (a map keyed by a list)."""
+    body, properties = _method_parts(raw)
     body["PLACEHOLDER"] = 1
-    encoded = ProtonMessage(body=body, properties=properties, address=shared_raw.address,
-                            reply_to=shared_raw.reply_to, correlation_id="undecodable").encode()
+    encoded = ProtonMessage(body=body, properties=properties, address=raw.address, reply_to=reply_to,
+                            correlation_id=cid).encode()
     key = b"\xa1\x0bPLACEHOLDER"  # str8 "PLACEHOLDER" -> a list8 holding one str8, the same 13 bytes
     assert encoded.count(key) == 1
+    return encoded.replace(key, b"\xc0\x0b\x01\xa1\x08AAAAAAAA")
+
+
+def test_an_undecodable_message_with_reply_to_is_answered_and_the_agent_keeps_serving(
+        shared_raw: RawClient, shared_agent: Agent, baseline: RegistryState) -> None:
+    """Valid AMQP with no Python value (a map keyed by a list) must not stop the agent's AMQP thread, and,
+    carrying a reply-to, gets its _exception 7 like any malformed message (PROTOCOL.md 8.3)."""
+    shared_raw.send_bytes(_undecodable(shared_raw, reply_to=shared_raw.reply_to))
+    reply = shared_raw.reply_for("undecodable")
+    assert isinstance(reply, ExceptionResponse) and reply.error_code == 7, reply
+    assert reply.error_text.startswith("malformed message")
+    assert_serving(shared_raw, shared_agent, baseline)
+
+
+def test_an_undecodable_message_without_reply_to_is_rejected(shared_raw: RawClient, shared_agent: Agent,
+                                                             baseline: RegistryState) -> None:
     with pytest.raises(SendException) as err:
-        shared_raw.send_bytes(encoded.replace(key, b"\xc0\x0b\x01\xa1\x08AAAAAAAA"))
+        shared_raw.send_bytes(_undecodable(shared_raw, reply_to=None))
     assert err.value.state == Delivery.REJECTED
     assert_serving(shared_raw, shared_agent, baseline)
 

@@ -8,12 +8,14 @@ whose address profile (``profiles``) maps QMF's addresses to what the peer accep
 """
 
 from ._connection import Backoff, Connection, direct_connection
-from ._direct import DirectListener
+from ._direct import EXIT_REACTOR_DIED, DirectListener
+from ._limits import Limits
 from ._memory import MemoryBus, MemoryTransport
-from .base import Audience, Deliver, StateListener, Transport, topic_matches
+from .base import UNDECODABLE, Audience, Deliver, StateListener, Transport, topic_matches
 from .profiles import AddressProfile, QmfProfile, RabbitMQProfile, profile
 from .tls import TlsConfig, TlsError, is_loopback, is_tls
 
-__all__ = ["AddressProfile", "Audience", "Backoff", "Connection", "Deliver", "DirectListener", "MemoryBus",
-           "MemoryTransport", "QmfProfile", "RabbitMQProfile", "StateListener", "TlsConfig", "TlsError", "Transport",
-           "direct_connection", "is_loopback", "is_tls", "profile", "topic_matches"]
+__all__ = ["AddressProfile", "Audience", "Backoff", "Connection", "Deliver", "DirectListener", "EXIT_REACTOR_DIED",
+           "Limits", "MemoryBus", "MemoryTransport", "QmfProfile", "RabbitMQProfile", "StateListener", "TlsConfig",
+           "TlsError", "Transport", "UNDECODABLE", "direct_connection", "is_loopback", "is_tls", "profile",
+           "topic_matches"]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import uuid
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from proton import Endpoint, Handler
 
@@ -23,7 +24,9 @@ from virtq.schema.codec import WireMessage
 from virtq.schema.errors import NotConnectedError
 
 from ._convert import from_proton, user_id_of
-from ._direct import _Outbox, _host_port
+from ._direct import _host_port
+from ._limits import SELECT_FD_LIMIT, Limits
+from ._outbox import Outbox
 from ._reactor import ReactorHandler, ReactorThread
 from .base import Deliver, StateListener, Transport
 from .profiles import AddressProfile, QmfProfile
@@ -31,6 +34,10 @@ from .tls import TlsConfig, check_scheme, is_loopback, is_tls
 from .urls import redact, split_credentials
 
 log = logging.getLogger(__name__)
+
+MAX_INCOMING_BYTES = 64 * 1024 * 1024
+"""Largest message a connection takes from its broker or agent (counted while it arrives); larger than a
+listener's limit because query answers and batches come this way."""
 
 UNAUTHORIZED = "amqp:unauthorized-access"
 """The condition of a refused SASL exchange (a wrong user or password)."""
@@ -61,7 +68,7 @@ class _ConnectionHandler(ReactorHandler):
         self.connection: Any = None
         self.receivers: Dict[str, str] = {}  # link name -> physical source address
         self.opened: set[str] = set()
-        self.senders: Dict[str, _Outbox] = {}
+        self.senders: Dict[str, Outbox] = {}
         self.reply_link_name = ""
         self.ended = ""  # why the current connection (attempt) ended, once known
         self.user_id: Optional[str] = None
@@ -142,7 +149,7 @@ class _ConnectionHandler(ReactorHandler):
         if box is None:
             link = self.owner._reactor.container.create_sender(
                 self.connection, target, name=f"{self.owner.link_prefix}-out-{uuid.uuid4().hex[:8]}")
-            box = self.senders[target] = _Outbox(link, target, user_id=self.user_id)
+            box = self.senders[target] = Outbox(link, target, user_id=self.user_id, limits=self.owner.limits)
         box.push(physical)
 
     def on_sendable(self, event: Any) -> None:
@@ -225,6 +232,20 @@ class _ConnectionHandler(ReactorHandler):
             self.owner._closed.set()
 
 
+def _check_descriptors() -> None:
+    """Refuse to start when the next socket would be out of select()'s range: proton would die of it on its
+    reactor thread ("filedescriptor out of range in select()") instead of saying so here."""
+    probe = socket.socket()
+    try:
+        fd = probe.fileno()
+    finally:
+        probe.close()
+    if fd >= SELECT_FD_LIMIT - 2:  # the connection's socket and the reactor's own wake-up pipe
+        raise NotConnectedError(
+            f"cannot connect: this process already has file descriptors up to {fd} open, and proton polls with "
+            f"select(), which cannot watch descriptors >= {SELECT_FD_LIMIT}; use a broker, or fewer files per process")
+
+
 class _Abort(Handler):
     """A timer task: abort a connection's transport unless it has closed by then."""
 
@@ -263,7 +284,7 @@ class Connection(Transport):
                  mechanisms: Optional[str] = None, backoff: Optional[Backoff] = None,
                  require_connection: bool = True, fail_fast: bool = False,
                  sources: Optional[Sequence[str]] = None, tls: Optional[TlsConfig] = None,
-                 validated_user_id: bool = True) -> None:
+                 validated_user_id: bool = True, limits: Optional[Limits] = None) -> None:
         if not urls:
             raise ValueError("a broker connection needs at least one URL")
         if role not in ("agent", "console") or (role == "agent" and not agent_name):
@@ -297,8 +318,10 @@ class Connection(Transport):
         self._url_index = 0
         self._failed_attempts = 0
         self._given_up = False
+        self.limits = limits or Limits(max_message_bytes=MAX_INCOMING_BYTES)
         self._handler = _ConnectionHandler(self)
-        self._reactor = ReactorThread(self._handler, f"virtq-{role}-{_host_port(self.urls[0])}")
+        self._handler.max_message_bytes = self.limits.max_message_bytes
+        self._reactor = ReactorThread(self._handler, f"virtq-{role}-{_host_port(self.urls[0])}", on_death=self._died)
         self._deliver_fn: Optional[Deliver] = None
         self._on_state: Optional[StateListener] = None
         self._reply_address = ""
@@ -377,15 +400,36 @@ class Connection(Transport):
         if self._deliver_fn is not None:
             self._deliver_fn(wire)
 
+    def _died(self, error: BaseException) -> None:
+        """The reactor thread died (proton's select() cannot poll a descriptor >= 1024, for one): the
+        connection is down for good, and says why rather than hanging."""
+        why = f"the AMQP reactor died: {error}"
+        if "filedescriptor out of range" in str(error):
+            why += f" (proton polls with select(), which cannot watch file descriptors >= {SELECT_FD_LIMIT}: " \
+                   "this process has too many files open; go through a broker or spread consoles over processes)"
+        self._given_up = True
+        self._down(why)
+        self._connected = False
+        self._settled.set()
+        self._closed.set()
+
     def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
         self._deliver_fn = deliver
         self._on_state = on_state
+        try:
+            _check_descriptors()
+        except NotConnectedError:
+            self._reactor.discard()
+            raise
         self._reactor.start()
         self._settled.wait(timeout)
         if not self._ever_connected.is_set() and self.require_connection:
             self.kill()
             raise NotConnectedError(f"cannot connect to {', '.join(redact(u) for u in self.urls)}: "
                                     f"{self.last_error or f'no answer within {timeout:g}s'}")
+
+    def set_ready(self, ready: Callable[[], bool]) -> None:
+        self._handler.flow.ready = ready
 
     def send(self, message: WireMessage) -> None:
         if not self._connected:

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from typing import Any, Callable, List, Optional, cast
 
 import proton._reactor as proton_reactor
-from proton import Delivery, SSLDomain
-from proton.handlers import IncomingMessageHandler, MessagingHandler
+from proton import Condition, Delivery, Endpoint, Handler, Message, SSLDomain
+from proton.handlers import FlowController, IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
+from virtq.logs import RateLimited, shown
+
+from ._credit import GatedFlow, Ready, always_ready
+from ._limits import CLOSE_GRACE, MESSAGE_SIZE_EXCEEDED
+
 log = logging.getLogger(__name__)
+_limited = RateLimited(log)
 
 
 class _LazySSLConfig:
@@ -49,6 +56,34 @@ class _LazySSLConfig:
         self.server.set_trusted_ca_db(certificate_db)
 
 
+class _ProtonLogLimit(logging.Filter):
+    """proton logs an error per socket that ends badly ("Couldn't recv: ConnectionResetError"): a flood of
+    1,100 connections wrote 1,100 lines. Each kind of line goes out once per window, with a count."""
+
+    def __init__(self, window: float = 10.0) -> None:
+        super().__init__()
+        self.limited = RateLimited(logging.getLogger("virtq.transport.proton"), window)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        kind = f"{record.msg}".split(":", 1)[0][:60]
+        self.limited.log(record.levelno, kind, "%s", shown(record.getMessage()))
+        return False
+
+
+def _limit_proton_logs() -> None:
+    proton_log = logging.getLogger("proton")
+    if not any(isinstance(f, _ProtonLogLimit) for f in proton_log.filters):
+        proton_log.addFilter(_ProtonLogLimit())
+
+
+_limit_proton_logs()
+
+
+PREFETCH = 256
+"""Credit each receiving link is kept at (while the consumer is ready: see _credit)."""
+
 _container_lock = threading.Lock()
 
 
@@ -64,30 +99,101 @@ def _container(handler: Any) -> Container:
 
 
 class _TolerantIncoming(IncomingMessageHandler):
-    """proton's incoming-message handler, except that a message that cannot be decoded
-    (valid AMQP that has no Python value, e.g. a map keyed by a list) is rejected and
-    logged instead of raising out of the reactor, which would end the reactor thread."""
+    """proton's incoming-message handler, with two differences that keep a peer from hurting the reactor.
+
+    The size limit is enforced while a message arrives (proton buffers a partial delivery until it is
+    complete): past ``max_message_bytes`` the connection is closed with ``amqp:link:message-size-exceeded``
+    and nothing more is read from it — a 256 MiB request took the agent to 1.3 GB when the limit was checked
+    after decoding. And a message that cannot become a Python value (valid AMQP such as a map keyed by a
+    list) goes to the delegate's ``on_undecodable`` rather than raising out of the reactor, which would end
+    the reactor thread; by default it is rejected, with one summarised log line and no traceback.
+    """
 
     def on_delivery(self, event: Any) -> None:
-        try:
+        delivery = event.delivery
+        link = delivery.link
+        if not link.is_receiver:
+            return
+        if delivery.aborted:
+            delivery.settle()
+            return
+        if not delivery.readable:
             super().on_delivery(event)
-        except Exception:  # noqa: BLE001 - one bad message must not stop the reactor
-            delivery = event.delivery
-            log.warning("rejecting a message on link %s that could not be received", delivery.link.name,
-                        exc_info=True)
-            if not delivery.settled:
-                delivery.update(Delivery.REJECTED)
-                delivery.settle()
+            return
+        limit = getattr(self.delegate, "max_message_bytes", 0)
+        if limit and delivery.pending > limit:
+            _too_large(event, delivery, limit)
+            return
+        if delivery.partial:
+            return
+        size = delivery.pending
+        data = link.recv(size)
+        link.advance()
+        message = Message()
+        try:
+            message.decode(data)
+        except Exception as exc:  # noqa: BLE001 - valid AMQP with no Python value; one bad message is not fatal
+            handled = False
+            try:
+                handled = bool(cast(Any, self.delegate).on_undecodable(event, message, size, exc))
+            except Exception:  # noqa: BLE001
+                log.exception("handling an undecodable message")
+            delivery.update(Delivery.ACCEPTED if handled else Delivery.REJECTED)
+            delivery.settle()
+            return
+        event.message = message
+        if link.state & Endpoint.LOCAL_CLOSED:
+            delivery.update(Delivery.RELEASED)
+            delivery.settle()
+            return
+        try:
+            self.on_message(event)
+            delivery.update(Delivery.ACCEPTED)
+        except Exception:  # noqa: BLE001 - a failing hand-over must not end the reactor
+            log.exception("handing over a message")
+            delivery.update(Delivery.RELEASED)
+        delivery.settle()
+
+
+def _too_large(event: Any, delivery: Any, limit: int) -> None:
+    """Close the connection that sends a message over the limit (the peer reads why in the close), and abort
+    it CLOSE_GRACE seconds later if the peer has not closed by then."""
+    connection = delivery.link.connection
+    _limited.warning("too-large", "closing a connection that sent a message of more than %d bytes on link %s",
+                     limit, shown(delivery.link.name))
+    delivery.settle()
+    if not connection.state & Endpoint.LOCAL_CLOSED:
+        connection.condition = Condition(MESSAGE_SIZE_EXCEEDED, f"a message exceeded the limit of {limit} bytes")
+        connection.close()
+    delivery.link.close()
+    event.container.schedule(CLOSE_GRACE, _Abort(connection))
+
+
+class _Abort(Handler):
+    """A timer task: abort a connection's transport unless it has closed by then."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def on_timer_task(self, event: Any) -> None:
+        transport = self.connection.transport
+        if transport is not None and not transport.closed:
+            transport.close_tail()
+            transport.close_head()
 
 
 class ReactorHandler(MessagingHandler):
     """A MessagingHandler that runs callables injected from other threads and records delivery sizes."""
 
-    def __init__(self) -> None:
-        super().__init__(prefetch=256, auto_accept=True)
-        self.handlers = [_TolerantIncoming(True, weakref.proxy(self)) if type(h) is IncomingMessageHandler else h
+    def __init__(self, ready: Ready = always_ready) -> None:
+        super().__init__(prefetch=PREFETCH, auto_accept=True)
+        self.flow = GatedFlow(PREFETCH, ready)
+        self.handlers = [_TolerantIncoming(True, weakref.proxy(self)) if type(h) is IncomingMessageHandler
+                         else self.flow if isinstance(h, FlowController) else h
                          for h in cast(List[Any], self.handlers)]
         self.last_delivery_size = 0
+        self.max_message_bytes = 0
+        """Largest message taken (0: any); see _TolerantIncoming."""
 
     # Peers' error conditions are reported by the transports themselves; proton's defaults would
     # log them again as errors. Same endpoint handling as MessagingHandler, quieter.
@@ -103,6 +209,13 @@ class ReactorHandler(MessagingHandler):
         log.info("link %s closed with error: %s", event.link.name, event.link.remote_condition)
         event.connection.close()
 
+    def on_undecodable(self, event: Any, message: Message, size: int, error: Exception) -> bool:
+        """A message that is valid AMQP but has no Python value arrived; True if it was handled (it is then
+        accepted), False to reject it. By default: logged in one line, rejected."""
+        _limited.warning("undecodable", "rejecting a message on link %s that could not be decoded: %s",
+                         shown(event.link.name), shown(error))
+        return False
+
     def on_virtq_call(self, event: Any) -> None:
         try:
             event.subject()
@@ -111,15 +224,20 @@ class ReactorHandler(MessagingHandler):
 
     def on_delivery(self, event: Any) -> None:
         delivery = event.delivery
-        if delivery.readable and not delivery.partial:
+        if delivery.readable and not delivery.partial and not delivery.aborted:
             self.last_delivery_size = delivery.pending
 
 
 class ReactorThread:
     """Owns the Container and the thread that runs it; only that thread touches proton objects."""
 
-    def __init__(self, handler: ReactorHandler, name: str) -> None:
+    def __init__(self, handler: ReactorHandler, name: str,
+                 on_death: Optional[Callable[[BaseException], None]] = None) -> None:
+        """``on_death``: called (on the dying thread) if the reactor ends with an exception rather than by
+        stop(); a daemon must not outlive its reactor (see DirectListener)."""
         self._container = _container(handler)
+        self._on_death = on_death
+        self.death: Optional[BaseException] = None
         self._container.container_id = name
         self._injector = EventInjector()
         self._container.selectable(self._injector)
@@ -136,10 +254,24 @@ class ReactorThread:
     def _run(self) -> None:
         try:
             self._container.run()
-        except Exception:  # noqa: BLE001
-            log.exception("reactor %s died", self._thread.name)
+        except BaseException as exc:  # noqa: BLE001 - said, then handed to on_death
+            self.death = exc
+            log.critical("reactor %s died: %s", self._thread.name, exc, exc_info=True)
+            self._stopped.set()
+            if self._on_death is not None:
+                self._on_death(exc)
         finally:
             self._stopped.set()
+
+    def discard(self) -> None:
+        """Give back what a reactor that never started holds (its wake-up pipe)."""
+        if not self._thread.is_alive() and not self._stopped.is_set():
+            self._stopped.set()
+            for fd in self._injector.pipe:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the reactor thread (soon); safe from any thread."""

@@ -16,6 +16,9 @@ from virtq.schema.codec import WireMessage
 Deliver = Callable[[WireMessage], None]
 StateListener = Callable[[bool], None]
 """Told True when the transport is (again) able to carry messages, False when it is not."""
+UNDECODABLE = "<undecodable>"
+"""The body handed over for a message whose body has no Python value, so the agent answers it with
+``_exception`` 7 (the codec refuses a text body where a map is expected) instead of nothing."""
 Audience = Callable[[Optional[str], WireMessage], Optional[WireMessage]]
 """What a principal (None: anonymous) may see of a pushed message: the message, a filtered copy, or
 None. Called on the transport's thread, once per principal and message; it must not block."""
@@ -52,6 +55,10 @@ class Transport(abc.ABC):
     def set_audience(self, audience: Optional[Audience]) -> None:
         """Filter pushes per subscriber principal. Only a listener (direct mode) has subscribers of its
         own; through a broker the broker's permissions decide who reads what, so this does nothing."""
+
+    def set_ready(self, ready: Callable[[], bool]) -> None:
+        """Back-pressure: grant peers credit for more messages only while ``ready()`` (called on the transport's
+        thread; it must be cheap, e.g. "my work queue is below its bound"). By default credit is always granted."""
 
     @property
     @abc.abstractmethod
