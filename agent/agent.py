@@ -1,9 +1,14 @@
 """The agent: receives requests from its transport, answers them from libvirt, pushes changes.
 
-Threads: the transport's reactor delivers messages and sends what it is given; libvirt is
-called only on the worker pool, the sampler and the event pump (libvirt's own event-loop
-thread only queues events); heartbeats and the reconcile have a thread each. Nothing a
-peer sends can kill the agent: every message gets an answer or a log line.
+Threads: the transport's reactor delivers messages and sends what it is given; the worker
+pool decodes requests and answers locate, schema and object queries from the registry, never
+asking libvirt. libvirt is called in per-object apartments (method calls, look-ups of names the
+registry does not know, re-reads after events: agent/apartments.py), by the sampler, the
+reconcile and a liveness probe (libvirt's own event-loop thread only queues events); heartbeats
+have a thread of their own and say which libvirt calls are stuck (agent/health.py). A hung
+libvirt or QEMU never silences the agent: calls to a stuck object are refused at once (object
+busy), calls libvirt does not answer in time get a timeout error, and the rest keeps being
+answered. Nothing a peer sends can kill the agent: every message gets an answer or a log line.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
+from virtq.logs import RateLimited, shown
 from virtq.schema import errors
 from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, AgentHeartbeat, AgentInfo,
                                 AgentLocateRequest, AgentLocateResponse, DataIndication, DataRecord,
@@ -24,21 +30,39 @@ from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, 
                                 QueryRequest, StatsBatch, StatsIndication, WireMessage, data_subject, decode,
                                 direct_address, event_subject, now_ns, stats_subject)
 from virtq.schema.model import Method, Schema
-from virtq.transport.base import Transport
+from virtq.transport.base import UNDECODABLE, Transport
 
 from .access import Access
+from .apartments import MAX_THREADS, OBJECT_QUEUE, Apartments, Ticket
 from .configgen import RUN_STATE_ONLY, ConfigGenerations, method_changes_config
-from .dispatcher import Dispatcher, unexpected
+from .dispatcher import Dispatcher, Outcome, error_reply, unexpected
 from .events import EventPump
+from .health import CallTracker, TrackedHypervisor
 from .hypervisor import Hypervisor, HypervisorError
 from .policy import Policy, default_policy
-from .registry import Entry, Registry
+from .registry import Entry, Registry, class_of
 from .sampler import Sampler
 
 log = logging.getLogger(__name__)
+limited = RateLimited(log)
+"""For what a peer can make happen at will (refused messages): one line per kind per 10 s, with counts."""
+
+MAX_PENDING_REQUESTS = 1024
+"""Requests received and not yet answered; beyond it the transport stops granting peers credit."""
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 """Requests above this size are refused with invalid-parameter (XML documents are far smaller)."""
+CALL_TIMEOUT = 30.0
+"""Seconds a method call may wait for libvirt (queued behind its object's calls included) before it is
+answered with LibvirtTimeoutError (or ObjectBusyError if it never started). libvirt's own QEMU driver
+waits 30 s for a domain's job lock before it fails with the same VIR_ERR_OPERATION_TIMEOUT: shorter
+would hide libvirt's more precise error, longer would only keep callers waiting on a hung daemon."""
+LOOKUP_TIMEOUT = 5.0
+"""Seconds a query for an object the registry does not know may wait for libvirt's look-up."""
+STUCK_AFTER = 0.8
+"""A libvirt call running longer than this many heartbeat intervals is stuck (heartbeats say so). Below 1:
+the liveness probe starts right after a heartbeat, so a hung libvirtd is reported by the next one, at
+most 2 heartbeats after it stopped answering."""
 
 
 def load_epoch(state_dir: Optional[Path]) -> int:
@@ -65,10 +89,19 @@ class Agent:
                  instance: Optional[str] = None, heartbeat: float = 10.0, workers: int = 8,
                  state_dir: Optional[Path] = None, max_request_bytes: int = MAX_REQUEST_BYTES,
                  interval: float = 10.0, slow_interval: float = 60.0, reconcile: float = 300.0,
-                 events: bool = True, policy: Optional[Policy] = None) -> None:
+                 events: bool = True, policy: Optional[Policy] = None, call_timeout: float = CALL_TIMEOUT,
+                 lookup_timeout: float = LOOKUP_TIMEOUT, object_queue: int = OBJECT_QUEUE,
+                 max_calls: int = MAX_THREADS, stuck_after: Optional[float] = None) -> None:
         self.schema = schema
         self.hypervisor = hypervisor
+        """As given; the agent's parts use ``libvirt``, which records every call for the health report."""
+        self.tracker = CallTracker()
+        self.libvirt = TrackedHypervisor(hypervisor, self.tracker)
         self.heartbeat_interval = heartbeat
+        self.call_timeout = call_timeout
+        self.lookup_timeout = lookup_timeout
+        self.stuck_after = stuck_after if stuck_after is not None else STUCK_AFTER * heartbeat
+        self.apartments = Apartments(object_queue, max_calls)
         self.max_request_bytes = max_request_bytes
         self.reconcile_interval = reconcile
         self.events_enabled = events
@@ -78,20 +111,26 @@ class Agent:
         # A broker transport subscribes to the agent's own address, so it may be made from the name.
         self.transport = transport if isinstance(transport, Transport) else transport(self.name)
         self.epoch = load_epoch(state_dir)
-        self.registry = Registry(schema, hypervisor, self.name, self.epoch, ConfigGenerations(state_dir))
-        self.sampler = Sampler(schema, self.registry, hypervisor, self.push_stats, interval=interval,
+        self.registry = Registry(schema, self.libvirt, self.name, self.epoch, ConfigGenerations(state_dir))
+        self.sampler = Sampler(schema, self.registry, self.libvirt, self.push_stats, interval=interval,
                                slow_interval=slow_interval)
-        self.pump = EventPump(schema, self.registry, self.sampler, self.push, self.push_events)
+        self.pump = EventPump(schema, self.registry, self.sampler, self.push, self.push_events, self.apartments,
+                              read_timeout=call_timeout)
         # Without a policy file: safe defaults by where the agent can be reached from (policy.default_policy).
         self.policy = policy or default_policy(schema, hypervisor.uri, self.transport.exposed)
         self.access = Access(self.policy, self.registry)
         self.transport.set_audience(self.access.audience)
-        self.dispatcher = Dispatcher(schema, self.registry, hypervisor, after_call=self._after_call,
+        self._pending = 0  # requests handed over by the transport and not answered yet
+        self._pending_lock = threading.Lock()
+        self.transport.set_ready(self._ready)
+        self.dispatcher = Dispatcher(schema, self.registry, self.libvirt, after_call=self._after_call,
                                      statistics=self.sampler.latest, access=self.access)
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="virtq-worker")
         self._stop = threading.Event()
         self._heartbeats = threading.Thread(target=self._heartbeat_loop, name="virtq-heartbeat", daemon=True)
         self._reconciler = threading.Thread(target=self._reconcile_loop, name="virtq-reconcile", daemon=True)
+        self._prober = threading.Thread(target=self._probe_loop, name="virtq-probe", daemon=True)
+        self._probe_now = threading.Event()
         self._started = False
         self.reconnects = 0
         """Times the transport came back this epoch; heartbeats carry it (``reconnects``) so consoles that
@@ -111,6 +150,7 @@ class Agent:
         self.transport.start(self._receive, self._on_transport_state)
         self._started = True
         self._heartbeats.start()
+        self._prober.start()
         self.sampler.start()
         self._reconciler.start()
         log.info("agent %s (epoch %d) serving %s: %d objects", self.name, self.epoch,
@@ -120,12 +160,18 @@ class Agent:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._beat_now.set()  # wakes the heartbeat thread
+        self._probe_now.set()
         self.hypervisor.unwatch()
         for thread in (self._heartbeats, self._reconciler):
             if thread.is_alive():
                 thread.join(timeout)
+        if self._prober.is_alive():
+            self._prober.join(min(timeout, 0.5))  # (may be stuck in libvirt: a daemon thread)
         self.sampler.stop(timeout)
         self.pump.stop(timeout)
+        if not self.apartments.join(timeout):  # calls in flight end before the connection closes, stuck ones not
+            log.warning("stopping with libvirt calls still in flight: %s", ", ".join(sorted(self.apartments.busy())))
+        self.apartments.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._started:
             self.transport.stop(timeout)
@@ -155,17 +201,35 @@ class Agent:
     # --- what the agent says of itself ------------------------------------------------------
 
     def info(self) -> AgentInfo:
+        """Who the agent is and how its libvirt is doing (never asks libvirt: it may be what hangs)."""
         node = self.registry.node
         return AgentInfo(self.name, self.epoch, max(1, round(self.heartbeat_interval)), now_ns(),
                          self.schema.hash, instance=self.instance,
                          attributes={"hostname": node.hostname, "uri": node.uri,
-                                     "node": self.registry.node_name, "reconnects": self.reconnects})
+                                     "node": self.registry.node_name, "reconnects": self.reconnects,
+                                     **self.tracker.health(self.stuck_after).attributes()})
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
             self._send(AgentHeartbeat(self.info(), agent=self.name).encode())
+            self._probe_now.set()
             self._beat_now.wait(self.heartbeat_interval)
             self._beat_now.clear()
+
+    def _probe_loop(self) -> None:
+        """One cheap libvirt call after each heartbeat, on this thread: when nothing else asks libvirt,
+        a hung libvirtd still shows as this call stuck in the next heartbeat."""
+        while True:
+            self._probe_now.wait()
+            self._probe_now.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.libvirt.probe()
+            except HypervisorError as exc:  # a lost connection: the reconcile reconnects
+                log.debug("liveness probe: %s", exc.message)
+            except Exception:  # noqa: BLE001 - the probe must keep probing
+                log.exception("liveness probe failed")
 
     def _on_transport_state(self, up: bool) -> None:
         """Back after an outage: re-announce at once and push the latest state of what changed meanwhile."""
@@ -227,19 +291,35 @@ class Agent:
         """Called on the transport's thread: hand over to a worker at once."""
         if self._stop.is_set():
             return
+        with self._pending_lock:
+            self._pending += 1
         try:
-            self._pool.submit(self._handle, wire)
+            self._pool.submit(self._handle_counted, wire)
         except RuntimeError:  # shutting down
-            pass
+            with self._pending_lock:
+                self._pending -= 1
+
+    def _ready(self) -> bool:
+        """Back-pressure: the transport grants peers credit only while requests waiting here are few."""
+        return self._pending < MAX_PENDING_REQUESTS
+
+    def _handle_counted(self, wire: WireMessage) -> None:
+        try:
+            self._handle(wire)
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
 
     def _handle(self, wire: WireMessage) -> None:
         if not self._for_me(wire):
-            log.debug("ignoring message for %s/%s", wire.address, wire.subject)
+            log.debug("ignoring message for %s/%s", shown(wire.address), shown(wire.subject))
             return
         try:
             if wire.size > self.max_request_bytes:
                 raise errors.InvalidParameterError(
                     f"request of {wire.size} bytes exceeds the limit of {self.max_request_bytes}")
+            if wire.body == UNDECODABLE:
+                raise errors.ProtocolError("the body has no value (e.g. a map keyed by a list)")
             request = decode(wire)
         except (errors.ProtocolError, errors.InvalidParameterError) as exc:
             self._refuse(wire, exc)
@@ -254,36 +334,104 @@ class Agent:
     def _refuse(self, wire: WireMessage, exc: Exception) -> None:
         code = exc.error_code if isinstance(exc, errors.RemoteError) else errors.STATUS_EXCEPTION
         text = exc.error_text if isinstance(exc, errors.RemoteError) else f"malformed message: {exc}"
-        log.warning("refusing message to %s from %s: %s", wire.address, wire.reply_to or "(no reply-to)", text)
+        # Expected bad input: one line (rate-limited, escaped, bounded), the detail at debug; no traceback.
+        limited.warning(f"refused {code}", "refusing message to %s from %s: %s", shown(wire.address),
+                        shown(wire.reply_to or "(no reply-to)"), shown(text))
+        log.debug("refused message: address %s subject %s properties %s: %s", shown(wire.address),
+                  shown(wire.subject), shown(wire.properties, 1000), shown(text, 2000))
         if wire.reply_to:
             reply = ExceptionResponse(error_code=code, error_text=text, correlation_id=wire.correlation_id)
             self._send(reply_wire(reply, self.name, wire.reply_to))
 
     def _answer(self, request: Message, principal: Optional[str] = None) -> None:
+        """Locate, schema and object queries are answered here from the registry; what needs libvirt goes
+        to its object's apartment and is answered from there (or by its deadline)."""
         if isinstance(request, AgentLocateRequest):
             self._reply(request, [AgentLocateResponse(self.info(), correlation_id=request.correlation_id)])
             return
         if isinstance(request, MethodRequest):
-            outcome = self.dispatcher.call(request, principal)
-        elif isinstance(request, QueryRequest):
-            outcome = self.dispatcher.query(request, principal)
-        else:
-            outcome = None
-        if outcome is None:
-            text = f"{request.OPCODE} is not a request this agent serves"
-            log.warning(text)
-            self._reply(request, [ExceptionResponse(error_code=errors.STATUS_NOT_IMPLEMENTED, error_text=text,
-                                                    correlation_id=request.correlation_id)])
+            name = request.object_id.object_name
+            self._in_apartment(request, name, request.method_name,
+                               lambda: self.dispatcher.call(request, principal), self.call_timeout)
             return
+        if isinstance(request, QueryRequest):
+            name = request.object_id.object_name if request.object_id is not None else ""
+            if name and request.what in ("OBJECT", "OBJECT_ID") and self.registry.get(name) is None and \
+                    class_of(name)[0] in ("Domain", "Pool", "Volume") and class_of(name)[1]:
+                self._in_apartment(request, name, "look-up",
+                                   lambda: self.dispatcher.query(request, principal, lookup=True),
+                                   self.lookup_timeout)
+                return
+            self._deliver(request, self.dispatcher.query(request, principal))
+            return
+        text = f"{request.OPCODE} is not a request this agent serves"
+        limited.warning(f"not served {request.OPCODE}", text)
+        self._reply(request, [ExceptionResponse(error_code=errors.STATUS_NOT_IMPLEMENTED, error_text=text,
+                                                correlation_id=request.correlation_id)])
+
+    def _deliver(self, request: Message, outcome: Outcome) -> None:
         with self.pump.lock:  # after what an event pushes of the same objects, if it got there first
             self.push(outcome.changes)  # before the reply: the console sees the new state first
         self._reply(request, outcome.replies)
+
+    def _in_apartment(self, request: Message, name: str, label: str, run: Callable[[], Outcome],
+                      timeout: float) -> None:
+        """Run ``run`` in ``name``'s apartment and answer from there; if it is not done within ``timeout``,
+        the caller gets a typed error at the deadline (the call's own answer is then dropped, its changes
+        still pushed)."""
+        def job(ticket: Ticket) -> None:
+            try:
+                outcome = run()
+            except Exception as exc:  # noqa: BLE001 - never die of a message
+                reply = unexpected(request, exc)
+                outcome = Outcome([reply] if reply is not None else [])
+            if ticket.claim():
+                try:
+                    self._deliver(request, outcome)
+                except Exception as exc:  # noqa: BLE001 - e.g. a value the encoder refuses: still an answer
+                    reply = unexpected(request, exc)
+                    if reply is not None:
+                        self._reply(request, [reply])
+                return
+            with self.pump.lock:
+                self.push(outcome.changes)
+            log.info("%s on %s returned after %.1f s, past its deadline: its answer was dropped", shown(label),
+                     shown(name), self.apartments.clock() - ticket.submitted)
+
+        def timed_out(ticket: Ticket) -> None:
+            self._reply(request, [error_reply(self._late(ticket, timeout), request)])
+
+        try:
+            self.apartments.submit(name, label, job, timeout, timed_out)
+        except errors.ObjectBusyError as exc:
+            limited.warning(f"busy {class_of(name)[0]}", "refused %s on %s: %s", shown(label), shown(name),
+                            exc.error_text)
+            self._reply(request, [error_reply(exc, request)])
+
+    def _late(self, ticket: Ticket, timeout: float) -> errors.RemoteError:
+        """The error for a call past its deadline: busy if it never started, libvirt's timeout if it did."""
+        if ticket.started is None:
+            running = self.apartments.running(ticket.name)
+            behind = f", behind {running.label} running for {self.apartments.clock() - (running.started or 0):.0f} s" \
+                if running is not None and running.started is not None else ""
+            return errors.ObjectBusyError(f"object busy: {ticket.name} has 1 libvirt call stuck{behind}; this "
+                                          f"{ticket.label} was not started within {timeout:g} s")
+        current = self.tracker.current(ticket.thread) if ticket.thread is not None else None
+        function = current.what.rpartition(" ")[2] if current is not None else self._libvirt_function(ticket)
+        return errors.LibvirtTimeoutError(f"Timed out during operation: libvirt did not answer {function} "
+                                          f"within {timeout:g} s")
+
+    def _libvirt_function(self, ticket: Ticket) -> str:
+        cls = self.schema.classes.get(class_of(ticket.name)[0])
+        method = cls.method(ticket.label) if cls is not None else None
+        return method.libvirt if method is not None else ticket.label
 
     # --- sending -------------------------------------------------------------------------------
 
     def _reply(self, request: Message, replies: Sequence[Message]) -> None:
         if not request.reply_to:
-            log.info("%s without reply-to: answer dropped", request.OPCODE)
+            limited.log(logging.INFO, f"no reply-to {request.OPCODE}", "%s without reply-to: answer dropped",
+                        request.OPCODE)
             return
         for reply in replies:
             self._send(reply_wire(reply, self.name, request.reply_to))
@@ -311,9 +459,9 @@ class Agent:
 
     def reconcile(self) -> None:
         try:
-            if not self.hypervisor.alive():
+            if not self.libvirt.alive():
                 log.warning("libvirt connection to %s lost: reconnecting", self.hypervisor.uri)
-                self.hypervisor.reconnect()
+                self.libvirt.reconnect()
             self.push(self.registry.sync_all())
             for class_name in ("Domain", "Node", "Pool", "Volume"):
                 self.sampler.sample(class_name)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from virtq.logs import RateLimited, shown
 from virtq.schema import errors
 from virtq.schema import types as schema_types
 from virtq.schema.codec import (CONTENT_FOR_WHAT, DataRecord, ExceptionResponse, Message, MethodRequest,
@@ -29,6 +30,8 @@ from .policy import Grant, Policy, is_read_only
 from .registry import Entry, Registry, object_name
 
 log = logging.getLogger(__name__)
+limited = RateLimited(log)
+"""Failed calls are a peer's to cause at will: one line per error code per 10 s, with counts."""
 
 QUERY_BATCH = 100
 """Records per query-response message; every message but the last carries ``partial``."""
@@ -96,7 +99,8 @@ class Dispatcher:
             arguments = self._call(request, changes, call)
             reply: Message = MethodResponse(arguments=arguments, correlation_id=request.correlation_id)
         except errors.RemoteError as exc:
-            log.info("method %s on %s failed: %s", request.method_name, request.object_id.object_name, exc)
+            limited.log(logging.INFO, f"failed {exc.error_code}", "method %s on %s failed: %s",
+                        shown(request.method_name), shown(request.object_id.object_name), shown(str(exc)))
             reply = error_reply(exc, request)
             denied = isinstance(exc, errors.AccessDeniedError)
             outcome = "denied" if denied else f"error {exc.error_code:#x}"
@@ -180,8 +184,8 @@ class Dispatcher:
         """The call may have changed its target and created objects: mirror that at once."""
         try:
             return self.registry.sync_object(class_name, key) + self.registry.sync_identities(returned)
-        except HypervisorError:
-            log.warning("re-reading %s:%s after a call failed", class_name, key, exc_info=True)
+        except HypervisorError as exc:
+            log.warning("re-reading %s:%s after a call failed: %s", class_name, shown(key), exc.message)
             return []
 
     def _shape(self, cls: ClassSchema, method: Method, result: Any, returned: List[Identity],
@@ -238,9 +242,11 @@ class Dispatcher:
 
     # --- queries -------------------------------------------------------------------------------
 
-    def query(self, request: QueryRequest, principal: Optional[str] = None) -> Outcome:
+    def query(self, request: QueryRequest, principal: Optional[str] = None, lookup: bool = False) -> Outcome:
+        """Answered from the registry (kept fresh by events, calls and the reconcile): never waits on
+        libvirt, except to look up (``lookup``) an object name the registry does not know yet."""
         try:
-            changes, items = self._query(request, principal)
+            changes, items = self._query(request, principal, lookup)
         except errors.RemoteError as exc:
             return Outcome([error_reply(exc, request)])
         except HypervisorError as exc:
@@ -256,7 +262,8 @@ class Dispatcher:
         return [c for c in self.schema.classes.values()
                 if request.schema_id is None or request.schema_id.matches(c.schema_id)]
 
-    def _query(self, request: QueryRequest, principal: Optional[str]) -> Tuple[List[DataRecord], List[Any]]:
+    def _query(self, request: QueryRequest, principal: Optional[str],
+               lookup: bool) -> Tuple[List[DataRecord], List[Any]]:
         if request.what == "SCHEMA_ID":  # the contract is public: what a peer may ask, not what there is
             return [], [schema_id_to_wire(c.schema_id) for c in self._classes(request)]
         if request.what == "SCHEMA":
@@ -264,10 +271,9 @@ class Dispatcher:
         grant = self.access.grant(principal)
         changes: List[DataRecord] = []
         if request.object_id is not None:
-            entry, changes = self.registry.resolve(request.object_id.object_name)
+            entry, changes = self.registry.resolve(request.object_id.object_name, lookup)
             entries = [] if entry is None else [entry]
         else:
-            changes = self.registry.sync_all()
             names = {c.name for c in self._classes(request)}
             entries = [e for e in self.registry.entries() if e.class_name in names]
         entries = [e for e in entries if self.access.sees(grant, e)]  # a tenant's query shows only its own
@@ -275,7 +281,6 @@ class Dispatcher:
         if request.what == "OBJECT_ID":
             return changes, [r.object_id for r in records]
         return changes, records
-
 
     def _with_statistics(self, record: DataRecord) -> DataRecord:
         """Query answers carry the latest pushed statistics too, so a new console starts complete."""

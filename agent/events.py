@@ -4,6 +4,12 @@ libvirt calls back on its event-loop thread; the pump only queues there. One pum
 handles events in order: re-reads the object (its id, or that it vanished), moves its
 configuration generation when the event says the XML may have changed, pushes the
 changes and the event, and for lifecycle events samples the object's statistics at once.
+
+The re-read runs in the object's apartment (after that object's calls, never beside them) and
+the pump waits for it at most ``read_wait``: an object whose libvirt calls are stuck delays the
+events of the others by that much at most. A re-read that comes back later is applied and
+pushed then (the registry applies syncs in the order they asked); one that cannot be queued
+(the object is busy) is left to the next call on it or the reconcile.
 """
 
 from __future__ import annotations
@@ -14,15 +20,25 @@ import logging
 import threading
 from typing import Callable, Deque, List, Optional, Sequence
 
+from virtq.logs import RateLimited
 from virtq.schema.codec import DataRecord, EventRecord, now_ns
+from virtq.schema.errors import ObjectBusyError
 from virtq.schema.model import Schema
+
+from .apartments import Apartments, Ticket
 
 from .configgen import event_changes_config
 from .hypervisor import HypervisorError, HypervisorEvent
-from .registry import Registry
+from .registry import Reading, Registry
 from .sampler import Sampler
 
 log = logging.getLogger(__name__)
+limited = RateLimited(log)
+
+READ_WAIT = 1.0
+"""Seconds the pump waits for an object's re-read before it pushes the event and goes on."""
+READ_TIMEOUT = 30.0
+"""Seconds a re-read may wait in its object's apartment before it is dropped (the reconcile repairs)."""
 
 MAX_QUEUED = 100_000
 """Events held while the pump is behind; beyond it the oldest are dropped (the reconcile repairs state)."""
@@ -39,7 +55,11 @@ STATE_EVENTS = frozenset({"domainLifecycle", "poolLifecycle", "domainPmwakeup", 
 class EventPump:
     def __init__(self, schema: Schema, registry: Registry, sampler: Sampler,
                  push_records: Callable[[Sequence[DataRecord]], None],
-                 push_events: Callable[[Sequence[EventRecord]], None]) -> None:
+                 push_events: Callable[[Sequence[EventRecord]], None], apartments: Optional[Apartments] = None,
+                 read_wait: float = READ_WAIT, read_timeout: float = READ_TIMEOUT) -> None:
+        self._apartments = apartments
+        self.read_wait = read_wait
+        self.read_timeout = read_timeout
         self._schema = schema
         self._registry = registry
         self._sampler = sampler
@@ -95,18 +115,45 @@ class EventPump:
 
     def handle(self, event: HypervisorEvent) -> None:
         name = f"{event.class_name}:{event.key}"
-        changes: List[DataRecord] = []
-        with self.lock:
-            known = self._registry.get(name) is not None
+        known = self._registry.get(name) is not None
+        reread = event.name in RESYNC_EVENTS
+
+        def changes(ticket: Optional[Ticket], read: bool = True) -> None:
+            reading: Optional[Reading] = None
+            if read and reread:
+                try:
+                    reading = self._registry.read_object(event.class_name, event.key)
+                except HypervisorError as exc:
+                    log.warning("re-reading %s after %s failed: %s", name, event.name, exc.message)
+            self._apply(event, name, known, reading)
+
+        if self._apartments is None or not reread:
+            changes(None)
+        else:
             try:
-                if event.name in RESYNC_EVENTS:
-                    changes += self._registry.sync_object(event.class_name, event.key)
-                # An object first seen now (defined or started by someone else) got a new generation
-                # with its first record: moving it again would only tell consoles of a change that wasn't.
-                if known and event_changes_config(event.name, event.event, event.detail):
-                    changes += self._registry.bump_config(name)
-            except HypervisorError as exc:
-                log.warning("re-reading %s after %s failed: %s", name, event.name, exc.message)
+                ticket = self._apartments.submit(name, f"re-read after {event.name}", changes, self.read_timeout,
+                                                 internal=True)
+            except ObjectBusyError as exc:  # a re-read is queued already (it reads the latest), or the cap
+                log.debug("%s not re-read after %s: %s", name, event.name, exc.error_text)
+                changes(None, read=False)
+            else:
+                if not ticket.wait(self.read_wait):
+                    limited.warning(f"late {event.class_name}", "re-reading %s after %s takes longer than "
+                                    "%.1f s: the event goes first", name, event.name, self.read_wait)
+        self._push_events([self.record(event)])
+        if event.name in STATE_EVENTS and self._registry.get(name) is not None:
+            self._sampler.sample(event.class_name, [event.key])
+
+    def _apply(self, event: HypervisorEvent, name: str, known: bool, reading: Optional[Reading]) -> None:
+        """Held under ``lock`` from applying the re-read until its changes are pushed (not while asking)."""
+        with self.lock:
+            changes: List[DataRecord] = []
+            if reading is not None:
+                changes += self._registry.apply(reading)
+            # An object first seen now (defined or started by someone else) got a new generation
+            # with its first record: moving it again would only tell consoles of a change that wasn't.
+            if known and event_changes_config(event.name, event.event, event.detail):
+                changes += self._registry.bump_config(name)
             entry = self._registry.get(name)
             if event.event in APPEARING and event.name in RESYNC_EVENTS and entry is not None and \
                     not any(r.object_id.object_name == name for r in changes):
@@ -115,9 +162,6 @@ class EventPump:
                 # object the consoles do not have (a repeated record changes nothing there).
                 changes.append(self._registry.record(entry))
             self._push_records(changes)
-        self._push_events([self.record(event)])
-        if event.name in STATE_EVENTS and self._registry.get(name) is not None:
-            self._sampler.sample(event.class_name, [event.key])
 
     def record(self, event: HypervisorEvent) -> EventRecord:
         schema = self._schema.events.get(event.name)

@@ -154,3 +154,8 @@ class Hypervisor(abc.ABC):
 
     def reconnect(self) -> None:
         """Open the connection again after it was lost."""
+
+    def probe(self) -> None:
+        """A cheap call that needs libvirtd to answer (virConnectGetLibVersion): the agent makes one per
+        heartbeat, so a hung libvirtd shows in its health even when nothing else is asking it."""
+

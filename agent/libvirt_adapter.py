@@ -310,6 +310,10 @@ class LibvirtHypervisor(Hypervisor):
             return False
 
     @_translate
+    def probe(self) -> None:
+        self._conn.getLibVersion()  # an RPC: isAlive only looks at the local socket
+
+    @_translate
     def reconnect(self) -> None:
         sink = self._sink
         self.unwatch()

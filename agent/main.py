@@ -18,7 +18,8 @@ from virtq.transport import Connection, DirectListener, TlsConfig, TlsError, Tra
 from virtq.transport.profiles import PROFILES
 from virtq.transport.urls import redact, split_credentials, with_credentials
 
-from .agent import Agent
+from .agent import CALL_TIMEOUT, LOOKUP_TIMEOUT, Agent
+from .apartments import MAX_THREADS, OBJECT_QUEUE
 from .audit import JournalFormatter
 from .config import ConfigError, read_config
 from .hypervisor import HypervisorError
@@ -84,7 +85,21 @@ def _setup_logging(level: str) -> None:
               help="Seconds between full re-lists that repair anything events missed.")
 @click.option("--instance", default=None, help="Agent instance name (default: the host UUID).")
 @click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Threads that call libvirt (a stuck call holds one).")
+              help="Threads that decode requests and answer locate and queries (libvirt is called elsewhere).")
+@click.option("--call-timeout", type=click.FloatRange(min=0.1), default=CALL_TIMEOUT, show_default=True,
+              help="Seconds a method call may wait for libvirt before it is answered with libvirt's "
+                   "operation-timeout error (0x10044); the call itself goes on.")
+@click.option("--lookup-timeout", type=click.FloatRange(min=0.1), default=LOOKUP_TIMEOUT, show_default=True,
+              help="Seconds a query for an object the agent does not know yet may wait for libvirt's look-up.")
+@click.option("--object-queue", type=click.IntRange(min=0), default=OBJECT_QUEUE, show_default=True,
+              help="Calls that may wait behind an object's running libvirt call; more are refused at once "
+                   "(object busy, code 8).")
+@click.option("--max-calls", type=click.IntRange(min=1), default=MAX_THREADS, show_default=True,
+              help="Objects with libvirt calls in flight at once (a thread each); calls to further objects are "
+                   "refused (code 8).")
+@click.option("--stuck-after", type=click.FloatRange(min=0.01), default=None,
+              help="Seconds after which a running libvirt call counts as stuck in heartbeats (libvirt: "
+                   "unresponsive). [default: 0.8 x --heartbeat]")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="Directory for persistent state (the epoch counter).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
@@ -102,7 +117,8 @@ def _setup_logging(level: str) -> None:
               show_default=True)
 def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str, broker_user: Optional[str],
          broker_password: Optional[str], heartbeat: float, interval: float, slow_interval: float,
-         reconcile: float, instance: Optional[str], workers: int, state_dir: Optional[str],
+         reconcile: float, instance: Optional[str], workers: int, call_timeout: float, lookup_timeout: float,
+         object_queue: int, max_calls: int, stuck_after: Optional[float], state_dir: Optional[str],
          tls_cert: Optional[str], tls_key: Optional[str], tls_ca: Optional[str], insecure_listen: bool,
          policy: Optional[str], log_level: str) -> None:
     """Serve the local libvirt's Node, Domains, Pools and Volumes over AMQP 1.0 (QMFv2 maps)."""
@@ -142,7 +158,9 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
                               require_connection=False, tls=tls)
     agent = Agent(default_schema(), hypervisor, transport, instance=instance,
                   heartbeat=heartbeat, workers=workers, state_dir=Path(state_dir) if state_dir else None,
-                  interval=interval, slow_interval=slow_interval, reconcile=reconcile, policy=access_policy)
+                  interval=interval, slow_interval=slow_interval, reconcile=reconcile, policy=access_policy,
+                  call_timeout=call_timeout, lookup_timeout=lookup_timeout, object_queue=object_queue,
+                  max_calls=max_calls, stuck_after=stuck_after)
     if listener is not None:
         log.info("security: %s", f"mutual TLS on {listen} (certificate {tls_cert}, client CA {tls_ca}); principals "
                  "are client certificate CNs" if listener.tls else f"plain AMQP on {listen}: every console is "

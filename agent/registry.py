@@ -7,9 +7,10 @@ only. Every sync returns what changed as DataRecords, ready to be pushed.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from virtq.schema.codec import DataRecord, ObjectId, now_ns
 from virtq.schema.model import Schema
@@ -43,8 +44,18 @@ class Entry:
     update_ts: int
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What libvirt said of one object, to be applied in the registry (in sequence order)."""
+
+    seq: int
+    seen: Tuple[Identity, ...]
+    scope: Tuple[str, ...]
+    pool: Optional[str]  # a pool's re-read: its volumes not seen are gone
+
+
 class Registry:
-    """Thread-safe; libvirt is asked outside the lock, the diff is applied under it."""
+    """Thread-safe; libvirt is asked with no lock held, the diff is applied under the lock."""
 
     def __init__(self, schema: Schema, hypervisor: Hypervisor, agent_name: str, epoch: int,
                  generations: Optional[ConfigGenerations] = None) -> None:
@@ -55,10 +66,13 @@ class Registry:
         self.generations = generations or ConfigGenerations(None)
         self._entries: Dict[str, Entry] = {}
         self._lock = threading.Lock()
-        self._syncing = threading.RLock()
-        """Held from asking libvirt until the answer is applied, so syncs apply in the order they asked:
-        a full re-list that began before an object was undefined must not put it back after the event's
-        re-read removed it (a query re-lists; under churn that left ghosts until the next reconcile)."""
+        # Syncs apply in the order they asked libvirt, without a lock held while libvirt answers: each
+        # takes a sequence number before asking, and an object is left alone by a sync older than the
+        # last one applied to it. (A full re-list that began before an object was undefined must not put
+        # it back after the event's re-read removed it; under churn that left ghosts until the reconcile.)
+        self._seq = itertools.count(1)
+        self._asking: Set[int] = set()  # sequence numbers of syncs asking libvirt now
+        self._applied: Dict[str, int] = {}  # object name -> newest sync applied to it (while others ask)
         self.node = hypervisor.node()
         self.node_name = object_name(self.node)
 
@@ -95,13 +109,13 @@ class Registry:
         with self._lock:
             return [e for e in self._entries.values() if class_name in (None, e.class_name)]
 
-    def resolve(self, name: str) -> Tuple[Optional[Entry], List[DataRecord]]:
-        """The entry for an object name, asking libvirt when the registry does not know it yet.
+    def resolve(self, name: str, lookup: bool = True) -> Tuple[Optional[Entry], List[DataRecord]]:
+        """The entry for an object name, asking libvirt (``lookup``) when the registry does not know it yet.
 
         Also returns what that look-up changed in the registry, to be pushed like any change.
         """
         entry = self.get(name)
-        if entry is not None:
+        if entry is not None or not lookup:
             return entry, []
         class_name, key = class_of(name)
         if class_name not in ("Domain", "Pool", "Volume") or not key:
@@ -111,28 +125,65 @@ class Registry:
 
     # --- syncing -----------------------------------------------------------------------------
 
-    def _apply(self, seen: Iterable[Identity], scope: Optional[Iterable[str]] = None) -> List[DataRecord]:
-        """Make the registry match ``seen``; names in ``scope`` that were not seen are removed."""
+    def _begin(self) -> int:
+        """A sync's sequence number, taken before it asks libvirt."""
+        with self._lock:
+            seq = next(self._seq)
+            self._asking.add(seq)
+            return seq
+
+    def _end(self, seq: int) -> None:
+        """Under the lock: the sync is over; forget what no sync still asking can be older than."""
+        self._asking.discard(seq)
+        if not self._asking:
+            self._applied.clear()
+        elif len(self._applied) > 2 * len(self._entries) + 1000:
+            oldest = min(self._asking)
+            self._applied = {n: s for n, s in self._applied.items() if s >= oldest}
+
+    def _apply(self, seen: Iterable[Identity], scope: Optional[Iterable[str]] = None, seq: Optional[int] = None,
+               everything: bool = False, pool: Optional[str] = None) -> List[DataRecord]:
+        """Make the registry match ``seen``; names in ``scope`` that were not seen are removed (with
+        ``everything``, every known object is in scope; with ``pool``, that pool's volumes). Objects a
+        newer sync (``seq``) applied to already are left as it made them."""
         now = now_ns()
         changes: List[DataRecord] = []
         removals: List[DataRecord] = []
         with self._lock:
-            seen_names = set()
-            for identity in seen:
-                name = object_name(identity)
-                seen_names.add(name)
-                old = self._entries.get(name)
-                if old is not None and old.identity == identity:
-                    continue
-                class_name, key = class_of(name)
-                entry = (Entry(class_name, key, identity, now, now) if old is None
-                         else replace(old, identity=identity, update_ts=now))
-                self._entries[name] = entry
-                changes.append(self.record(entry))
-            for name in scope or ():
-                if name not in seen_names and name in self._entries:
-                    entry = self._entries.pop(name)
-                    removals.append(self.record(replace(entry, update_ts=now), delete_ts=now))
+            if seq is None:
+                seq = next(self._seq)
+                self._asking.add(seq)
+            try:
+                scope = list(scope or ())
+                if everything:
+                    scope += list(self._entries)
+                if pool is not None:
+                    scope += [n for n, e in self._entries.items()
+                              if isinstance(e.identity, VolumeIdentity) and e.identity.pool_uuid == pool]
+                seen_names = set()
+                for identity in seen:
+                    name = object_name(identity)
+                    seen_names.add(name)
+                    if self._applied.get(name, 0) > seq:
+                        continue  # a newer sync knows better
+                    self._applied[name] = seq
+                    old = self._entries.get(name)
+                    if old is not None and old.identity == identity:
+                        continue
+                    class_name, key = class_of(name)
+                    entry = (Entry(class_name, key, identity, now, now) if old is None
+                             else replace(old, identity=identity, update_ts=now))
+                    self._entries[name] = entry
+                    changes.append(self.record(entry))
+                for name in scope:
+                    if name in seen_names or self._applied.get(name, 0) > seq:
+                        continue
+                    self._applied[name] = seq
+                    if name in self._entries:
+                        entry = self._entries.pop(name)
+                        removals.append(self.record(replace(entry, update_ts=now), delete_ts=now))
+            finally:
+                self._end(seq)
         self.generations.forget(r.object_id.object_name for r in removals)
         return removals + changes
 
@@ -148,33 +199,43 @@ class Registry:
 
     def sync_all(self) -> List[DataRecord]:
         """Re-list everything from libvirt; returns the differences (deletions first)."""
-        with self._syncing:
+        seq = self._begin()
+        try:
             seen: List[Identity] = [self.node]
             seen += self._hv.list_domains()
             pools = self._hv.list_pools()
             seen += pools
             for pool in pools:
                 seen += self._hv.list_volumes(pool.uuid)
+        except BaseException:
             with self._lock:
-                scope = list(self._entries)
-            return self._apply(seen, scope)
+                self._end(seq)
+            raise
+        return self._apply(seen, seq=seq, everything=True)
 
     def sync_object(self, class_name: str, key: str) -> List[DataRecord]:
         """Re-read one object (and, for a pool, its volumes) after something may have changed it."""
-        name = f"{class_name}:{key}"
         if class_name == "Node":
             return []
-        with self._syncing:
-            identity = self._hv.lookup(class_name, key)
+        return self.apply(self.read_object(class_name, key))
+
+    def read_object(self, class_name: str, key: str) -> "Reading":
+        """sync_object's asking half (libvirt, no lock held); ``apply`` is the other, whenever it comes."""
+        seq = self._begin()
+        try:
+            identity = None if class_name == "Node" else self._hv.lookup(class_name, key)
             seen: List[Identity] = [] if identity is None else [identity]
-            scope = [name]
-            if class_name == "Pool":
-                with self._lock:
-                    scope += [n for n, e in self._entries.items()
-                              if isinstance(e.identity, VolumeIdentity) and e.identity.pool_uuid == key]
-                if identity is not None:
-                    seen += self._hv.list_volumes(key)
-            return self._apply(seen, scope)
+            if class_name == "Pool" and identity is not None:
+                seen += self._hv.list_volumes(key)
+        except BaseException:
+            with self._lock:
+                self._end(seq)
+            raise
+        scope = [] if class_name == "Node" else [f"{class_name}:{key}"]
+        return Reading(seq, tuple(seen), tuple(scope), key if class_name == "Pool" else None)
+
+    def apply(self, reading: "Reading") -> List[DataRecord]:
+        return self._apply(reading.seen, reading.scope, reading.seq, pool=reading.pool)
 
     def sync_identities(self, identities: Iterable[Identity]) -> List[DataRecord]:
         """Add objects a method returned (a new pool brings its volumes)."""

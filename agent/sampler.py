@@ -5,13 +5,18 @@ where the hypervisor supports it, virDomainGetInfo per domain otherwise — and 
 ``_stats`` indication with just the values that changed. Pools, volumes and the node
 are sampled every ``slow_interval``. Per-object calls run on a small pool with a
 deadline: a domain that does not answer in time is skipped and reported, and is not
-asked again until its stuck call returns, so it never delays the others.
+asked again until its stuck call returns, so it never delays the others. The bulk call has
+the same deadline (and is not made again while one is stuck past it). Passes run side by side —
+a sample after a call or an event never waits for a periodic pass — and each object's values are
+applied in the order the passes asked: a pass that began before a call cannot overwrite what the
+sample after the call read (a sequence number per pass, as the registry's syncs have).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+import itertools
 import logging
 import threading
 from dataclasses import dataclass
@@ -62,7 +67,9 @@ class Sampler:
         self._last: Dict[str, Dict[str, Any]] = {}  # object name -> values last pushed
         self._lock = threading.Lock()
         self._stuck: Set[str] = set()
-        self._sampling = threading.Lock()
+        self._bulk_stuck = False  # a bulk call is in flight past its deadline: not asked again until it returns
+        self._passes = itertools.count(1)
+        self._applied: Dict[str, int] = {}  # object name -> the newest pass whose values were applied to it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="virtq-sampler", daemon=True)
         self.reports: List[SampleReport] = []  # the latest pass per class
@@ -118,25 +125,20 @@ class Sampler:
     def sample(self, class_name: str, keys: Optional[Sequence[str]] = None) -> SampleReport:
         """Sample objects of one class (all, or ``keys``) and publish what changed.
 
-        Passes do not overlap (a pass waits at most ``timeout`` for its calls), so an
-        on-demand sample after a method call always asks libvirt after the call returned.
+        Takes its pass number before asking libvirt: a sample after a method call, which begins after
+        the call returned, is never overwritten by a pass that began earlier and ends later.
         """
-        with self._sampling:
-            return self._sample(class_name, keys)
+        with self._lock:
+            number = next(self._passes)
+        return self._sample(class_name, keys, number)
 
-    def _sample(self, class_name: str, keys: Optional[Sequence[str]]) -> SampleReport:
+    def _sample(self, class_name: str, keys: Optional[Sequence[str]], number: int) -> SampleReport:
         entries = [e for e in self._registry.entries(class_name) if keys is None or e.key in keys]
         values: Dict[str, Dict[str, Any]] = {}
         calls = 0
         if class_name == "Domain" and (keys is None or entries):
-            try:
-                # Keyed samples (after events and calls) read the same counters as the periodic pass.
-                bulk = self._hv.bulk_domain_info() if keys is None else \
-                    self._hv.bulk_domain_info_of([e.key for e in entries])
-                calls += 1
-            except HypervisorError as exc:
-                log.warning("bulk domain statistics failed: %s", exc.message)
-                bulk = {}
+            bulk, made = self._bulk(None if keys is None else [e.key for e in entries])
+            calls += made
             values.update({f"Domain:{uuid}": info for uuid, info in bulk.items()})
         missing = [e for e in entries if f"{class_name}:{e.key}" not in values]
         fetched, skipped, made = self._fetch_each(class_name, [e.key for e in missing])
@@ -144,7 +146,7 @@ class Sampler:
         calls += made
         live = {f"{class_name}:{e.key}" for e in entries}
         batch = self._diff(class_name, {n: v for n, v in values.items() if n in live},
-                           forget=live if keys is None else None)
+                           forget=live if keys is None else None, number=number)
         with self._lock:
             self.libvirt_calls += calls
         if skipped:
@@ -157,6 +159,34 @@ class Sampler:
         self.reports = [r for r in self.reports if r.class_name != class_name] + [report]
         return report
 
+    def _bulk(self, keys: Optional[List[str]]) -> Tuple[Dict[str, Dict[str, int]], int]:
+        """The bulk call, with the pass's deadline; none while an earlier one is stuck past its own."""
+        with self._lock:
+            if self._bulk_stuck:
+                return {}, 0
+        # Keyed samples (after events and calls) read the same counters as the periodic pass.
+        call: Callable[[], Dict[str, Dict[str, int]]] = self._hv.bulk_domain_info if keys is None else \
+            functools.partial(self._hv.bulk_domain_info_of, keys)
+        try:
+            future = self._pool.submit(call)
+        except RuntimeError:  # stopped
+            return {}, 0
+        try:
+            return future.result(timeout=self.timeout), 1
+        except concurrent.futures.TimeoutError:
+            with self._lock:
+                self._bulk_stuck = True
+            future.add_done_callback(self._bulk_returned)  # (at once if it returned meanwhile)
+            log.warning("bulk domain statistics did not answer within %.1fs: asking domains one by one",
+                        self.timeout)
+        except HypervisorError as exc:
+            log.warning("bulk domain statistics failed: %s", exc.message)
+        return {}, 1
+
+    def _bulk_returned(self, _future: object = None) -> None:
+        with self._lock:
+            self._bulk_stuck = False
+
     def _fetch_each(self, class_name: str, keys: List[str]) -> Tuple[Dict[str, Dict[str, Any]], List[str], int]:
         function, fields = SOURCES[class_name]
         futures: Dict[concurrent.futures.Future[Any], str] = {}
@@ -167,12 +197,17 @@ class Sampler:
                 if name in self._stuck:
                     skipped.append(name)
                     continue
-                self._stuck.add(name)  # until its call returns
             target = None if class_name == "Node" else key
-            future = self._pool.submit(self._hv.invoke, class_name, target, function, [])
-            future.add_done_callback(functools.partial(self._unstick, name))
+            try:
+                future = self._pool.submit(self._hv.invoke, class_name, target, function, [])
+            except RuntimeError:  # stopped meanwhile (a late call returning after the agent stopped)
+                break
             futures[future] = name
         done, not_done = concurrent.futures.wait(futures, timeout=self.timeout)
+        for future in not_done:  # stuck past the deadline: not asked again until its call returns
+            with self._lock:
+                self._stuck.add(futures[future])
+            future.add_done_callback(functools.partial(self._unstick, futures[future]))  # (at once if done now)
         skipped += [futures[f] for f in not_done]
         values: Dict[str, Dict[str, Any]] = {}
         for future in done:
@@ -191,14 +226,19 @@ class Sampler:
             self._stuck.discard(name)
 
     def _diff(self, class_name: str, values: Dict[str, Dict[str, Any]],
-              forget: Optional[Set[str]]) -> Optional[StatsBatch]:
+              forget: Optional[Set[str]], number: int) -> Optional[StatsBatch]:
         """Keep what changed since the last push; None when nothing did."""
         changed: List[Tuple[str, Dict[str, Any]]] = []
         with self._lock:
-            if forget is not None:
-                for name in [n for n in self._last if n.startswith(class_name + ":") and n not in forget]:
+            if forget is not None:  # (not what a newer pass has seen: it may be newer than this pass's list)
+                for name in [n for n in self._last if n.startswith(class_name + ":") and n not in forget
+                             and self._applied.get(n, 0) < number]:
                     del self._last[name]
+                    self._applied.pop(name, None)
             for name, new in sorted(values.items()):
+                if self._applied.get(name, 0) > number:
+                    continue  # a pass that began later has applied its values already
+                self._applied[name] = number
                 old = self._last.get(name, {})
                 delta = {f: v for f, v in new.items() if old.get(f) != v}
                 if delta:

@@ -18,6 +18,7 @@ session is this one or gone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -28,7 +29,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Optional
+from typing import IO, Callable, Dict, Iterator, List, Optional
 
 import libvirt
 
@@ -350,6 +351,30 @@ class LibvirtDaemons:
             fresh = self._spawn("libvirtd", [programs["tini"], "-s", "--", programs["libvirtd"], "-f", str(conf)])
             self._wait(lambda: answers(self.uri), fresh, time.monotonic() + timeout)
             self._write_state()
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_SH)
+
+    @contextlib.contextmanager
+    def libvirtd_stopped(self) -> Iterator[int]:
+        """libvirtd frozen with SIGSTOP for the block (a hung daemon: every call waits, sockets stay open),
+        SIGCONT always on the way out, failure included. Yields its pid.
+
+        Only for the libvirtd this object spawned, and only while no other test session uses it (it
+        holds the exclusive lock meanwhile): Unavailable otherwise.
+        """
+        daemon = next((d for d in self._daemons if d.name == "libvirtd"), None)
+        if daemon is None or self._adopted or self._lock is None or len(daemon.pids()) < 2:
+            raise Unavailable("libvirtd was not started by this session")
+        if not _flock(self._lock, fcntl.LOCK_EX, 1.0):
+            fcntl.flock(self._lock, fcntl.LOCK_SH)  # (the failed conversion dropped it)
+            raise Unavailable("another test session is using libvirtd")
+        pid = daemon.pids()[-1]
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                yield pid
+            finally:
+                os.kill(pid, signal.SIGCONT)
         finally:
             fcntl.flock(self._lock, fcntl.LOCK_SH)
 

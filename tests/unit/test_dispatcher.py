@@ -292,7 +292,7 @@ def responses(outcome: Outcome) -> List[QueryResponse]:
 
 def test_object_query_comes_in_batches() -> None:
     hv = FakeHypervisor([dom(i) for i in range(250)])
-    dispatcher = make_dispatcher(hv, sync=False)
+    dispatcher = make_dispatcher(hv)
     outcome = query(dispatcher)
     replies = responses(outcome)
     assert [len(r.items) for r in replies] == [QUERY_BATCH, QUERY_BATCH, 51]  # 250 domains and the node
@@ -300,7 +300,7 @@ def test_object_query_comes_in_batches() -> None:
     assert all(r.content == "_data" for r in replies)
     names = [r.object_id.object_name for reply in replies for r in reply.records]
     assert len(set(names)) == 251 and f"Node:{NODE.uuid}" in names
-    assert len(outcome.changes) == 251  # the query re-listed libvirt: all new
+    assert outcome.changes == []  # answered from the registry: libvirt is not re-listed
     # On the wire (through proton), 'partial' marks all but the last message.
     wires = [decode(roundtrip(r.encode("reply"))) for r in replies]
     assert [w.partial for w in wires if isinstance(w, QueryResponse)] == [True, True, False]
@@ -385,10 +385,16 @@ def test_schema_query(dispatcher: Dispatcher) -> None:
     decode(roundtrip(every.encode("reply")))  # the schema maps are AMQP-encodable
 
 
-def test_query_hypervisor_error(dispatcher: Dispatcher, hv: FakeHypervisor, mocker: MockerFixture) -> None:
-    mocker.patch.object(hv, "list_domains", autospec=True,
-                        side_effect=HypervisorError(38, "End of file while reading data"))
-    reply = exception(query(dispatcher))
+def test_queries_never_ask_libvirt_but_a_look_up_error_is_libvirts(dispatcher: Dispatcher, hv: FakeHypervisor,
+                                                                   mocker: MockerFixture) -> None:
+    failure = HypervisorError(38, "End of file while reading data")
+    for function in ("list_domains", "list_pools", "list_volumes", "lookup"):
+        mocker.patch.object(hv, function, autospec=True, side_effect=failure)
+    assert len(responses(query(dispatcher))[0].items) == 5  # from the registry
+    unknown = ObjectId(f"Domain:{dom(99).uuid}", AGENT, EPOCH)
+    assert responses(query(dispatcher, object_id=unknown))[0].items == ()  # no look-up unless asked for
+    reply = exception(dispatcher.query(QueryRequest(what="OBJECT", object_id=unknown, correlation_id="q1"),
+                                       lookup=True))
     assert (reply.error_code, reply.error_text) == (0x10000 + 38, "End of file while reading data")
 
 
