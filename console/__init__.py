@@ -15,12 +15,14 @@ from virtq.schema.errors import (AgentError, AmbiguousRefError, CallTimeoutError
                                  UnknownMethodError, UnknownObjectError, UnknownRefError, VirtqError)
 
 from ._console import Console
+from .health import AgentHealth
+from .limits import Limits
 from .objects import RemoteObject, describe
 from .repository import AgentRepository, AgentView, Repository
 
 __all__ = [
-    "AgentError", "AgentRepository", "AgentView", "AmbiguousRefError", "CallTimeoutError", "Console",
-    "ConsoleError", "InvalidParameterError", "LibvirtError", "NotConnectedError", "ObjectId",
+    "AgentError", "AgentHealth", "AgentRepository", "AgentView", "AmbiguousRefError", "CallTimeoutError", "Console",
+    "ConsoleError", "InvalidParameterError", "LibvirtError", "Limits", "NotConnectedError", "ObjectId",
     "RemoteError", "RemoteObject", "Repository", "UnknownMethodError", "UnknownObjectError",
     "UnknownRefError", "VirtqError", "describe",
 ]

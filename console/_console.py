@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import queue
 import secrets
 import threading
 import time
@@ -19,23 +18,29 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from virtq.schema import default_schema, errors
+from virtq.logs import RateLimited, shown
 from virtq.schema.codec import (DIRECT, TOPIC, AgentHeartbeat, AgentInfo, AgentLocateRequest, AgentLocateResponse,
-                                DataIndication, EventIndication, ExceptionResponse, Message, MethodRequest,
+                                DataIndication, DataRecord, EventIndication, ExceptionResponse, Message, MethodRequest,
                                 MethodResponse, ObjectId, QueryRequest, QueryResponse, StatsIndication,
                                 WireMessage, decode, direct_address)
 from virtq.schema.model import Method, Schema
 from virtq.transport import Connection, TlsConfig, Transport, direct_connection, profile
 from virtq.transport.urls import redact
 
-from .events import AgentAdded, AgentLost, AgentRestarted, Event
+from .events import AgentAdded, AgentDegraded, AgentLost, AgentRecovered, AgentRestarted, Event
+from .inbox import Inbox
 from .jobs import Apartments, Job
+from .limits import Limits, LimitWatch
+from .loader import Loader
 from .objects import RemoteObject
 from .repository import AgentRepository, AgentView, Repository
 from .subscriptions import Subscription, normalize_kinds
-from .trust import AgentTrust, TrustRule
+from .trust import AgentTrust, TrustRule, claimed_agents
 from .updater import Updater
 
 log = logging.getLogger(__name__)
+
+_warn = RateLimited(log)
 
 LOST_AFTER = 3
 """Heartbeat intervals without a heartbeat after which an agent is lost."""
@@ -74,18 +79,34 @@ class Console:
     presents (its principal is the certificate's CN) and the CA its peers' certificates must be
     signed by (the URL's host name is checked too). ``agent_users``: through a broker, accept an
     agent's messages only from the broker user this rule maps to it (see ``virtq.console.trust``).
+
+    In direct mode each connection speaks for one agent only: the first that answers on it (its locate
+    answer, or its first heartbeat). Messages on it naming any other agent are dropped (``untrusted``),
+    and an agent name bound to one connection cannot be taken by another.
+
+    ``limits``: the bounds on what agents can make the console hold (``virtq.console.limits.Limits``);
+    hitting one emits ``LimitReached``.
     """
 
     def __init__(self, urls: Union[str, Sequence[str]] = (), timeout: float = 10.0, *,
                  addressing: str = "direct", transports: Sequence[Transport] = (), schema: Optional[Schema] = None,
                  clock: Callable[[], float] = time.monotonic, discovery: Optional[float] = None,
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None, tls_ca: Optional[str] = None,
-                 agent_users: TrustRule = None) -> None:
+                 agent_users: TrustRule = None, limits: Optional[Limits] = None) -> None:
         urls = [urls] if isinstance(urls, str) else list(urls)
         tls = TlsConfig(tls_cert, tls_key, tls_ca)
         self.trust = AgentTrust(agent_users)
         self.untrusted = 0
         """Messages dropped because their sender may not speak for the agent they name."""
+        self.unbound = 0
+        """Direct mode: messages dropped because they came on a connection before any agent answered on it."""
+        self.limits = limits or Limits()
+        self.limit_watch = LimitWatch(self._emit)
+        self._direct = addressing == "direct"
+        self._bound: Dict[Transport, str] = {}  # direct mode: connection -> the one agent it speaks for
+        self._bound_to: Dict[str, Transport] = {}  # ... and agent -> its connection
+        self._degraded: Dict[str, str] = {}  # agent -> why, while its heartbeats say it is degraded
+        self._health_lock = threading.Lock()
         self.timeout = timeout
         self.schema = schema or default_schema()
         self.clock = clock
@@ -111,15 +132,17 @@ class Console:
         self.apartments = Apartments()
         self._subscriptions: List[Subscription] = []
         self._subscriptions_lock = threading.Lock()
-        self._updater = Updater(self, self.schema, self.agents, self._repos, self.apartments, self._emit)
+        self._updater = Updater(self, self.schema, self.agents, self._repos, self.apartments, self._emit,
+                                self.limits, self.limit_watch)
         self._lost: Dict[str, bool] = {}
         self._xml_cache: Dict[Tuple[str, str], Tuple[Any, str]] = {}
         self._xml_lock = threading.Lock()
         self.xml_fetches = 0
         """How many times the console asked an agent for XML (the fetcher's cache misses)."""
         self._agent_transport: Dict[str, Tuple[str, Transport]] = {}
-        self._inbox: "queue.Queue[Optional[Tuple[str, Optional[Transport], Union[WireMessage, _Marker, _Resynced]]]]" = \
-            queue.Queue()
+        self._inbox: Inbox[Optional[Tuple[str, Optional[Transport], Union[WireMessage, _Marker, _Resynced]]]] = \
+            Inbox(self.limits.inbox_bytes, lambda held: self.limit_watch.hit(
+                "inbox_bytes", self.limits.inbox_bytes, f"{held} bytes received and not yet applied: reading waits"))
         self._pending: Dict[str, _Pending] = {}
         self._pending_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -127,8 +150,7 @@ class Console:
         self._ingest = threading.Thread(target=self._ingest_loop, name="virtq-console-ingest", daemon=True)
         self._monitor = threading.Thread(target=self._monitor_loop, name="virtq-console-monitor", daemon=True)
         self._stopping = threading.Event()
-        self._loaders: List[threading.Thread] = []
-        self._loaders_lock = threading.Lock()  # a loader is started and listed as one step
+        self._loader = Loader(self.limits.loaders, lambda: self._closed)
         self._loaded: set[str] = set()  # agents whose objects were read once in full
         self._resyncing: set[str] = set()  # agents being read now (one reader at a time)
         self._resyncing_lock = threading.Lock()
@@ -154,7 +176,7 @@ class Console:
                 started.append((url, transport))
             except errors.NotConnectedError as exc:
                 self.unreachable[url] = str(exc)
-                log.warning("%s", exc)
+                log.warning("%s", shown(str(exc)))
         brokered = self.addressing != "direct"
         if brokered and not self.trust.enabled:
             log.warning("through a broker without agent_users: any broker user may speak for any agent "
@@ -165,14 +187,12 @@ class Console:
                 replies = self._wait(pending, self.discovery if brokered else self.timeout,
                                      f"agent locate via {url}", many=brokered)
                 for reply in replies:
-                    if isinstance(reply, AgentLocateResponse) and reply.info.name not in self._agent_transport:
+                    if isinstance(reply, AgentLocateResponse) and reply.info.name not in self._agent_transport \
+                            and self._admit(reply.info.name):
                         self._load_agent(reply.info, url, transport)
             except errors.ConsoleError as exc:
                 self.unreachable[url] = str(exc)
-        with self._loaders_lock:  # agents whose heartbeat came before their locate answer
-            loaders = list(self._loaders)
-        for loader in loaders:
-            loader.join(self.timeout)
+        self._loader.wait_idle(self.timeout)  # agents whose heartbeat came before their locate answer
         if self._transports and len(self.agents) == 0 and not (brokered and started):
             self.close()
             raise errors.NotConnectedError("; ".join(self.unreachable.values()) or "no agent answered")
@@ -180,7 +200,7 @@ class Console:
 
     def _deliverer(self, url: str, transport: Transport) -> Callable[[WireMessage], None]:
         """What a transport calls on its own thread: queue for the ingest thread, nothing more."""
-        return lambda wire: self._inbox.put((url, transport, wire))
+        return lambda wire: self._inbox.put((url, transport, wire), wire.size)
 
     def _state_listener(self, url: str, transport: Transport) -> Callable[[bool], None]:
         def on_state(up: bool) -> None:
@@ -207,9 +227,10 @@ class Console:
             return
         self._closed = True
         self._stopping.set()
+        self._loader.close()
         for _, transport in self._transports:
             transport.kill()
-        self._inbox.put(None)
+        self._inbox.close(None)
         for thread in (self._ingest, self._monitor):
             if thread.is_alive():
                 thread.join(5)
@@ -301,8 +322,11 @@ class Console:
         """Record the agent and (re)load all its objects; records are applied by the ingest thread."""
         self._agent_transport[info.name] = (url, transport)
         old = self._see_agent(info, url)
-        if old is None:
-            self._emit(AgentAdded(self.agents.by_name(info.name) or old))  # type: ignore[arg-type]
+        view = self.agents.by_name(info.name)
+        if old is None and view is not None:
+            self._emit(AgentAdded(view))
+        if view is not None:
+            self._check_health(view)
         self._resync_once(info.name)
 
     def resync(self, agent_name: str) -> None:
@@ -317,7 +341,7 @@ class Console:
                 raise errors.remote_error(reply.error_code, reply.error_text)
             if isinstance(reply, QueryResponse):
                 seen.update(r.object_id.object_name for r in reply.records)
-        self._inbox.put(("", transport, _Resynced(agent_name, frozenset(seen), started)))  # in ingest order
+        self._inbox.put(("", transport, _Resynced(agent_name, frozenset(seen), started)), wait=False)  # in order
         self._loaded.add(agent_name)
 
     def run(self, obj: Union[RemoteObject, ObjectId], method_name: str,
@@ -358,7 +382,7 @@ class Console:
         if threading.current_thread() is self._ingest:
             return
         marker = threading.Event()
-        self._inbox.put(("", None, _Marker(marker)))
+        self._inbox.put(("", None, _Marker(marker)), wait=False)
         marker.wait(self.timeout)
 
     def _results(self, method: Method, arguments: Mapping[str, Any]) -> Any:
@@ -441,10 +465,11 @@ class Console:
         known = self.agents.by_name(info.name)
         if known is None and info.name not in self._agent_transport:
             # An agent we have not loaded yet (it started after us): load it off the ingest thread.
-            # The loader runs (and is listed) before the agent counts as known, so start(), which
-            # skips known agents, finds it among the loaders to wait for.
-            self._background(self._load_agent, info, url, transport)
-            self._agent_transport[info.name] = (url, transport)
+            # The load is queued before the agent counts as known, so start(), which skips known
+            # agents, waits for it with the loader's other work.
+            if self._admit(info.name):
+                self._loader.submit(("load", info.name), self._load_agent, info, url, transport)
+                self._agent_transport[info.name] = (url, transport)
             return
         was_lost = self.is_lost(info.name)
         self._see_agent(info, url)
@@ -464,21 +489,35 @@ class Console:
             # Its objects were never read in full (the first load failed: a timeout on a loaded machine, a
             # lost connection): try again at each heartbeat until one succeeds.
             self._background(self._retry_load, info.name)
+        self._check_health(view)
 
-    def _background(self, fn: Callable[..., None], *args: Any) -> None:
-        def run() -> None:
-            try:
-                fn(*args)
-            except errors.VirtqError as exc:
-                level = logging.DEBUG if self._closed else logging.WARNING
-                log.log(level, "%s failed: %s", getattr(fn, "__name__", "loading"), exc)
+    def _check_health(self, view: AgentView) -> None:
+        """AgentDegraded when a heartbeat first says libvirt is not ok or calls are stuck; AgentRecovered
+        when one says all is well again (once per transition, not per heartbeat)."""
+        health = view.health
+        with self._health_lock:
+            was = self._degraded.get(view.name)
+            if health.ok == (was is None):
+                return
+            if health.ok:
+                del self._degraded[view.name]
+            else:
+                self._degraded[view.name] = health.reason
+        self._emit(AgentRecovered(view) if health.ok else AgentDegraded(view, health.reason))
 
-        thread = threading.Thread(target=run, name="virtq-console-load", daemon=True)
-        # Started and listed under one lock: start() can join it, and once the loader has marked its
-        # agent known (which start() checks first), start() finds it listed.
-        with self._loaders_lock:
-            thread.start()
-            self._loaders = [t for t in self._loaders if t.is_alive()] + [thread]
+    def _admit(self, agent_name: str) -> bool:
+        """Whether the console may follow one more agent (the ``agents`` limit)."""
+        if agent_name in self._agent_transport:
+            return True
+        if len(self._agent_transport) >= self.limits.agents:
+            self.limit_watch.hit("agents", self.limits.agents, f"agent {shown(agent_name)} not followed")
+            return False
+        self.limit_watch.clear("agents")
+        return True
+
+    def _background(self, fn: Callable[..., None], agent_name: str) -> None:
+        """Queue work on one agent for the loader threads (at most one such piece waiting per agent)."""
+        self._loader.submit((getattr(fn, "__name__", "work"), agent_name), fn, agent_name)
 
     def _resync_quietly(self, agent_name: str) -> None:
         self.resync(agent_name)
@@ -525,6 +564,8 @@ class Console:
             item = self._inbox.get()
             if item is None:
                 return
+            if self._inbox.held < self.limits.inbox_bytes // 2 and self.limit_watch.active("inbox_bytes"):
+                self.limit_watch.clear("inbox_bytes")
             url, transport, wire = item
             try:
                 if isinstance(wire, _Marker):
@@ -534,8 +575,11 @@ class Console:
                     self._updater.remove_missing(wire.agent, set(wire.seen), wire.started)
                 elif transport is not None:
                     self._ingest_one(url, transport, wire)
-            except Exception:  # noqa: BLE001 - one bad message must not stop ingest
-                log.exception("ingesting a message from %s", url)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop ingest
+                # a peer may trigger it at will: one line per window, the traceback at debug
+                if _warn.warning("ingest", "ingesting a message from %s failed: %s", shown(url),
+                                 shown(repr(exc))):
+                    log.debug("ingesting a message from %s", shown(url), exc_info=True)
             with self._changed:
                 self._changed.notify_all()
 
@@ -543,14 +587,57 @@ class Console:
         """Drop a message whose sender may not speak for the agent it names (counted, logged sparingly)."""
         self.untrusted += 1
         if self.untrusted in (1, 10, 100) or self.untrusted % 1000 == 0:
-            log.warning("dropping %s from agent %s (user %s): not the agent's (%d so far)", what, agent,
-                        principal or "(none)", self.untrusted)
+            log.warning("dropping %s from agent %s (user %s): not the agent's (%d so far)", shown(what),
+                        shown(agent), shown(principal or "(none)"), self.untrusted)
+
+    def _bound_ok(self, url: str, transport: Transport, wire: WireMessage, message: Message,
+                  pending: Optional[_Pending]) -> bool:
+        """Direct mode: whether a message may be believed on the connection it came in on.
+
+        A connection is bound to the first agent that answers on it — its locate answer or heartbeat, or
+        an answer from the agent a request on it was sent to — unless that agent is bound to another
+        connection already. Until then nothing on it is believed; afterwards only what names that agent."""
+        claimed = claimed_agents(message)
+        if isinstance(message, (DataIndication, QueryResponse)) and any(
+                isinstance(i, DataRecord) and not i.object_id.agent_name
+                for i in (message.records if isinstance(message, DataIndication) else message.items)):
+            claimed.add("")  # an object of no agent: never one of the bound agent's
+        if not claimed:
+            return True
+        bound = self._bound.get(transport)
+        if bound is None:
+            name: Optional[str] = None
+            if isinstance(message, (AgentLocateResponse, AgentHeartbeat)):
+                name = message.info.name
+            elif pending is not None and pending.agent and pending.transport is transport:
+                name = pending.agent
+            if name is None:
+                self.unbound += 1
+                log.debug("dropping %s from %s: no agent answered on this connection yet", message.OPCODE,
+                          shown(url))
+                return False
+            if claimed != {name} or self._bound_to.get(name, transport) is not transport:
+                self._distrust(wire.principal, name, f"a message on {url}, whose agent is not {name}")
+                if pending is not None and not pending.agent and isinstance(message, AgentLocateResponse):
+                    # our locate on a second connection to an agent we follow already: say so at once
+                    pending.error = errors.NotConnectedError(f"{shown(url)}: agent {shown(name)} already answered "
+                                                             "on another connection; not followed twice")
+                    pending.done.set()
+                return False
+            self._bound[transport] = name
+            self._bound_to[name] = transport
+            return True
+        if claimed != {bound}:
+            other = sorted(claimed - {bound})[0]
+            self._distrust(wire.principal, other, f"a message on the connection of {bound} ({url})")
+            return False
+        return True
 
     def _ingest_one(self, url: str, transport: Transport, wire: WireMessage) -> None:
         try:
             message = decode(wire)
         except errors.ProtocolError as exc:
-            log.warning("dropping malformed message from %s: %s", url, exc)
+            _warn.warning("malformed", "dropping malformed message from %s: %s", shown(url), shown(str(exc)))
             return
         if self.trust.enabled:
             impostor = self.trust.check(wire.principal, message)
@@ -561,6 +648,8 @@ class Console:
         if message.correlation_id is not None:
             with self._pending_lock:
                 pending = self._pending.get(message.correlation_id)
+        if self._direct and not self._bound_ok(url, transport, wire, message, pending):
+            return
         if pending is not None and pending.agent and message.agent != pending.agent:
             self._distrust(wire.principal, message.agent or "(none)", f"an answer to a request to {pending.agent}")
             return

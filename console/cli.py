@@ -7,6 +7,7 @@ Exit codes: 0 ok; 1 other errors; 2 usage; 3 agent unreachable / not connected;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,14 +19,17 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import click
 
+from virtq.logs import shown
 from virtq.schema import errors, types
 from virtq.schema.codec import ObjectId
 from virtq.transport import TlsError
 
 from ._console import LOST_AFTER, Console
-from .events import (AgentAdded, AgentLost, AgentRestarted, ConfigChanged, DomainStateChanged, Event, LibvirtEvent,
-                     ObjectAdded, ObjectEvent, ObjectRemoved, Overflowed, StatsUpdated)
+from .events import (AgentAdded, AgentDegraded, AgentLost, AgentRecovered, AgentRestarted, ConfigChanged,
+                     DomainStateChanged, Event, LibvirtEvent, LimitReached, ObjectAdded, ObjectEvent, ObjectRemoved,
+                     Overflowed, StatsUpdated)
 from .objects import RemoteObject, describe
+from .repository import AgentView
 from .subscriptions import Subscription
 from .trust import parse_users
 
@@ -44,9 +48,27 @@ COLUMNS: Dict[str, Sequence[str]] = {
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+SHOWN = 4_000
+"""Characters of one agent-supplied value printed (names, hostnames, results, error texts)."""
+_XML_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0d, 0x20), 0x7f,
+                                               *range(0x80, 0xa0))}
+
+
+def printable(value: Any, limit: int = SHOWN) -> str:
+    """What an agent supplied, printable: control characters (terminal escape sequences, carriage returns,
+    newlines that forge lines) escaped, the length bounded. JSON output needs none of this (json.dumps
+    escapes them)."""
+    return shown(value if isinstance(value, str) else str(value), limit)
+
+
+def xml_text(document: str) -> str:
+    """An XML document as printed by ``virtq xml``: as is but for control characters other than newline and
+    tab (XML 1.0 allows no other C0 control; ESC and C1 controls would drive the terminal)."""
+    return document.translate(_XML_CONTROLS)
+
 
 def cli_error(message: str, exit_code: int = 1) -> click.ClickException:
-    error = click.ClickException(message)
+    error = click.ClickException(printable(message))
     error.exit_code = exit_code  # type: ignore[misc]  # ClickException declares it per class
     return error
 
@@ -95,7 +117,7 @@ class State:
                 raise cli_error(str(exc), 2) from exc
             self._console = ctx.with_resource(console)
             for url, why in console.unreachable.items():
-                click.echo(f"warning: {why}", err=True)
+                click.echo(f"warning: {printable(why)}", err=True)
         return self._console
 
 
@@ -164,7 +186,7 @@ def _table(rows: List[Dict[str, Any]], columns: Sequence[str]) -> None:
     if not rows:
         click.echo("(none)")
         return
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    cells = [[printable(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
     for row in cells:
@@ -187,18 +209,25 @@ def _find(console: Console, class_name: str, ref: str) -> RemoteObject:
 class_arg = click.argument("class_name", metavar="CLASS", type=click.Choice(CLASSES, case_sensitive=False))
 
 
+def agent_state(console: Console, agent: AgentView) -> str:
+    """'lost' (no heartbeat for 3 intervals), 'ok', or 'degraded: <why>' as its last heartbeat said."""
+    return "lost" if console.is_lost(agent.name) else agent.health.state
+
+
 @cli.command()
 @click.pass_context
 def agents(ctx: click.Context) -> None:
-    """The agents this console reached."""
+    """The agents this console reached, and their state: ok, degraded (libvirt unresponsive, calls stuck in
+    libvirt — as the agent's heartbeats say) or lost (no heartbeat for 3 intervals)."""
     state = _state(ctx)
     console = state.console(ctx)
     rows = [{"name": a.name, "hostname": a.hostname, "uri": a.uri, "epoch": a.epoch, "url": a.url,
-             "heartbeat": a.heartbeat_interval} for a in sorted(console.agents, key=lambda a: a.name)]
+             "heartbeat": a.heartbeat_interval, "state": agent_state(console, a),
+             "health": dataclasses.asdict(a.health)} for a in sorted(console.agents, key=lambda a: a.name)]
     if state.as_json:
         _emit_json(rows)
     else:
-        _table(rows, ("name", "hostname", "uri", "epoch", "url"))
+        _table(rows, ("name", "hostname", "uri", "epoch", "url", "state"))
 
 
 @cli.command("list")
@@ -221,13 +250,14 @@ def list_(ctx: click.Context, kind: str) -> None:
 
 KINDS: Dict[str, Type[Event]] = {
     "agent-added": AgentAdded, "agent-lost": AgentLost, "agent-restarted": AgentRestarted,
+    "agent-degraded": AgentDegraded, "agent-recovered": AgentRecovered, "limit": LimitReached,
     "added": ObjectAdded, "removed": ObjectRemoved, "state": DomainStateChanged, "config": ConfigChanged,
     "stats": StatsUpdated, "libvirt": LibvirtEvent,
 }
 """``virtq watch --kind`` names and the console events they select."""
 CHATTY_KINDS = frozenset({"stats"})
 """Left out unless asked for with --kind."""
-AGENT_KINDS = (AgentAdded, AgentLost, AgentRestarted)
+AGENT_KINDS = (AgentAdded, AgentLost, AgentRestarted, AgentDegraded, AgentRecovered)
 CPU_STATES = frozenset({1, 2, 4})
 """virDomainState codes whose cpuTime moves: running, blocked, shutdown (being shut down)."""
 SORTS = ("cpu", "mem", "name")
@@ -250,10 +280,11 @@ def _kind_of(event: Event) -> str:
     return "overflow" if isinstance(event, Overflowed) else type(event).__name__
 
 
-def _echo_line(text: str) -> None:
-    """One line, flushed at once; a reader that went away (``virtq watch | head``) ends the output quietly."""
+def _echo_line(line: str) -> None:
+    """One line, flushed at once; a reader that went away (``virtq watch | head``) ends the output quietly.
+    Control characters in it (from what agents supplied) are escaped."""
     try:
-        click.echo(text)
+        click.echo(shown(line, 100_000))
     except BrokenPipeError:
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -293,7 +324,7 @@ class _Watcher:
 
     def wants(self, event: Event) -> bool:
         """--class keeps the events of objects of those classes; agent events always pass."""
-        if not self.classes or isinstance(event, AGENT_KINDS + (Overflowed,)):
+        if not self.classes or isinstance(event, AGENT_KINDS + (Overflowed, LimitReached)):
             return True
         return self.subject(event)[1] in self.classes
 
@@ -305,6 +336,10 @@ class _Watcher:
             return f"lost (no heartbeat for {LOST_AFTER} intervals; its objects are kept, marked stale)"
         if isinstance(event, AgentRestarted):
             return f"restarted (epoch {event.old_epoch} -> {event.agent.epoch})"
+        if isinstance(event, AgentDegraded):
+            return f"degraded: {event.reason}"
+        if isinstance(event, AgentRecovered):
+            return "recovered (libvirt ok, no call stuck)"
         if isinstance(event, ObjectAdded):
             return "added"
         if isinstance(event, ObjectRemoved):
@@ -325,6 +360,8 @@ class _Watcher:
         stamp = now.strftime("%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
         if isinstance(event, Overflowed):
             return f"{stamp} -- {event.dropped} event(s) dropped: this watch fell behind"
+        if isinstance(event, LimitReached):
+            return f"{stamp} -- limit {event.limit} ({event.value}) reached: {event.detail}"
         agent, class_name, _, label = self.subject(event)
         job = getattr(event, "job", None)
         return (f"{stamp} {_agent_host(self.console, agent)} {class_name.lower()} {label} {self.what(event)}"
@@ -335,12 +372,16 @@ class _Watcher:
         data: Dict[str, Any] = {"type": _kind_of(event), "time": now.isoformat(timespec="milliseconds")}
         if isinstance(event, Overflowed):
             return {**data, "dropped": event.dropped}
+        if isinstance(event, LimitReached):
+            return {**data, "limit": event.limit, "value": event.value, "detail": event.detail}
         agent, class_name, object_name, label = self.subject(event)
         data.update(agent=agent, host=_agent_host(self.console, agent), text=self.what(event))
         if isinstance(event, AGENT_KINDS):
             data["epoch"] = event.agent.epoch
             if isinstance(event, AgentRestarted):
                 data["old_epoch"] = event.old_epoch
+            if isinstance(event, (AgentDegraded, AgentRecovered)):
+                data["health"] = dataclasses.asdict(event.agent.health)
             return data
         data.update({"class": class_name, "object": object_name, "name": label, "job": getattr(event, "job", None)})
         if isinstance(event, (ObjectAdded, ObjectRemoved)):
@@ -372,6 +413,9 @@ Kinds (--kind, repeat for several; default: every kind but stats):
   agent-added      an agent answered (or came back after being lost)
   agent-lost       no heartbeat for 3 intervals; its objects are kept, stale
   agent-restarted  the agent's epoch changed; the console re-reads it all
+  agent-degraded   its heartbeat says libvirt is unresponsive or calls are stuck
+  agent-recovered  its heartbeat says libvirt is ok again, no call stuck
+  limit            a console bound was hit (agents, objects, tombstones …)
   added            an object appeared (defined, created, found)
   removed          an object went away
   state            a domain's state changed: old -> new (libvirt's reason)
@@ -575,7 +619,7 @@ def show(ctx: click.Context, class_name: str, ref: str) -> None:
         _emit_json(obj)
         return
     for key, value in describe(obj).items():
-        click.echo(f"{key + ':':<9} {value}")
+        click.echo(f"{key + ':':<9} {printable(value)}")
 
 
 def _parse_arguments(obj: RemoteObject, method_name: str, pairs: Sequence[str],
@@ -613,11 +657,11 @@ def _print_result(result: Any, as_json: bool) -> None:
         click.echo("ok")
     elif isinstance(result, dict):
         for key, value in result.items():
-            click.echo(f"{key}: {_plain(value)}")
+            click.echo(f"{printable(key)}: {printable(_plain(value))}")
     elif isinstance(result, RemoteObject):
-        click.echo(" ".join(f"{k}={v}" for k, v in describe(result).items()))
+        click.echo(printable(" ".join(f"{k}={v}" for k, v in describe(result).items())))
     else:
-        click.echo(_plain(result))
+        click.echo(printable(_plain(result)))
 
 
 @cli.command()
@@ -647,11 +691,11 @@ def xml(ctx: click.Context, class_name: str, ref: str, flags: int) -> None:
     obj = _find(console, class_name, ref)
     if obj.schema.method("getXMLDesc") is None:
         raise click.UsageError(f"{obj.class_name} has no XML description")
-    text = console.call(obj, "getXMLDesc", {"flags": flags} if flags else {})
+    document = console.call(obj, "getXMLDesc", {"flags": flags} if flags else {})
     if state.as_json:
-        _emit_json({"xml": text})
+        _emit_json({"xml": document})
     else:
-        click.echo(str(text).rstrip("\n"))
+        click.echo(xml_text(str(document).rstrip("\n")))
 
 
 def _argument_details(arg: Any) -> Dict[str, Any]:

@@ -47,6 +47,32 @@ class AgentRestarted(Event):
 
 
 @dataclass(frozen=True)
+class AgentDegraded(Event):
+    """The agent's heartbeat says libvirt is not responsive or calls are stuck (``agent.health``)."""
+
+    agent: AgentView
+    reason: str
+
+
+@dataclass(frozen=True)
+class AgentRecovered(Event):
+    """The agent's heartbeat says libvirt is ok again and no call is stuck."""
+
+    agent: AgentView
+
+
+@dataclass(frozen=True)
+class LimitReached(Event):
+    """A named bound of the console (``virtq.console.limits.Limits``) was hit: what exceeded it is dropped.
+
+    Once per episode: again only after usage fell back below the bound."""
+
+    limit: str
+    value: int
+    detail: str
+
+
+@dataclass(frozen=True)
 class ObjectEvent(Event):
     obj: RemoteObject
     job: Optional[int] = field(default=None, kw_only=True)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Option
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import AmbiguousRefError, UnknownRefError
 
+from .health import AgentHealth
 from .objects import RemoteObject
 
 
@@ -33,6 +34,11 @@ class AgentView:
     @property
     def instance(self) -> str:
         return self.name.rsplit(":", 1)[-1]
+
+    @property
+    def health(self) -> AgentHealth:
+        """What its last heartbeat said of libvirt and of stuck calls (ok for agents that say nothing)."""
+        return AgentHealth.from_attributes(self.attributes)
 
 
 T = TypeVar("T")

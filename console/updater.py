@@ -13,12 +13,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
 
+from virtq.logs import shown
 from virtq.schema.codec import DataRecord, EventRecord, ObjectId, StatsBatch
 from virtq.schema.model import Schema
 
 from .events import (DOMAIN_STATES, ConfigChanged, DomainStateChanged, Event, LibvirtEvent, ObjectAdded,
                      ObjectEvent, ObjectRemoved, StatsUpdated)
 from .jobs import Apartments
+from .limits import Limits, LimitWatch
 from .objects import RemoteObject
 from .repository import AgentRepository, Repository
 
@@ -36,23 +38,35 @@ LIFECYCLE_STATES: Dict[str, FrozenSet[int]] = {
 }
 """The virDomainState codes a lifecycle event leads to: its reason explains only a change to one of them."""
 
-EARLY_LIMIT = 200_000
+EARLY_LIMIT = Limits.held_samples
 """Samples of not-yet-known objects held at most (a console that starts amid a fleet hears samples of every
 agent before it has loaded them; those loads bring the same statistics and free the entries)."""
+PRUNE_EVERY = 1.0
+"""Seconds between two prunings of old tombstones."""
 
 
 class Updater:
     """Owned by the console; only its ingest thread calls it."""
 
     def __init__(self, console: "Console", schema: Schema, agents: AgentRepository,
-                 repos: Dict[str, Repository], apartments: Apartments, emit: Emit) -> None:
+                 repos: Dict[str, Repository], apartments: Apartments, emit: Emit,
+                 limits: Optional[Limits] = None, watch: Optional[LimitWatch] = None) -> None:
         self._console = console
         self._schema = schema
         self._agents = agents
         self._repos = repos
         self._apartments = apartments
         self._emit = emit
-        self._tombstones: Dict[Tuple[str, str], int] = {}  # (agent, name) -> delete_ts
+        self._limits = limits or Limits()
+        self._watch = watch or LimitWatch(emit)
+        # (agent, name) -> (delete_ts, console clock when buried), oldest first
+        self._tombstones: Dict[Tuple[str, str], Tuple[int, float]] = {}
+        self._pruned = 0.0
+        self._objects: Dict[str, int] = {}  # agent -> objects held (every class)
+        self._held: Dict[str, int] = {}  # agent -> samples held for its unknown objects
+        # declared statistics per class: nothing else is kept (a sample's names are the agent's to choose)
+        self._statistics: Dict[str, FrozenSet[str]] = {
+            name: frozenset(s.name for s in cls.statistics) for name, cls in schema.classes.items()}
         # per domain: the last lifecycle event not yet matched by a pushed state: its reason, the states it
         # leads to and when it happened
         self._reasons: Dict[Tuple[str, str], Tuple[str, FrozenSet[int], int]] = {}
@@ -90,21 +104,25 @@ class Updater:
                 continue
             key = (record.object_id.agent_name, record.object_id.object_name)
             if record.deleted:
-                self._tombstones[key] = record.delete_ts
+                self._bury(key, record.delete_ts)
                 self._sampled.pop(key, None)
                 self._recorded.pop(key, None)
-                self._early.pop(key, None)
+                self._unhold(key)
+                self._reasons.pop(key, None)
                 old = repo.remove(record.object_id)
                 if old is not None:
+                    self._forget(key[0])
                     self._tell(ObjectRemoved(old))
                 continue
-            if record.update_ts and record.update_ts <= self._tombstones.get(key, 0):
+            if record.update_ts and record.update_ts <= self._deleted_at(key):
                 continue  # from before the object was removed
             old = repo.by_id(record.object_id)
+            if old is None and not self._room_for(key[0]):
+                continue
             if old is None:
                 obj = RemoteObject(self._console, cls, record.object_id, record.values, record.update_ts,
                                    record.create_ts)
-                held = self._early.pop(key, None)
+                held = self._unhold(key)
                 if held is not None and held[2] == record.object_id.agent_epoch:
                     obj = obj.with_stats(held[0], held[1])
                     self._sampled[key] = time.monotonic()
@@ -128,6 +146,7 @@ class Updater:
             repo.upsert(obj)
             self._recorded[key] = time.monotonic()
             if old is None:
+                self._objects[key[0]] = self._objects.get(key[0], 0) + 1
                 self._tell(ObjectAdded(obj))
             elif old.values.get("configGen") != obj.values.get("configGen"):
                 self._tell(ConfigChanged(obj, old.values.get("configGen"), obj.values.get("configGen")))
@@ -139,16 +158,83 @@ class Updater:
 
         Statistics still held for unknown objects of the agent go too: whatever the agent had when it
         answered has arrived by now, and samples of objects it creates later follow their records."""
-        for key in [k for k in self._early if k[0] == agent]:
-            del self._early[key]
+        if self._held.get(agent):
+            for key in [k for k in self._early if k[0] == agent]:
+                self._unhold(key)
         for repo in self._repos.values():
             for obj in repo.of_agent(agent):
                 key = (agent, obj.object_id.object_name)
                 if key[1] not in seen and self._recorded.get(key, float("-inf")) <= before:
                     self._sampled.pop(key, None)
                     self._recorded.pop(key, None)
-                    repo.remove(obj.object_id)
+                    if repo.remove(obj.object_id) is not None:
+                        self._forget(agent)
                     self._tell(ObjectRemoved(obj))
+
+    # --- bounds ------------------------------------------------------------------------------------
+
+    def _room_for(self, agent: str) -> bool:
+        """Whether one more object of ``agent`` may be held (the ``agents`` and ``objects_per_agent`` limits)."""
+        count = self._objects.get(agent)
+        if count is None and len(self._objects) >= self._limits.agents:
+            self._watch.hit("agents", self._limits.agents, f"objects of agent {shown(agent)} not kept")
+            return False
+        if count is not None and count >= self._limits.objects_per_agent:
+            self._watch.hit("objects_per_agent", self._limits.objects_per_agent,
+                            f"new objects of agent {shown(agent)} not kept", scope=agent)
+            return False
+        return True
+
+    def _forget(self, agent: str) -> None:
+        """One object of ``agent`` fewer."""
+        count = self._objects.get(agent, 0) - 1
+        if count > 0:
+            self._objects[agent] = count
+        else:
+            self._objects.pop(agent, None)
+        self._watch.clear("objects_per_agent", agent)
+
+    def _bury(self, key: Tuple[str, str], delete_ts: int) -> None:
+        """Remember a deletion (oldest first; pruned by age, capped by the ``tombstones`` limit)."""
+        now = self._console.clock()
+        self._tombstones.pop(key, None)
+        self._tombstones[key] = (delete_ts, now)
+        if now - self._pruned >= PRUNE_EVERY:
+            self._pruned = now
+            horizon = now - self._limits.tombstone_age
+            while self._tombstones:
+                first = next(iter(self._tombstones))
+                if self._tombstones[first][1] >= horizon:
+                    break
+                del self._tombstones[first]
+        if len(self._tombstones) > self._limits.tombstones:
+            self._watch.hit("tombstones", self._limits.tombstones, "the oldest deletions are forgotten early")
+            while len(self._tombstones) > self._limits.tombstones:
+                del self._tombstones[next(iter(self._tombstones))]
+        elif len(self._tombstones) < self._limits.tombstones // 2:
+            self._watch.clear("tombstones")
+
+    def _deleted_at(self, key: Tuple[str, str]) -> int:
+        buried = self._tombstones.get(key)
+        return buried[0] if buried is not None else 0
+
+    @property
+    def tombstones(self) -> int:
+        return len(self._tombstones)
+
+    @property
+    def held_samples(self) -> int:
+        return len(self._early)
+
+    def _unhold(self, key: Tuple[str, str]) -> Optional[Tuple[Dict[str, Any], int, int]]:
+        held = self._early.pop(key, None)
+        if held is not None:
+            count = self._held.get(key[0], 0) - 1
+            if count > 0:
+                self._held[key[0]] = count
+            else:
+                self._held.pop(key[0], None)
+        return held
 
     # --- statistics ----------------------------------------------------------------------------
 
@@ -159,9 +245,12 @@ class Updater:
                 log.debug("dropping statistics of %s from epoch %d (now %d)", agent, batch.epoch, view.epoch)
                 continue
             repo = self._repos.get(batch.schema_id.class_name)
+            declared = self._statistics.get(batch.schema_id.class_name, frozenset())
             if repo is None:
                 continue
             for name, changed in batch.rows():
+                if not declared.issuperset(changed):
+                    changed = {k: v for k, v in changed.items() if k in declared}
                 old = repo.by_id(ObjectId(name, agent))
                 if old is None:
                     self._hold(agent, name, batch, changed)
@@ -179,12 +268,21 @@ class Updater:
     def _hold(self, agent: str, name: str, batch: StatsBatch, changed: Mapping[str, Any]) -> None:
         """Keep a sample of an object not known yet (merged with any held before, newest values winning)."""
         key = (agent, name)
-        if batch.sample_ts <= self._tombstones.get(key, 0):
+        if batch.sample_ts <= self._deleted_at(key):
             return  # of an object removed since
         held = self._early.get(key)
+        if held is None and self._held.get(agent, 0) >= self._limits.held_samples_per_agent:
+            self._watch.hit("held_samples_per_agent", self._limits.held_samples_per_agent,
+                            f"samples of unknown objects of agent {shown(agent)} dropped", scope=agent)
+            return
         if held is None or held[2] != batch.epoch:
-            if len(self._early) >= EARLY_LIMIT:
-                del self._early[next(iter(self._early))]  # the oldest held
+            if held is None and len(self._early) >= min(EARLY_LIMIT, self._limits.held_samples):
+                self._watch.hit("held_samples", self._limits.held_samples, "the oldest held samples dropped")
+                self._unhold(next(iter(self._early)))  # the oldest held
+            elif held is None and len(self._early) < self._limits.held_samples // 2:
+                self._watch.clear("held_samples")
+            if held is None:
+                self._held[agent] = self._held.get(agent, 0) + 1
             self._early[key] = (dict(changed), batch.sample_ts, batch.epoch)
         elif batch.sample_ts >= held[1]:
             self._early[key] = ({**held[0], **changed}, batch.sample_ts, batch.epoch)
@@ -222,7 +320,7 @@ class Updater:
         current = obj.stats.get("state") if obj is not None else None
         if current in states:
             self._reasons.pop(key, None)
-        else:
+        elif obj is not None or key in self._reasons or len(self._reasons) < self._limits.held_samples:
             self._reasons[key] = (f"{event}/{detail}" if detail else event, states, timestamp)
 
     # --- libvirt events ------------------------------------------------------------------------

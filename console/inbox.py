@@ -1,0 +1,66 @@
+"""The console's inbox: what transports received, waiting for the ingest thread — bounded in bytes.
+
+A peer that sends faster than the console applies would otherwise grow it without bound. When it is
+full, a transport's delivery waits (its reactor stops reading, so the peer meets TCP back-pressure) until
+the ingest thread has caught up; the console's own items (markers, the end of a resync, the stop) never
+wait.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable, Deque, Generic, Optional, Tuple, TypeVar
+
+T = TypeVar("T")
+
+MIN_COST = 512
+"""Bytes a message counts for at least (a transport that does not know its size says 0)."""
+
+
+class Inbox(Generic[T]):
+    def __init__(self, limit: int, on_full: Callable[[int], None] = lambda held: None) -> None:
+        self.limit = limit
+        self._on_full = on_full  # told (with the bytes held) each time a delivery has to wait
+        self._items: Deque[Tuple[T, int]] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.waits = 0
+        """Deliveries that had to wait for room."""
+
+    def put(self, item: T, size: int = 0, wait: bool = True) -> None:
+        """Queue ``item``; with ``wait``, first wait while the inbox holds ``limit`` bytes or more."""
+        cost = max(size, MIN_COST) if wait else 0
+        with self._cond:
+            full = wait and self._bytes >= self.limit and not self._closed
+            held = self._bytes
+        if full:
+            self.waits += 1
+            self._on_full(held)  # outside the lock: it tells subscribers
+        with self._cond:
+            if full:
+                self._cond.wait_for(lambda: self._bytes < self.limit or self._closed)
+            self._items.append((item, cost))
+            self._bytes += cost
+            self._cond.notify_all()
+
+    def get(self) -> T:
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._items))
+            item, cost = self._items.popleft()
+            self._bytes -= cost
+            self._cond.notify_all()
+            return item
+
+    @property
+    def held(self) -> int:
+        """Bytes of received messages waiting."""
+        return self._bytes
+
+    def close(self, last: Optional[T] = None) -> None:
+        """No delivery waits any more; ``last`` (the ingest thread's stop) is queued."""
+        with self._cond:
+            self._closed = True
+            self._items.append((last, 0))  # type: ignore[arg-type]
+            self._cond.notify_all()
