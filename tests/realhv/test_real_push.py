@@ -461,6 +461,8 @@ def test_reconnects_after_libvirtd_restart(libvirt_daemons: LibvirtDaemons, push
     direct().lookupByUUIDString(dom.uuid).create()
     assert recorder.wait_lifecycle(dom.uuid, 2, mark) == CREATE
     assert push_console.wait_for(lambda: dom.latest().state_name == "running", timeout=10)
+    # Subscribers hear of it on their own thread, after the repository changed: wait for the event too.
+    assert recorder.wait(lambda: bool(recorder.states(dom.uuid, mark)))
     assert recorder.states(dom.uuid, mark)[-1].new == "running"
     # ... and the agent's own calls work on the new connection.
     dom.latest().destroy().wait_state("shutoff", timeout=10)
