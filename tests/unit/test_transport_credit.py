@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import List
+from typing import Any, List
 
+import pytest
 from proton import Message, Timeout
 from proton.utils import BlockingConnection
 
 from virtq.schema.codec import WireMessage
-from virtq.transport import DirectListener
+from virtq.transport import DirectListener, _connection
+from virtq.transport._connection import Connection
 from virtq.transport._reactor import PREFETCH
+from virtq.transport.profiles import QmfProfile
 
 
 def _port() -> int:
@@ -47,3 +50,40 @@ def test_credit_is_granted_only_while_the_consumer_is_ready() -> None:
         except Exception:  # noqa: BLE001 - closing is best effort here
             pass
         listener.stop()
+
+
+def test_sender_links_are_bounded_least_recently_used_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A console sending to many destinations (one link each through a router) keeps at most
+    MAX_SENDER_LINKS links: idle ones are closed, the least recently used first."""
+    class Link:
+        def __init__(self, target: str) -> None:
+            self.target, self.closed, self.credit, self.state = target, False, 0, 0
+
+        def close(self) -> None:
+            self.closed = True
+            closed.append(self.target.rsplit("/", 1)[1])
+
+    connection = Connection(["amqp://127.0.0.1:1"], QmfProfile(), role="console")
+    handler = connection._handler
+    created: List[Any] = []
+    closed: List[str] = []
+
+    class Container:
+        def create_sender(self, conn: object, target: str, name: str) -> Link:
+            created.append(Link(target))
+            return created[-1]
+
+    monkeypatch.setattr(_connection, "MAX_SENDER_LINKS", 3)
+    monkeypatch.setattr(connection._reactor, "_container", Container())
+    handler.connection = object()
+    connection._connected = True
+    for agent in ("a", "b", "c", "a", "d", "e"):
+        handler.send(WireMessage(f"qmf.default.direct/{agent}", {}, {}))
+    # every link still holds its message (the peer granted no credit): none is idle, so none is closed
+    assert len(handler.senders) == 5 and not any(link.closed for link in created)
+    for box in handler.senders.values():
+        box.pending.clear()  # delivered
+    handler.send(WireMessage("qmf.default.direct/f", {}, {}))
+    assert [t.rsplit("/", 1)[1] for t in handler.senders] == ["d", "e", "f"]
+    assert closed == ["b", "c", "a"]  # least recently used first: a was used again after b and c
+    connection.kill()

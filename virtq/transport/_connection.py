@@ -61,6 +61,10 @@ class Backoff:
         self.attempt = 0
 
 
+MAX_SENDER_LINKS = 256
+"""Sender links one connection keeps open; idle ones beyond it are closed, least recently used first."""
+
+
 class _ConnectionHandler(ReactorHandler):
     def __init__(self, owner: "Connection") -> None:
         super().__init__()
@@ -145,12 +149,25 @@ class _ConnectionHandler(ReactorHandler):
             return
         physical = self.owner.profile.outgoing(wire)  # the sender link's address, the routing subject
         target = physical.address
-        box = self.senders.get(target)
+        box = self.senders.pop(target, None)
         if box is None:
+            self._retire_idle_senders()
             link = self.owner._reactor.container.create_sender(
                 self.connection, target, name=f"{self.owner.link_prefix}-out-{uuid.uuid4().hex[:8]}")
-            box = self.senders[target] = Outbox(link, target, user_id=self.user_id, limits=self.owner.limits)
+            box = Outbox(link, target, user_id=self.user_id, limits=self.owner.limits)
+        self.senders[target] = box  # most recently used last
         box.push(physical)
+
+    def _retire_idle_senders(self) -> None:
+        """At most MAX_SENDER_LINKS sender links (one per destination: through a router, one per agent
+        address, which peers name): the least recently used ones with nothing pending are closed."""
+        for target in list(self.senders):
+            if len(self.senders) < MAX_SENDER_LINKS:
+                return
+            box = self.senders[target]
+            if not box.pending:
+                del self.senders[target]
+                box.link.close()
 
     def on_sendable(self, event: Any) -> None:
         for box in self.senders.values():
