@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-from .hypervisor import DomainIdentity, EventSink, Hypervisor, Identity, NodeIdentity, PoolIdentity, VolumeIdentity
+from .hypervisor import (DomainIdentity, ForwardingHypervisor, Hypervisor, Identity, NodeIdentity, PoolIdentity,
+                         VolumeIdentity)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class CallTracker:
         return Health(len(stuck), now - stuck[0].started, stuck[0].what)
 
 
-class TrackedHypervisor(Hypervisor):
+class TrackedHypervisor(ForwardingHypervisor):
     """The agent's hypervisor as its parts see it: every call recorded in a CallTracker.
 
     Calls are passed on to the wrapped hypervisor's attributes at call time, so a test that patches
@@ -88,9 +89,8 @@ class TrackedHypervisor(Hypervisor):
     """
 
     def __init__(self, hypervisor: Hypervisor, tracker: CallTracker) -> None:
-        self.inner = hypervisor
+        super().__init__(hypervisor)
         self.tracker = tracker
-        self.uri = hypervisor.uri
         self._node = f"Node:{hypervisor.node().uuid}"
 
     def _object(self, class_name: str, key: Optional[str]) -> str:
@@ -119,15 +119,6 @@ class TrackedHypervisor(Hypervisor):
     def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
         with self.tracker.track(f"{self._object(class_name, key)} {function}"):
             return self.inner.invoke(class_name, key, function, args)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def watch(self, sink: EventSink) -> None:
-        self.inner.watch(sink)
-
-    def unwatch(self) -> None:
-        self.inner.unwatch()
 
     def bulk_domain_info(self) -> Dict[str, Dict[str, int]]:
         with self.tracker.track(f"{self._node} virConnectGetAllDomainStats"):

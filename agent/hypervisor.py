@@ -159,3 +159,54 @@ class Hypervisor(abc.ABC):
         """A cheap call that needs libvirtd to answer (virConnectGetLibVersion): the agent makes one per
         heartbeat, so a hung libvirtd shows in its health even when nothing else is asking it."""
 
+
+
+class ForwardingHypervisor(Hypervisor):
+    """Passes every call on to ``inner``: wrappers (call tracking, metering) override what they watch
+    and inherit the rest, so a method added to the interface cannot be silently left out of one."""
+
+    def __init__(self, inner: Hypervisor) -> None:
+        self.inner = inner
+        self.uri = inner.uri
+
+    def node(self) -> NodeIdentity:
+        return self.inner.node()
+
+    def list_domains(self) -> List[DomainIdentity]:
+        return self.inner.list_domains()
+
+    def list_pools(self) -> List[PoolIdentity]:
+        return self.inner.list_pools()
+
+    def list_volumes(self, pool_uuid: str) -> List[VolumeIdentity]:
+        return self.inner.list_volumes(pool_uuid)
+
+    def lookup(self, class_name: str, key: str) -> Optional[Identity]:
+        return self.inner.lookup(class_name, key)
+
+    def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
+        return self.inner.invoke(class_name, key, function, args)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def watch(self, sink: EventSink) -> None:
+        self.inner.watch(sink)
+
+    def unwatch(self) -> None:
+        self.inner.unwatch()
+
+    def bulk_domain_info(self) -> Dict[str, Dict[str, int]]:
+        return self.inner.bulk_domain_info()
+
+    def bulk_domain_info_of(self, keys: Sequence[str]) -> Dict[str, Dict[str, int]]:
+        return self.inner.bulk_domain_info_of(keys)
+
+    def alive(self) -> bool:
+        return self.inner.alive()
+
+    def reconnect(self) -> None:
+        self.inner.reconnect()
+
+    def probe(self) -> None:
+        self.inner.probe()

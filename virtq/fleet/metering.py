@@ -14,7 +14,7 @@ import threading
 import uuid as uuidlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from virtq.agent.hypervisor import (DOMAIN_INFO_FIELDS, DomainIdentity, EventSink, Hypervisor, Identity,
+from virtq.agent.hypervisor import (DOMAIN_INFO_FIELDS, DomainIdentity, ForwardingHypervisor, Hypervisor, Identity,
                                     NodeIdentity, PoolIdentity, VolumeIdentity)
 from virtq.schema.codec import CONTENT, OPCODE, WireMessage
 
@@ -51,7 +51,7 @@ def thread_kind(name: str) -> str:
     return name.split("_")[0].rstrip("0123456789-") or name
 
 
-class MeteredHypervisor(Hypervisor):
+class MeteredHypervisor(ForwardingHypervisor):
     """Wraps the agent's hypervisor: counts libvirt calls per thread kind and, unless ``raw``,
     makes virDomainGetInfo's cpuTime behave as on QEMU.
 
@@ -65,8 +65,7 @@ class MeteredHypervisor(Hypervisor):
     """
 
     def __init__(self, inner: Hypervisor, raw: bool = False, node: Optional[NodeIdentity] = None) -> None:
-        self.inner = inner
-        self.uri = inner.uri
+        super().__init__(inner)
         self.raw = raw
         self._node = node
         self._frozen: Dict[str, int] = {}
@@ -140,20 +139,6 @@ class MeteredHypervisor(Hypervisor):
         self._count(f"lookup{class_name}")
         return self.inner.lookup(class_name, key)
 
-    def close(self) -> None:
-        self.inner.close()
-
-    def watch(self, sink: EventSink) -> None:
-        self.inner.watch(sink)
-
-    def unwatch(self) -> None:
-        self.inner.unwatch()
-
-    def alive(self) -> bool:
-        return self.inner.alive()
-
-    def reconnect(self) -> None:
-        self.inner.reconnect()
 
 
 HOST_NAMESPACE = uuidlib.UUID("0c6f3a8e-5d41-4b7a-8f0e-2a9d6c1b7e53")
