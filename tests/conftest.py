@@ -12,7 +12,7 @@ from virtq.agent.hypervisor import Hypervisor
 from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.console import Console
 from virtq.schema import default_schema
-from virtq.transport import DirectListener, TlsConfig
+from virtq.transport import DirectListener, MemoryBus, TlsConfig
 
 from .helpers import DEFAULT_URI, NODE_URI, free_port
 from .pki import Pki
@@ -47,6 +47,14 @@ def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
     yield start
     for agent in agents:
         agent.kill()
+
+
+@pytest.fixture
+def bus() -> Iterator[MemoryBus]:
+    """An in-memory bus (every message through proton's codec), closed after the test."""
+    bus = MemoryBus()
+    yield bus
+    bus.close()
 
 
 @pytest.fixture

@@ -549,13 +549,6 @@ class RawClient:
                 return got
 
 
-@pytest.fixture
-def bus() -> Iterator[MemoryBus]:
-    bus = MemoryBus()
-    yield bus
-    bus.close()
-
-
 def test_unexpected_exception_is_answered_and_the_agent_keeps_serving(
         bus: MemoryBus, hv: FakeHypervisor, mocker: MockerFixture, tmp_path: Path) -> None:
     # 1: a bug inside the agent; 2: a value the AMQP encoder refuses; 3: a good answer.

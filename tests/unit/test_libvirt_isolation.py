@@ -160,13 +160,6 @@ def gates() -> Iterator[Gates]:
 
 
 @pytest.fixture
-def bus() -> Iterator[MemoryBus]:
-    bus = MemoryBus()
-    yield bus
-    bus.close()
-
-
-@pytest.fixture
 def setup(gates: Gates, bus: MemoryBus, tmp_path: Path) -> Iterator[Any]:
     made: List[Agent] = []
 

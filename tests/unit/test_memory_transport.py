@@ -26,13 +26,6 @@ from ..helpers import DEFAULT_URI
 
 
 @pytest.fixture
-def bus() -> Iterator[MemoryBus]:
-    bus = MemoryBus()
-    yield bus
-    bus.close()
-
-
-@pytest.fixture
 def agent(bus: MemoryBus, tmp_path: Path) -> Iterator[Agent]:
     agent = Agent(default_schema(), LibvirtHypervisor(DEFAULT_URI), bus.agent_transport(), heartbeat=60,
                   workers=2, state_dir=tmp_path / "state")
