@@ -23,6 +23,7 @@ from proton import Endpoint, Handler
 from virtq.schema.codec import WireMessage
 from virtq.schema.errors import NotConnectedError
 
+from ._acceptor import abort
 from ._convert import from_proton, user_id_of
 from ._direct import _host_port
 from ._limits import SELECT_FD_LIMIT, Limits
@@ -275,10 +276,7 @@ class _Abort(Handler):
     @staticmethod
     def now(connection: Any) -> None:
         """Abort the connection's transport (unless it has closed already)."""
-        transport = connection.transport
-        if transport is not None and not transport.closed:
-            transport.close_tail()
-            transport.close_head()
+        abort(connection)
 
 
 class Connection(Transport):
