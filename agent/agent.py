@@ -190,6 +190,12 @@ class Agent:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def set_policy(self, policy: Policy) -> None:
+        """Put a new policy in force at once (SIGHUP): the next request and push are judged by it."""
+        self.policy = policy
+        self.access.policy = policy
+        log.info("access policy reloaded: %s", policy.describe())
+
     def request_stop(self) -> None:
         """Ask wait() to return (safe from signal handlers)."""
         self._stop.set()

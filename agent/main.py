@@ -177,8 +177,21 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
         log.info("signal %d: stopping", signum)
         agent.request_stop()
 
+    def on_hangup(signum: int, frame: Any) -> None:
+        """SIGHUP (systemctl reload): read the policy again; an unusable file keeps the one in force.
+        Other options need a restart. (Python's default for SIGHUP ended the agent with a status that
+        systemd counts as a clean exit, so Restart=on-failure never brought it back.)"""
+        if not policy:
+            log.info("SIGHUP: no --policy to read again (other options need a restart)")
+            return
+        try:
+            agent.set_policy(Policy.from_file(Path(policy), default_schema()))
+        except PolicyError as exc:
+            log.error("SIGHUP: keeping the policy in force: %s", exc)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         agent.start()
     except NotConnectedError as exc:
