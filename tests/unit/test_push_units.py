@@ -33,6 +33,8 @@ from virtq.schema.codec import (TOPIC, DataRecord, EventRecord, ObjectId, StatsB
                                 stats_subject)
 from virtq.transport._convert import roundtrip, to_proton
 
+from ..helpers import RecordingTransport
+
 SCHEMA = default_schema()
 AGENT = "libvirt.org:virtq:11111111-1111-4111-8111-111111111111"
 NODE = NodeIdentity("11111111-1111-4111-8111-111111111111", "fakehost", "fake:///")
@@ -614,33 +616,14 @@ def test_an_object_someone_defined_is_pushed_once_with_its_first_generation() ->
 
 def test_the_agent_pushes_deletions_before_updates() -> None:
     from virtq.agent import Agent
-    from virtq.transport.base import Transport
 
-    sent: List[Any] = []
-
-    class Capture(Transport):
-        def start(self, deliver: Any, on_state: Any = None, timeout: float = 10.0) -> None:
-            pass
-
-        def send(self, message: Any) -> None:
-            sent.append(message)
-
-        def stop(self, timeout: float = 5.0) -> None:
-            pass
-
-        @property
-        def reply_address(self) -> str:
-            return ""
-
-        @property
-        def connected(self) -> bool:
-            return True
-
-    agent = Agent(SCHEMA, StatsHypervisor(2), Capture(), instance="unit")
+    transport = RecordingTransport()
+    agent = Agent(SCHEMA, StatsHypervisor(2), transport, instance="unit")
     updated = DataRecord(ObjectId("Domain:a", agent.name), SCHEMA.cls("Domain").schema_id, {"name": "a"}, 5, 1)
     pool = DataRecord(ObjectId("Pool:p", agent.name), SCHEMA.cls("Pool").schema_id, {"name": "p"}, 5, 1)
     deleted = DataRecord(ObjectId("Domain:b", agent.name), SCHEMA.cls("Domain").schema_id, {"name": "b"}, 5, 1, 5)
     agent.push([updated, pool, deleted])
+    sent = transport.sent
     messages = [decode(roundtrip(w)) for w in sent]
     assert [[r.object_id.object_name for r in m.records] for m in messages] == [  # type: ignore[attr-defined]
         ["Domain:b"], ["Domain:a"], ["Pool:p"]]
