@@ -243,6 +243,7 @@ class ReactorThread:
         self._container.selectable(self._injector)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopped = threading.Event()
+        self._pipe_lock = threading.Lock()  # no trigger() writes to a pipe descriptor once it is closed
 
     @property
     def container(self) -> Container:
@@ -261,13 +262,22 @@ class ReactorThread:
             if self._on_death is not None:
                 self._on_death(exc)
         finally:
-            self._stopped.set()
+            self._close_pipe()  # the container is done with it
 
     def discard(self) -> None:
         """Give back what a reactor that never started holds (its wake-up pipe)."""
         if not self._thread.is_alive() and not self._stopped.is_set():
             self._stopped.set()
-            for fd in self._injector.pipe:
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        """proton's EventInjector never closes its pipe: two descriptors per reactor, leaked at every stop
+        (a process that makes Consoles in a loop ran out of select()'s 1,024)."""
+        with self._pipe_lock:
+            self._stopped.set()
+            pipe, self._injector.pipe = self._injector.pipe, (-1, -1)
+        for fd in pipe:
+            if fd >= 0:
                 try:
                     os.close(fd)
                 except OSError:
@@ -279,8 +289,10 @@ class ReactorThread:
             return
         if threading.current_thread() is self._thread:
             fn()
-        else:
-            self._injector.trigger(ApplicationEvent("virtq_call", subject=fn))
+            return
+        with self._pipe_lock:
+            if not self._stopped.is_set():
+                self._injector.trigger(ApplicationEvent("virtq_call", subject=fn))
 
     @property
     def running(self) -> bool:
@@ -308,3 +320,5 @@ class ReactorThread:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("reactor %s did not stop within %.1fs", self._thread.name, timeout)
+        else:
+            self._close_pipe()
