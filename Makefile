@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bootstrap-stamp
 
-.PHONY: all bootstrap demo test unit integration realhv realhv-deps broker broker-deps typecheck bench clean
+.PHONY: all bootstrap demo schema test unit integration realhv realhv-deps broker broker-deps typecheck bench clean
 
 all: test
 
@@ -15,12 +15,18 @@ bootstrap: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-# mypy runs on a link tree that mirrors the installed layout (virtq.agent -> agent/ …).
+# The schema's generated files (schema/org.libvirt.xml, schema/coverage.json, the end of docs/SCHEMA.md), after
+# editing its inputs (docs/SCHEMA.md); the build tool lives in tools/, outside the package.
+schema: $(STAMP)
+	$(PY) -m tools.schemagen
+
+# mypy runs on a link tree that mirrors the installed layout (virtq.agent -> agent/ …), and on the build tools.
 typecheck: $(STAMP)
 	@rm -rf .typecheck && mkdir -p .typecheck/virtq
 	@for f in virtq/*; do ln -s ../../$$f .typecheck/virtq/; done
 	@for d in agent console schema; do ln -s ../../$$d .typecheck/virtq/$$d; done
-	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../setup.cfg -p virtq
+	@for d in tools tests bench; do ln -s ../$$d .typecheck/$$d; done
+	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../setup.cfg -p virtq -p tools -p tests -p bench
 
 # tests/realhv needs a real libvirtd + QEMU. In CI (CI=true) a failed install fails `make test`;
 # elsewhere it is reported and the tier skips itself with the reason.
@@ -62,7 +68,7 @@ bench: $(STAMP)
 	@echo
 	$(PY) -m bench.event_latency $(LATENCY_ARGS)
 	@echo
-	$(PY) -m virtq.fleet $(FLEET_ARGS)
+	$(PY) -m bench.fleetsim $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache *.egg-info

@@ -5,10 +5,13 @@ pool decodes requests and answers locate, schema and object queries from the reg
 asking libvirt. libvirt is called in per-object apartments (method calls, look-ups of names the
 registry does not know, re-reads after events: agent/apartments.py), by the sampler, the
 reconcile and a liveness probe (libvirt's own event-loop thread only queues events); heartbeats
-have a thread of their own and say which libvirt calls are stuck (agent/health.py). A hung
+have a thread of their own (agent/liveness.py) and say which libvirt calls are stuck (agent/health.py). A hung
 libvirt or QEMU never silences the agent: calls to a stuck object are refused at once (object
 busy), calls libvirt does not answer in time get a timeout error, and the rest keeps being
 answered. Nothing a peer sends can kill the agent: every message gets an answer or a log line.
+
+The request path runs one way: the agent hands a request to the dispatcher, which returns an
+outcome (agent/dispatcher.py) and never calls back; the agent alone pushes (through agent/publisher.py).
 """
 
 from __future__ import annotations
@@ -16,31 +19,31 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
-import os
 import threading
-import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+from typing import Callable, Optional, Sequence, Union
 
 from virtq.logs import RateLimited, shown
 from virtq.schema import errors
 from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, AgentHeartbeat, AgentInfo,
-                                AgentLocateRequest, AgentLocateResponse, DataIndication, DataRecord,
-                                EventIndication, EventRecord, ExceptionResponse, Message, MethodRequest,
-                                QueryRequest, StatsBatch, StatsIndication, WireMessage, data_subject, decode,
-                                direct_address, event_subject, now_ns, stats_subject)
-from virtq.schema.model import Method, Schema
+                                AgentLocateRequest, AgentLocateResponse, DataRecord, EventRecord, ExceptionResponse,
+                                Message, MethodRequest, QueryRequest, StatsBatch, WireMessage, decode,
+                                direct_address, now_ns)
+from virtq.schema.model import Schema
 from virtq.transport.base import UNDECODABLE, Transport
 
 from .access import Access
 from .apartments import MAX_THREADS, OBJECT_QUEUE, Apartments, Ticket
-from .configgen import RUN_STATE_ONLY, ConfigGenerations, method_changes_config
+from .configgen import ConfigGenerations
 from .dispatcher import Dispatcher, Outcome, error_reply, unexpected
+from .epoch import load_epoch
 from .events import EventPump
 from .health import CallTracker, TrackedHypervisor
 from .hypervisor import Hypervisor, HypervisorError
+from .liveness import Liveness
 from .policy import Policy, default_policy
-from .registry import Entry, Registry, class_of
+from .publisher import Publisher
+from .registry import Registry, can_look_up, class_of
 from .sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -65,24 +68,14 @@ the liveness probe starts right after a heartbeat, so a hung libvirtd is reporte
 most 2 heartbeats after it stopped answering."""
 
 
-def load_epoch(state_dir: Optional[Path]) -> int:
-    """The agent's epoch: persisted and incremented per start when a state directory is given."""
-    if state_dir is None:
-        return int(time.time())
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / "epoch"
-    try:
-        epoch = int(path.read_text().strip()) + 1
-    except (FileNotFoundError, ValueError):
-        epoch = 1
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{epoch}\n")
-    os.replace(tmp, path)
-    return epoch
-
-
 class Agent:
-    """One hypervisor's libvirt, served over one transport."""
+    """One hypervisor's libvirt, served over one transport.
+
+    One rule orders what a request causes: the changes its outcome carries are pushed under
+    ``pump.lock`` (so after what an event pushed of the same objects, if the event got there first),
+    then the statistics it asks for are sampled and pushed, and only then are its replies sent: a
+    console sees the new state before the answer.
+    """
 
     def __init__(self, schema: Schema, hypervisor: Hypervisor,
                  transport: Union[Transport, Callable[[str], Transport]], *,
@@ -112,9 +105,11 @@ class Agent:
         self.transport = transport if isinstance(transport, Transport) else transport(self.name)
         self.epoch = load_epoch(state_dir)
         self.registry = Registry(schema, self.libvirt, self.name, self.epoch, ConfigGenerations(state_dir))
-        self.sampler = Sampler(schema, self.registry, self.libvirt, self.push_stats, interval=interval,
+        self.sampler = Sampler(self.registry, self.libvirt, self.push_stats, interval=interval,
                                slow_interval=slow_interval)
-        self.pump = EventPump(schema, self.registry, self.sampler, self.push, self.push_events, self.apartments,
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="virtq-worker")
+        self.publisher = Publisher(self.transport, self.name, self.registry, self.sampler, self._pool)
+        self.pump = EventPump(self.registry, self.sampler, self.push, self.push_events, self.apartments,
                               read_timeout=call_timeout)
         # Without a policy file: safe defaults by where the agent can be reached from (policy.default_policy).
         self.policy = policy or default_policy(schema, hypervisor.uri, self.transport.exposed)
@@ -123,22 +118,16 @@ class Agent:
         self._pending = 0  # requests handed over by the transport and not answered yet
         self._pending_lock = threading.Lock()
         self.transport.set_ready(self._ready)
-        self.dispatcher = Dispatcher(schema, self.registry, self.libvirt, after_call=self._after_call,
-                                     statistics=self.sampler.latest, access=self.access)
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="virtq-worker")
+        self.dispatcher = Dispatcher(schema, self.registry, self.libvirt, statistics=self.sampler.latest,
+                                     access=self.access)
         self._stop = threading.Event()
-        self._heartbeats = threading.Thread(target=self._heartbeat_loop, name="virtq-heartbeat", daemon=True)
+        self.liveness = Liveness(self._beat, self.libvirt.probe, heartbeat, self._stop)
         self._reconciler = threading.Thread(target=self._reconcile_loop, name="virtq-reconcile", daemon=True)
-        self._prober = threading.Thread(target=self._probe_loop, name="virtq-probe", daemon=True)
-        self._probe_now = threading.Event()
         self._started = False
         self.reconnects = 0
         """Times the transport came back this epoch; heartbeats carry it (``reconnects``) so consoles that
         never lost their own connection know to re-read this agent: what it sent just before a loss (a
         deletion, say) may have gone nowhere."""
-        self._beat_now = threading.Event()
-        self._dirty: Set[str] = set()  # objects changed while the transport was down
-        self._dirty_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -149,8 +138,7 @@ class Agent:
             self.hypervisor.watch(self.pump.deliver)
         self.transport.start(self._receive, self._on_transport_state)
         self._started = True
-        self._heartbeats.start()
-        self._prober.start()
+        self.liveness.start()
         self.sampler.start()
         self._reconciler.start()
         log.info("agent %s (epoch %d) serving %s: %d objects", self.name, self.epoch,
@@ -159,14 +147,10 @@ class Agent:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._beat_now.set()  # wakes the heartbeat thread
-        self._probe_now.set()
         self.hypervisor.unwatch()
-        for thread in (self._heartbeats, self._reconciler):
-            if thread.is_alive():
-                thread.join(timeout)
-        if self._prober.is_alive():
-            self._prober.join(min(timeout, 0.5))  # (may be stuck in libvirt: a daemon thread)
+        self.liveness.stop(timeout)
+        if self._reconciler.is_alive():
+            self._reconciler.join(timeout)
         self.sampler.stop(timeout)
         self.pump.stop(timeout)
         if not self.apartments.join(timeout):  # calls in flight end before the connection closes, stuck ones not
@@ -215,73 +199,18 @@ class Agent:
                                      "node": self.registry.node_name, "reconnects": self.reconnects,
                                      **self.tracker.health(self.stuck_after).attributes()})
 
-    def _heartbeat_loop(self) -> None:
-        while not self._stop.is_set():
-            self._send(AgentHeartbeat(self.info(), agent=self.name).encode())
-            self._probe_now.set()
-            self._beat_now.wait(self.heartbeat_interval)
-            self._beat_now.clear()
-
-    def _probe_loop(self) -> None:
-        """One cheap libvirt call after each heartbeat, on this thread: when nothing else asks libvirt,
-        a hung libvirtd still shows as this call stuck in the next heartbeat."""
-        while True:
-            self._probe_now.wait()
-            self._probe_now.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.libvirt.probe()
-            except HypervisorError as exc:  # a lost connection: the reconcile reconnects
-                log.debug("liveness probe: %s", exc.message)
-            except Exception:  # noqa: BLE001 - the probe must keep probing
-                log.exception("liveness probe failed")
+    def _beat(self) -> None:
+        self._send(AgentHeartbeat(self.info(), agent=self.name).encode())
 
     def _on_transport_state(self, up: bool) -> None:
         """Back after an outage: re-announce at once and push the latest state of what changed meanwhile."""
         if not up or not self._started:
             return
         self.reconnects += 1
-        self._beat_now.set()
+        self.liveness.beat_now()
         # Messages sent in the moments before the loss was noticed went nowhere and were not marked:
         # re-push every object's latest state once (a few records per VM, only after a reconnect).
-        self._flush_dirty({f"{e.class_name}:{e.key}" for e in self.registry.entries()})
-
-    def _flush_dirty(self, more: Iterable[str] = ()) -> None:
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty.union(more), set()
-        if dirty:
-            self._pool.submit(self._push_dirty, dirty)
-
-    def _push_dirty(self, names: Set[str]) -> None:
-        """Coalesced while disconnected: one record (or deletion) and the latest statistics per object."""
-        now = now_ns()
-        records: List[DataRecord] = []
-        for name in sorted(names):
-            entry = self.registry.get(name)
-            if entry is not None:
-                records.append(self.registry.record(entry))
-            elif name.partition(":")[0] in self.schema.classes:
-                class_name = name.partition(":")[0]
-                records.append(DataRecord(self.registry.object_id(name), self.schema.cls(class_name).schema_id,
-                                          {}, now, now, now))
-        self.push(records)
-        self.push_stats(self.sampler.resend(names))
-        log.info("pushed the latest state of %d object(s) changed while disconnected", len(names))
-
-    def _held_back(self, names: Sequence[str]) -> bool:
-        """While the transport is down, remember what changed instead of queueing messages."""
-        if self.transport.connected:
-            return False
-        self._mark_dirty(names)
-        return True
-
-    def _mark_dirty(self, names: Iterable[str]) -> None:
-        with self._dirty_lock:
-            self._dirty.update(names)
-        if self.transport.connected:
-            # It came back meanwhile, and its reconnect may have taken the set before these were in it.
-            self._flush_dirty()
+        self.publisher.repush({f"{e.class_name}:{e.key}" for e in self.registry.entries()})
 
     # --- receiving ------------------------------------------------------------------------------
 
@@ -362,8 +291,7 @@ class Agent:
             return
         if isinstance(request, QueryRequest):
             name = request.object_id.object_name if request.object_id is not None else ""
-            if name and request.what in ("OBJECT", "OBJECT_ID") and self.registry.get(name) is None and \
-                    class_of(name)[0] in ("Domain", "Pool", "Volume") and class_of(name)[1]:
+            if request.what in ("OBJECT", "OBJECT_ID") and self.registry.get(name) is None and can_look_up(name):
                 self._in_apartment(request, name, "look-up",
                                    lambda: self.dispatcher.query(request, principal, lookup=True),
                                    self.lookup_timeout)
@@ -376,9 +304,16 @@ class Agent:
                                                 correlation_id=request.correlation_id)])
 
     def _deliver(self, request: Message, outcome: Outcome) -> None:
-        with self.pump.lock:  # after what an event pushes of the same objects, if it got there first
-            self.push(outcome.changes)  # before the reply: the console sees the new state first
+        self._act_on(outcome)
         self._reply(request, outcome.replies)
+
+    def _act_on(self, outcome: Outcome) -> None:
+        """All an outcome asks for but its replies, in the order the class docstring gives."""
+        with self.pump.lock:
+            self.push(outcome.changes)
+        if outcome.sample is not None:
+            class_name, key = class_of(outcome.sample)
+            self.sampler.sample(class_name, [key])
 
     def _in_apartment(self, request: Message, name: str, label: str, run: Callable[[], Outcome],
                       timeout: float) -> None:
@@ -399,8 +334,7 @@ class Agent:
                     if reply is not None:
                         self._reply(request, [reply])
                 return
-            with self.pump.lock:
-                self.push(outcome.changes)
+            self._act_on(outcome)
             log.info("%s on %s returned after %.1f s, past its deadline: its answer was dropped", shown(label),
                      shown(name), self.apartments.clock() - ticket.submitted)
 
@@ -442,22 +376,6 @@ class Agent:
         for reply in replies:
             self._send(reply_wire(reply, self.name, request.reply_to))
 
-    def _after_call(self, entry: Entry, method: Method) -> List[DataRecord]:
-        """After a successful call: a new configuration generation if it may have changed the XML,
-        and the target's fresh statistics pushed at once (before the reply)."""
-        changes: List[DataRecord] = []
-        # The node's own XML (capabilities) does not change through its methods: defining a domain
-        # changes the domain, which has a generation of its own.
-        changing = method_changes_config(method.name) and entry.class_name != "Node"
-        if changing:
-            changes += self.registry.bump_config(f"{entry.class_name}:{entry.key}")
-        if (changing or method.name in RUN_STATE_ONLY) and entry.class_name in ("Domain", "Pool", "Volume") \
-                and self.registry.get(f"{entry.class_name}:{entry.key}") is not None:
-            self.push(changes)
-            changes = []
-            self.sampler.sample(entry.class_name, [entry.key])
-        return changes
-
     def _reconcile_loop(self) -> None:
         """The backstop: events are hints, a periodic full re-list makes the state right."""
         while not self._stop.wait(self.reconcile_interval):
@@ -474,50 +392,17 @@ class Agent:
         except HypervisorError as exc:
             log.warning("reconcile failed: %s", exc.message)
 
+    def push(self, records: Sequence[DataRecord]) -> None:
+        self.publisher.push(records)
+
     def push_stats(self, batches: Sequence[StatsBatch]) -> None:
-        for batch in batches:
-            names = [batch.object_name(i) for i in range(len(batch.keys))]
-            if self._held_back(names):
-                continue
-            message = StatsIndication(batches=(batch,), agent=self.name)
-            if not self._send(message.encode(TOPIC, stats_subject(self.schema.package, batch.schema_id.class_name))):
-                self._mark_dirty(names)
+        self.publisher.push_stats(batches)
 
     def push_events(self, events: Sequence[EventRecord]) -> None:
-        for event in events:
-            message = EventIndication(events=(event,), agent=self.name)
-            self._send(message.encode(TOPIC, event_subject(self.schema.package, event.schema_id.class_name)))
-
-    def push(self, records: Sequence[DataRecord]) -> None:
-        """Push changed objects as data indications, one per class; all deletions go first.
-
-        Records carry the object's latest statistics, as query answers do: a sample can reach a
-        console before the record of an object it has not seen yet (the sampler sees a new object
-        as soon as the registry has it) and is dropped there, and unchanged values are never sent
-        again — without this, a new idle domain's state would stay unknown to that console.
-        """
-        if self._held_back([r.object_id.object_name for r in records]):
-            return
-        for deleted in (True, False):
-            by_class: Dict[str, List[DataRecord]] = {}
-            for record in records:
-                if record.deleted == deleted:
-                    latest = None if deleted else self.sampler.latest(record.object_id.object_name)
-                    if latest:
-                        record = dataclasses.replace(record, values={**record.values, **latest})
-                    by_class.setdefault(record.schema_id.class_name, []).append(record)
-            for class_name, batch in by_class.items():
-                message = DataIndication(records=tuple(batch), agent=self.name)
-                if not self._send(message.encode(TOPIC, data_subject(self.schema.package, class_name))):
-                    self._mark_dirty(r.object_id.object_name for r in batch)  # lost at the last moment
+        self.publisher.push_events(events)
 
     def _send(self, wire: WireMessage) -> bool:
-        try:
-            self.transport.send(wire)
-            return True
-        except errors.NotConnectedError as exc:
-            log.debug("not sent: %s", exc)
-            return False
+        return self.publisher.send(wire)
 
 
 def reply_wire(reply: Message, agent_name: str, reply_to: str) -> WireMessage:

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Optional
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,12 @@ def event_changes_config(name: str, event: str, detail: str = "") -> bool:
 
 
 class ConfigGenerations:
-    """Thread-safe map object name -> generation, persisted under the agent's state directory."""
+    """Thread-safe map object name -> generation, persisted under the agent's state directory.
+
+    Reading is pure. The registry assigns, bumps and forgets generations as objects come, change and go,
+    and calls :meth:`save` before it hands out the records that carry them: a generation a console may
+    have seen is on disk first, so a restarted agent never gives the same value to another configuration.
+    """
 
     FILE = "config-generations.json"
 
@@ -70,6 +75,7 @@ class ConfigGenerations:
         self._lock = threading.Lock()
         self._gens: Dict[str, int] = {}
         self._next = time.time_ns()
+        self._unsaved = False
         if self._path is not None:
             try:
                 data = json.loads(self._path.read_text())
@@ -82,32 +88,39 @@ class ConfigGenerations:
                 self._next = time.time_ns()
 
     def get(self, name: str) -> int:
+        """The object's generation; 0 (never a generation) for an object that has none (gone already)."""
+        with self._lock:
+            return self._gens.get(name, 0)
+
+    def assign(self, name: str) -> int:
+        """The generation of an object new to the registry: the one it had before a restart, else a new one."""
         with self._lock:
             gen = self._gens.get(name)
             if gen is None:
                 gen = self._gens[name] = self._take()
-                self._save()
             return gen
 
     def bump(self, name: str) -> int:
         with self._lock:
             gen = self._gens[name] = self._take()
-            self._save()
             return gen
 
-    def forget(self, names: Iterable[str]) -> None:
+    def forget(self, name: str) -> None:
         with self._lock:
-            for name in names:
-                self._gens.pop(name, None)
-            self._save()
+            if self._gens.pop(name, None) is not None:
+                self._unsaved = True
 
     def _take(self) -> int:
         value, self._next = self._next, self._next + 1
+        self._unsaved = True
         return value
 
-    def _save(self) -> None:
-        if self._path is None:
-            return
-        tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"next": self._next, "objects": self._gens}))
-        os.replace(tmp, self._path)
+    def save(self) -> None:
+        """Write the counter and every generation to the state directory, if they changed since last time."""
+        with self._lock:
+            if self._path is None or not self._unsaved:
+                return
+            tmp = self._path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"next": self._next, "objects": self._gens}))
+            os.replace(tmp, self._path)
+            self._unsaved = False

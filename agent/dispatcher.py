@@ -5,6 +5,9 @@ function it mirrors, and nothing that the schema does not declare is callable. O
 serves every method: arguments are validated against the declaration (objId arguments are
 resolved to the agent's objects), the hypervisor calls the binding positionally, and the
 result is shaped by the declared out-arguments (object references, out-structures, lists).
+
+The dispatcher never pushes and never calls back into the agent: it returns an :class:`Outcome`
+(the replies, the object changes, the statistics wanted) and the agent acts on it.
 """
 
 from __future__ import annotations
@@ -17,15 +20,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from virtq.logs import RateLimited, shown
 from virtq.schema import errors
-from virtq.schema import types as schema_types
 from virtq.schema.codec import (CONTENT_FOR_WHAT, DataRecord, ExceptionResponse, Message, MethodRequest,
                                 MethodResponse, ObjectId, QueryRequest, QueryResponse, schema_id_to_wire)
 from virtq.schema.model import Argument, ClassSchema, Method, Schema
+from virtq.schema.types import TypeCheckError, check
 
 from . import audit
 from .access import Access, who
-from .hypervisor import (DomainIdentity, Hypervisor, HypervisorError, Identity, NodeIdentity, ObjectRef,
-                         PoolIdentity, VolumeIdentity)
+from .configgen import RUN_STATE_ONLY, method_changes_config
+from .hypervisor import IDENTITY_TYPES, Hypervisor, HypervisorError, Identity, ObjectRef
 from .policy import Grant, Policy, is_read_only
 from .registry import Entry, Registry, object_name
 
@@ -37,12 +40,19 @@ QUERY_BATCH = 100
 """Records per query-response message; every message but the last carries ``partial``."""
 
 
+SAMPLED_AFTER_CALLS = ("Domain", "Pool", "Volume")
+"""Classes whose statistics are sampled at once after a call that may have changed them."""
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What handling one request produced: replies, and object changes to push first."""
+    """What handling one request produced, for the agent to act on: the replies; the object changes
+    (looked up, re-read, created, removed, a new configuration generation) to push before them; and
+    the object (its name) whose statistics are to be sampled and pushed before them too."""
 
     replies: Sequence[Message]
     changes: Sequence[DataRecord] = ()
+    sample: Optional[str] = None
 
 
 def error_reply(exc: errors.RemoteError, request: Message) -> ExceptionResponse:
@@ -50,7 +60,6 @@ def error_reply(exc: errors.RemoteError, request: Message) -> ExceptionResponse:
                              correlation_id=request.correlation_id)
 
 
-AfterCall = Callable[[Entry, Method], List[DataRecord]]
 Statistics = Callable[[str], Optional[Mapping[str, Any]]]
 
 
@@ -78,12 +87,10 @@ class _Call:
 
 class Dispatcher:
     def __init__(self, schema: Schema, registry: Registry, hypervisor: Hypervisor, *,
-                 after_call: Optional[AfterCall] = None, statistics: Optional[Statistics] = None,
-                 access: Optional[Access] = None) -> None:
+                 statistics: Optional[Statistics] = None, access: Optional[Access] = None) -> None:
         self.schema = schema
         self.registry = registry
         self.hypervisor = hypervisor
-        self._after_call = after_call
         self._statistics = statistics
         self.access = access or Access(Policy.everyone(schema, "admin", "everything allowed (no policy given)"),
                                        registry)
@@ -91,94 +98,129 @@ class Dispatcher:
     # --- methods -------------------------------------------------------------------------------
 
     def call(self, request: MethodRequest, principal: Optional[str] = None) -> Outcome:
-        changes: List[DataRecord] = []
-        call = _Call(principal)
+        """One method call. Each step returns what it found or changed; they are collected here, so what
+        a call looked up or changed is pushed even when a later step fails."""
+        attempt = _Call(principal)
         started = time.monotonic()
-        outcome, reason = "ok", ""
+        changes: List[DataRecord] = []
+        sample: Optional[str] = None
         try:
-            arguments = self._call(request, changes, call)
+            target = request.object_id
+            if target.agent_name not in ("", self.registry.agent_name):
+                raise errors.UnknownObjectError(f"{target.object_name} belongs to agent {target.agent_name}")
+            changes += self._look_up(target.object_name)
+            entry, cls, method = self._target(request, attempt)
+            args: List[Any] = []
+            for arg in method.inputs:
+                value = attempt.bound[arg.name]
+                if value is None or not arg.references:
+                    args.append(value)
+                    continue
+                refs = []
+                for item in value if arg.type == "list" else [value]:
+                    name = self._referenced(method, arg, item)
+                    changes += self._look_up(name)
+                    refs.append(self._object(method, arg, name, attempt))
+                args.append(refs if arg.type == "list" else refs[0])
+            try:
+                result = self._invoke(entry, cls, method, args)
+            except errors.LibvirtError:
+                changes += self._resync(entry.class_name, entry.key, [])
+                raise
+            try:
+                arguments = self._shape(cls, method, result, attempt)
+            finally:  # what the call did is mirrored even when the caller may not see what it returned
+                returned = identities_in(result) if method.outputs else []
+                changes += self._resync(entry.class_name, entry.key, returned)
+                bumped, sample = self._after(entry, method)
+                changes += bumped
             reply: Message = MethodResponse(arguments=arguments, correlation_id=request.correlation_id)
+            verdict, reason = "ok", ""
         except errors.RemoteError as exc:
             limited.log(logging.INFO, f"failed {exc.error_code}", "method %s on %s failed: %s",
                         shown(request.method_name), shown(request.object_id.object_name), shown(str(exc)))
             reply = error_reply(exc, request)
-            denied = isinstance(exc, errors.AccessDeniedError)
-            outcome = "denied" if denied else f"error {exc.error_code:#x}"
+            verdict = "denied" if isinstance(exc, errors.AccessDeniedError) else f"error {exc.error_code:#x}"
             reason = exc.error_text
-        if outcome == "denied" or call.changes_something:
+        if verdict == "denied" or attempt.changes_something:
             audit.record(principal, self.registry.agent_name, request.object_id.object_name, request.method_name,
-                         call.bound or request.arguments, outcome, time.monotonic() - started, reason)
-        return Outcome([reply], changes)
+                         attempt.bound or request.arguments, verdict, time.monotonic() - started, reason)
+        return Outcome([reply], changes, sample)
 
-    def _call(self, request: MethodRequest, changes: List[DataRecord], call: _Call) -> Dict[str, Any]:
-        target = request.object_id
-        if target.agent_name not in ("", self.registry.agent_name):
-            raise errors.UnknownObjectError(f"{target.object_name} belongs to agent {target.agent_name}")
+    def _look_up(self, name: str) -> List[DataRecord]:
+        """The explicit libvirt step of a call: an object name the registry does not know yet is looked up
+        in libvirt and registered (what that changed is returned); a known name asks nothing."""
+        if self.registry.get(name) is not None:
+            return []
         try:
-            entry, found = self.registry.resolve(target.object_name)
-            changes += found
+            return self.registry.look_up(name)
         except HypervisorError as exc:  # e.g. a key libvirt refuses to look up
             raise errors.LibvirtError.from_libvirt(exc.code, exc.message) from exc
+
+    def _target(self, request: MethodRequest, attempt: _Call) -> Tuple[Entry, ClassSchema, Method]:
+        """The target, its class and the method, with the arguments bound and the access checked."""
+        entry = self.registry.get(request.object_id.object_name)
         if entry is None:
-            raise errors.UnknownObjectError(f"no such object: {target.object_name}")
+            raise errors.UnknownObjectError(f"no such object: {request.object_id.object_name}")
         cls = self.schema.cls(entry.class_name)
         method = cls.method(request.method_name)
         if method is None:
             raise errors.UnknownMethodError(f"{cls.name} has no method {request.method_name!r}")
         bound = method.bind(request.arguments)
-        call.method, call.bound = method, bound
-        call.grant = self.access.check_call(call.principal, entry, method, bound)
-        args = [self._input(method, a, bound[a.name], changes, call) for a in method.inputs]
+        attempt.method, attempt.bound = method, bound
+        attempt.grant = self.access.check_call(attempt.principal, entry, method, bound)
+        return entry, cls, method
+
+    def _invoke(self, entry: Entry, cls: ClassSchema, method: Method, args: Sequence[Any]) -> Any:
         key = None if entry.class_name == "Node" else entry.key
         try:
-            result = self.hypervisor.invoke(entry.class_name, key, method.libvirt, args)
+            return self.hypervisor.invoke(entry.class_name, key, method.libvirt, args)
         except HypervisorError as exc:
-            changes += self._resync(entry.class_name, entry.key, [])
             raise errors.LibvirtError.from_libvirt(exc.code, exc.message) from exc
         except LookupError as exc:
             raise errors.NotImplementedError_(f"{cls.name}.{method.name}: {exc}") from exc
         except ValueError as exc:  # the binding refused a value the schema's types let through
             raise errors.InvalidParameterError(f"{cls.name}.{method.name}: {exc}") from exc
-        returned: List[Identity] = []
-        try:
-            arguments = self._shape(cls, method, result, returned, call)
-        finally:  # what the call did is mirrored even when the caller may not see what it returned
-            changes += self._resync(entry.class_name, entry.key, returned)
-            if self._after_call is not None:
-                changes += self._after_call(entry, method)
-        return arguments
 
-    def _input(self, method: Method, arg: Argument, value: Any, changes: List[DataRecord], call: _Call) -> Any:
-        """An in-argument as the hypervisor takes it: objId references become ObjectRefs."""
-        if value is None or not arg.references:
-            return value
-        if arg.type == "list":
-            return [self._object(method, arg, item, changes, call) for item in value]
-        return self._object(method, arg, value, changes, call)
+    @staticmethod
+    def _where(method: Method, arg: Argument) -> str:
+        return f"{method.name}: argument {arg.name}"
 
-    def _object(self, method: Method, arg: Argument, value: Any, changes: List[DataRecord],
-                call: _Call) -> ObjectRef:
-        where = f"{method.name}: argument {arg.name}"
+    def _referenced(self, method: Method, arg: Argument, value: Any) -> str:
+        """The object name an objId argument refers to (of this agent)."""
         try:
-            schema_types.check("objId", value)
+            check("objId", value)
             ref = ObjectId.from_wire(value)
-        except (schema_types.TypeCheckError, errors.ProtocolError) as exc:
-            raise errors.InvalidParameterError(f"{where}: {exc}") from None
+        except (TypeCheckError, errors.ProtocolError) as exc:
+            raise errors.InvalidParameterError(f"{self._where(method, arg)}: {exc}") from None
         if ref.agent_name not in ("", self.registry.agent_name):
-            raise errors.InvalidParameterError(f"{where}: {ref.object_name} belongs to agent {ref.agent_name}")
-        try:
-            entry, found = self.registry.resolve(ref.object_name)
-            changes += found
-        except HypervisorError as exc:
-            raise errors.LibvirtError.from_libvirt(exc.code, exc.message) from exc
+            raise errors.InvalidParameterError(f"{self._where(method, arg)}: {ref.object_name} belongs to agent "
+                                               f"{ref.agent_name}")
+        return ref.object_name
+
+    def _object(self, method: Method, arg: Argument, name: str, attempt: _Call) -> ObjectRef:
+        """An objId argument as the hypervisor takes it, once its object is known (and in scope)."""
+        entry = self.registry.get(name)
         if entry is None:
-            raise errors.InvalidParameterError(f"{where}: no such object: {ref.object_name}")
+            raise errors.InvalidParameterError(f"{self._where(method, arg)}: no such object: {name}")
         if entry.class_name != arg.references:
-            raise errors.InvalidParameterError(f"{where}: {ref.object_name} is a {entry.class_name}, "
+            raise errors.InvalidParameterError(f"{self._where(method, arg)}: {name} is a {entry.class_name}, "
                                                f"not a {arg.references}")
-        if call.grant is not None and call.grant.scoped:
-            self.access.require_in_scope(call.grant, call.principal, entry)
+        if attempt.grant is not None and attempt.grant.scoped:
+            self.access.require_in_scope(attempt.grant, attempt.principal, entry)
         return ObjectRef(entry.class_name, entry.key)
+
+    def _after(self, entry: Entry, method: Method) -> Tuple[List[DataRecord], Optional[str]]:
+        """After a call: a new configuration generation if it may have changed the XML, and the target to
+        sample at once if it may have changed its statistics (and is still there)."""
+        name = f"{entry.class_name}:{entry.key}"
+        # The node's own XML (capabilities) does not change through its methods: defining a domain
+        # changes the domain, which has a generation of its own.
+        changing = method_changes_config(method.name) and entry.class_name != "Node"
+        bumped = self.registry.bump_config(name) if changing else []
+        sampled = (changing or method.name in RUN_STATE_ONLY) and entry.class_name in SAMPLED_AFTER_CALLS \
+            and self.registry.get(name) is not None
+        return bumped, name if sampled else None
 
     def _resync(self, class_name: str, key: str, returned: List[Identity]) -> List[DataRecord]:
         """The call may have changed its target and created objects: mirror that at once."""
@@ -188,8 +230,7 @@ class Dispatcher:
             log.warning("re-reading %s:%s after a call failed: %s", class_name, shown(key), exc.message)
             return []
 
-    def _shape(self, cls: ClassSchema, method: Method, result: Any, returned: List[Identity],
-               call: _Call) -> Dict[str, Any]:
+    def _shape(self, cls: ClassSchema, method: Method, result: Any, attempt: _Call) -> Dict[str, Any]:
         outputs = method.outputs
         if not outputs:
             return {}
@@ -202,13 +243,13 @@ class Dispatcher:
         if len(values) != len(outputs):
             raise errors.AgentError(f"{cls.name}.{method.name}: libvirt returned {len(values)} values, "
                                     f"schema declares {len(outputs)}")
-        return {arg.name: self._shape_value(arg, value, returned, call) for arg, value in zip(outputs, values)}
+        return {arg.name: self._shape_value(arg, value, attempt) for arg, value in zip(outputs, values)}
 
-    def _shape_value(self, arg: Argument, value: Any, returned: List[Identity], call: _Call) -> Any:
+    def _shape_value(self, arg: Argument, value: Any, attempt: _Call) -> Any:
         """One out-argument on the wire: objects as references, out-structures as maps."""
-        value = self._references(value, returned, call.grant)
+        value = self._references(value, attempt.grant)
         if value is HIDDEN:
-            raise errors.AccessDeniedError.denied(f"{who(call.principal)} may not see the {arg.name} returned: "
+            raise errors.AccessDeniedError.denied(f"{who(attempt.principal)} may not see the {arg.name} returned: "
                                                   "outside its scope")
         if arg.fields and arg.type == "map":
             return self._fields(arg, value)
@@ -216,19 +257,18 @@ class Dispatcher:
             return [self._fields(arg, item) for item in value]
         return value
 
-    def _references(self, value: Any, returned: List[Identity], grant: Optional[Grant]) -> Any:
-        """Identities at any depth become object references (and are remembered); tuples become lists.
-        Objects outside a scoped caller's scope are left out of lists, and HIDDEN elsewhere."""
-        if isinstance(value, (NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity)):
-            returned.append(value)
+    def _references(self, value: Any, grant: Optional[Grant]) -> Any:
+        """Identities at any depth become object references; tuples become lists. Objects outside a scoped
+        caller's scope are left out of lists, and HIDDEN elsewhere."""
+        if isinstance(value, IDENTITY_TYPES):
             if grant is not None and not self.access.sees_identity(grant, value):
                 return HIDDEN
             return self.registry.object_id(object_name(value)).to_wire()
         if isinstance(value, (list, tuple)):
-            items = [self._references(v, returned, grant) for v in value]
+            items = [self._references(v, grant) for v in value]
             return [v for v in items if v is not HIDDEN]
         if isinstance(value, dict):
-            return {k: self._references(v, returned, grant) for k, v in value.items()}
+            return {k: self._references(v, grant) for k, v in value.items()}
         return value
 
     @staticmethod
@@ -249,8 +289,6 @@ class Dispatcher:
             changes, items = self._query(request, principal, lookup)
         except errors.RemoteError as exc:
             return Outcome([error_reply(exc, request)])
-        except HypervisorError as exc:
-            return Outcome([error_reply(errors.LibvirtError.from_libvirt(exc.code, exc.message), request)])
         content = CONTENT_FOR_WHAT[request.what]
         batches = [items[i:i + QUERY_BATCH] for i in range(0, len(items), QUERY_BATCH)] or [[]]
         replies = [QueryResponse(content=content, items=tuple(batch), partial=i < len(batches) - 1,
@@ -271,7 +309,10 @@ class Dispatcher:
         grant = self.access.grant(principal)
         changes: List[DataRecord] = []
         if request.object_id is not None:
-            entry, changes = self.registry.resolve(request.object_id.object_name, lookup)
+            name = request.object_id.object_name
+            if lookup:
+                changes = self._look_up(name)
+            entry = self.registry.get(name)
             entries = [] if entry is None else [entry]
         else:
             names = {c.name for c in self._classes(request)}
@@ -286,6 +327,17 @@ class Dispatcher:
         """Query answers carry the latest pushed statistics too, so a new console starts complete."""
         latest = self._statistics(record.object_id.object_name) if self._statistics is not None else None
         return dataclasses.replace(record, values={**record.values, **latest}) if latest else record
+
+
+def identities_in(value: Any) -> List[Identity]:
+    """The objects a call returned, at any depth (in lists, tuples and map values)."""
+    if isinstance(value, IDENTITY_TYPES):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [found for item in value for found in identities_in(item)]
+    if isinstance(value, dict):
+        return [found for item in value.values() for found in identities_in(item)]
+    return []
 
 
 def _arg_map(arg: Argument) -> Dict[str, Any]:

@@ -23,10 +23,8 @@ from typing import Callable, Deque, List, Optional, Sequence
 from virtq.logs import RateLimited
 from virtq.schema.codec import DataRecord, EventRecord, now_ns
 from virtq.schema.errors import ObjectBusyError
-from virtq.schema.model import Schema
 
 from .apartments import Apartments, Ticket
-
 from .configgen import event_changes_config
 from .hypervisor import HypervisorError, HypervisorEvent
 from .registry import Reading, Registry
@@ -53,14 +51,12 @@ STATE_EVENTS = frozenset({"domainLifecycle", "poolLifecycle", "domainPmwakeup", 
 
 
 class EventPump:
-    def __init__(self, schema: Schema, registry: Registry, sampler: Sampler,
-                 push_records: Callable[[Sequence[DataRecord]], None],
+    def __init__(self, registry: Registry, sampler: Sampler, push_records: Callable[[Sequence[DataRecord]], None],
                  push_events: Callable[[Sequence[EventRecord]], None], apartments: Optional[Apartments] = None,
                  read_wait: float = READ_WAIT, read_timeout: float = READ_TIMEOUT) -> None:
         self._apartments = apartments
         self.read_wait = read_wait
         self.read_timeout = read_timeout
-        self._schema = schema
         self._registry = registry
         self._sampler = sampler
         self._push_records = push_records
@@ -164,7 +160,7 @@ class EventPump:
             self._push_records(changes)
 
     def record(self, event: HypervisorEvent) -> EventRecord:
-        schema = self._schema.events.get(event.name)
+        schema = self._registry.schema.events.get(event.name)
         if schema is None:
             raise LookupError(f"event {event.name} is not in the schema")
         ref = self._registry.object_id(f"{event.class_name}:{event.key}").to_wire()

@@ -13,6 +13,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 @dataclass(frozen=True)
 class NodeIdentity:
+    """The host: its UUID (from capabilities or sysinfo, else derived from hostname and URI)."""
+
     uuid: str
     hostname: str
     uri: str
@@ -20,6 +22,8 @@ class NodeIdentity:
 
 @dataclass(frozen=True)
 class DomainIdentity:
+    """A domain; ``id`` changes as it starts and stops."""
+
     uuid: str
     name: str
     id: int  # -1 when inactive
@@ -40,6 +44,11 @@ class VolumeIdentity:
 
 
 Identity = Union[NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity]
+IDENTITY_TYPES = (NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity)
+"""For isinstance: any identity."""
+IDENTITY_CLASSES: Dict[type, str] = {NodeIdentity: "Node", DomainIdentity: "Domain", PoolIdentity: "Pool",
+                                     VolumeIdentity: "Volume"}
+"""The schema class of each kind of identity's objects."""
 
 
 @dataclass(frozen=True)

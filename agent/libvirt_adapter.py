@@ -1,8 +1,10 @@
-"""The one module that imports libvirt.
+"""The libvirt connection behind the Hypervisor interface (this and agent/libvirt_events.py import libvirt).
 
 Method calls are mapped mechanically from libvirt's C function names to libvirt-python's
 methods: the binding is generated code in which every method calls ``libvirtmod.<C name>``,
 so reading that source once gives the table (virDomainGetXMLDesc -> virDomain.XMLDesc).
+
+Importing this module starts no thread: libvirt's event loop starts when a connection is opened.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ import functools
 import inspect
 import logging
 import re
-import threading
 import uuid as uuidlib
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import libvirt
 
-from .hypervisor import (DomainIdentity, EventSink, Hypervisor, HypervisorError,
-                         HypervisorEvent, Identity, NodeIdentity, ObjectRef, PoolIdentity, VolumeIdentity)
+from .hypervisor import (DomainIdentity, EventSink, Hypervisor, HypervisorError, Identity, NodeIdentity, ObjectRef,
+                         PoolIdentity, VolumeIdentity)
+from .libvirt_events import DOMAIN_EVENT_KINDS, POOL_EVENT_KINDS, EventKind, describe, ensure_event_loop
+
+__all__ = ["LibvirtHypervisor", "binding_method", "binding_table", "ensure_event_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +81,17 @@ def _translate(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class LibvirtHypervisor(Hypervisor):
-    """A libvirt connection opened with libvirt.open(uri)."""
+    """A libvirt connection opened with libvirt.open(uri).
+
+    Opening the first one starts libvirt's event loop thread: libvirt delivers a connection's events only
+    when the loop was registered before the connection was opened.
+    """
 
     @_translate
     def __init__(self, uri: str) -> None:
         self.uri = uri
         binding_table()  # read the binding once up front, not inside the first (time-boxed) sample
+        ensure_event_loop()
         self._conn = libvirt.open(uri)
         self._node: Optional[NodeIdentity] = None
         self._sink: Optional[EventSink] = None
@@ -229,12 +237,12 @@ class LibvirtHypervisor(Hypervisor):
                     continue
                 self._callbacks.append((prefix, handle))
 
-    def _callback(self, prefix: str, kind: str, spec: _Kind) -> Callable[..., None]:
+    def _callback(self, prefix: str, kind: str, spec: EventKind) -> Callable[..., None]:
         class_name = "Domain" if prefix == "domain" else "Pool"
 
         def callback(conn: Any, obj: Any, *rest: Any) -> None:  # (…, opaque) last
             try:
-                event = _describe(class_name, obj.UUIDString(), prefix, kind, spec, rest[:-1])
+                event = describe(class_name, obj.UUIDString(), prefix, kind, spec, rest[:-1])
             except Exception:  # noqa: BLE001 - never raise into libvirt's loop
                 log.exception("reading a %s %s event", prefix, kind)
                 return
@@ -324,155 +332,3 @@ class LibvirtHypervisor(Hypervisor):
         self._conn = libvirt.open(self.uri)
         if sink is not None:
             self.watch(sink)
-
-
-# --- events ------------------------------------------------------------------------------------
-# libvirt delivers events through an event loop that must be registered before a connection is
-# opened; it runs on one daemon thread per process, shared by every connection.
-
-_event_loop_lock = threading.Lock()
-_event_loop_started = False
-
-
-def ensure_event_loop() -> None:
-    """Register libvirt's default event loop implementation and run it on a daemon thread (once)."""
-    global _event_loop_started
-    with _event_loop_lock:
-        if _event_loop_started:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-
-        def run() -> None:
-            while True:
-                try:
-                    libvirt.virEventRunDefaultImpl()
-                except Exception:  # noqa: BLE001 - the loop must survive a failing callback
-                    log.exception("libvirt event loop iteration failed")
-
-        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
-        _event_loop_started = True
-
-
-ensure_event_loop()  # before any connection of this process is opened
-
-
-def _names(prefix: str, names: str) -> Dict[int, str]:
-    """{value: lower-case name} for the libvirt enum constants prefix+NAME that this libvirt has."""
-    return {getattr(libvirt, prefix + n): n.lower() for n in names.split() if hasattr(libvirt, prefix + n)}
-
-
-_LIFECYCLE_DETAILS = {
-    "DEFINED": "ADDED UPDATED RENAMED FROM_SNAPSHOT",
-    "UNDEFINED": "REMOVED RENAMED",
-    "STARTED": "BOOTED MIGRATED RESTORED FROM_SNAPSHOT WAKEUP RECREATED",
-    "SUSPENDED": "PAUSED MIGRATED IOERROR WATCHDOG RESTORED FROM_SNAPSHOT API_ERROR POSTCOPY POSTCOPY_FAILED",
-    "RESUMED": "UNPAUSED MIGRATED FROM_SNAPSHOT POSTCOPY POSTCOPY_FAILED",
-    "STOPPED": "SHUTDOWN DESTROYED CRASHED MIGRATED SAVED FAILED FROM_SNAPSHOT",
-    "SHUTDOWN": "FINISHED GUEST HOST",
-    "PMSUSPENDED": "MEMORY DISK",
-    "CRASHED": "PANICKED CRASHLOADED",
-}
-LIFECYCLE_EVENTS = _names("VIR_DOMAIN_EVENT_", " ".join(_LIFECYCLE_DETAILS))
-LIFECYCLE_DETAILS = {getattr(libvirt, "VIR_DOMAIN_EVENT_" + e): _names(f"VIR_DOMAIN_EVENT_{e}_", d)
-                     for e, d in _LIFECYCLE_DETAILS.items() if hasattr(libvirt, "VIR_DOMAIN_EVENT_" + e)}
-POOL_EVENTS = _names("VIR_STORAGE_POOL_EVENT_", "DEFINED UNDEFINED STARTED STOPPED CREATED DELETED")
-
-EnumNames = Optional[Dict[int, str]]
-
-
-@dataclass(frozen=True)
-class _Kind:
-    """How to read one libvirt event callback: its arguments and which of them name event/detail."""
-
-    args: Tuple[str, ...]
-    event: Tuple[str, EnumNames] = ("", None)
-    detail: Tuple[str, EnumNames] = ("", None)
-
-
-_WATCHDOG = _names("VIR_DOMAIN_EVENT_WATCHDOG_", "NONE PAUSE RESET POWEROFF SHUTDOWN DEBUG INJECTNMI")
-_IO_ERROR = _names("VIR_DOMAIN_EVENT_IO_ERROR_", "NONE PAUSE REPORT")
-_JOB_TYPE = _names("VIR_DOMAIN_BLOCK_JOB_TYPE_", "UNKNOWN PULL COPY COMMIT ACTIVE_COMMIT BACKUP")
-_JOB_STATUS = _names("VIR_DOMAIN_BLOCK_JOB_", "COMPLETED FAILED CANCELED READY")
-
-DOMAIN_EVENT_KINDS: Dict[str, _Kind] = {
-    "LIFECYCLE": _Kind(("event", "detail")),  # names resolved per event, see _describe
-    "REBOOT": _Kind(()),
-    "RTC_CHANGE": _Kind(("utcoffset",)),
-    "WATCHDOG": _Kind(("action",), detail=("action", _WATCHDOG)),
-    "IO_ERROR": _Kind(("srcPath", "devAlias", "action"), detail=("action", _IO_ERROR)),
-    "GRAPHICS": _Kind(("phase", "local", "remote", "authScheme", "subject"),
-                      event=("phase", _names("VIR_DOMAIN_EVENT_GRAPHICS_", "CONNECT INITIALIZE DISCONNECT"))),
-    "IO_ERROR_REASON": _Kind(("srcPath", "devAlias", "action", "reason"), detail=("action", _IO_ERROR)),
-    "CONTROL_ERROR": _Kind(()),
-    "BLOCK_JOB": _Kind(("disk", "type", "status"), event=("type", _JOB_TYPE), detail=("status", _JOB_STATUS)),
-    "DISK_CHANGE": _Kind(("oldSrcPath", "newSrcPath", "devAlias", "reason"),
-                         detail=("reason", _names("VIR_DOMAIN_EVENT_DISK_",
-                                                  "CHANGE_MISSING_ON_START DROP_MISSING_ON_START"))),
-    "TRAY_CHANGE": _Kind(("devAlias", "reason"),
-                         detail=("reason", _names("VIR_DOMAIN_EVENT_TRAY_CHANGE_", "OPEN CLOSE"))),
-    "PMWAKEUP": _Kind(("reason",)),
-    "PMSUSPEND": _Kind(("reason",)),
-    "BALLOON_CHANGE": _Kind(("actual",)),
-    "PMSUSPEND_DISK": _Kind(("reason",)),
-    "DEVICE_REMOVED": _Kind(("devAlias",)),
-    "BLOCK_JOB_2": _Kind(("disk", "type", "status"), event=("type", _JOB_TYPE), detail=("status", _JOB_STATUS)),
-    "TUNABLE": _Kind(("params",)),
-    "AGENT_LIFECYCLE": _Kind(
-        ("state", "reason"),
-        event=("state", _names("VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_", "CONNECTED DISCONNECTED")),
-        detail=("reason", _names("VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_REASON_",
-                                 "UNKNOWN DOMAIN_STARTED CHANNEL"))),
-    "DEVICE_ADDED": _Kind(("devAlias",)),
-    "MIGRATION_ITERATION": _Kind(("iteration",)),
-    "JOB_COMPLETED": _Kind(("params",)),
-    "DEVICE_REMOVAL_FAILED": _Kind(("devAlias",)),
-    "METADATA_CHANGE": _Kind(("type", "nsuri"),
-                             detail=("type", _names("VIR_DOMAIN_METADATA_", "DESCRIPTION TITLE ELEMENT"))),
-    "BLOCK_THRESHOLD": _Kind(("dev", "path", "threshold", "excess")),
-    "MEMORY_FAILURE": _Kind(
-        ("recipient", "action", "flags"),
-        event=("recipient", _names("VIR_DOMAIN_EVENT_MEMORY_FAILURE_RECIPIENT_", "HYPERVISOR GUEST")),
-        detail=("action", _names("VIR_DOMAIN_EVENT_MEMORY_FAILURE_ACTION_", "IGNORE INJECT FATAL RESET"))),
-    "MEMORY_DEVICE_SIZE_CHANGE": _Kind(("alias", "size")),
-}
-POOL_EVENT_KINDS: Dict[str, _Kind] = {
-    "LIFECYCLE": _Kind(("event", "detail"), event=("event", POOL_EVENTS)),
-    "REFRESH": _Kind(()),
-}
-
-
-def event_name(prefix: str, kind: str) -> str:
-    """DEVICE_ADDED -> domainDeviceAdded: the schema's event name for a libvirt event id."""
-    return prefix + "".join(part.capitalize() for part in kind.split("_"))
-
-
-def _wire_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _wire_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_wire_safe(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def _describe(class_name: str, key: str, prefix: str, kind: str, spec: _Kind,
-              args: Sequence[Any]) -> HypervisorEvent:
-    data = {name: _wire_safe(value) for name, value in zip(spec.args, args)}
-    event = detail = ""
-    if prefix == "domain" and kind == "LIFECYCLE":
-        code, sub = data.pop("event"), data.pop("detail")
-        event = LIFECYCLE_EVENTS.get(code, str(code))
-        detail = LIFECYCLE_DETAILS.get(code, {}).get(sub, str(sub))
-    else:
-        for slot, (arg, names) in (("event", spec.event), ("detail", spec.detail)):
-            if arg and names is not None:
-                value = data.get(arg)
-                text = names.get(value, str(value)) if isinstance(value, int) else str(value)
-                if slot == "event":
-                    event = text
-                else:
-                    detail = text
-        if prefix == "pool" and kind == "LIFECYCLE":
-            data.pop("event", None), data.pop("detail", None)
-    return HypervisorEvent(class_name, key, event_name(prefix, kind), event, detail, data)

@@ -3,6 +3,9 @@
 Each object has a deterministic name (``Domain:<uuid>``, ``Pool:<uuid>``, ``Volume:<key>``,
 ``Node:<host uuid>``) so it survives agent restarts, and wire values that are identity
 only. Every sync returns what changed as DataRecords, ready to be pushed.
+
+Reading (``get``, ``entries``, ``record``) never asks libvirt; what does says so by its name:
+``sync_all``, ``sync_object``, ``read_object``, ``look_up``.
 """
 
 from __future__ import annotations
@@ -16,17 +19,16 @@ from virtq.schema.codec import DataRecord, ObjectId, now_ns
 from virtq.schema.model import Schema
 
 from .configgen import ConfigGenerations
-from .hypervisor import DomainIdentity, Hypervisor, Identity, NodeIdentity, PoolIdentity, VolumeIdentity
+from .hypervisor import (IDENTITY_CLASSES, DomainIdentity, Hypervisor, Identity, NodeIdentity, PoolIdentity,
+                         VolumeIdentity)
+
+LOOKED_UP = ("Domain", "Pool", "Volume")
+"""Classes whose objects libvirt can be asked for by key (the node is always known)."""
 
 
 def object_name(identity: Identity) -> str:
-    if isinstance(identity, NodeIdentity):
-        return f"Node:{identity.uuid}"
-    if isinstance(identity, DomainIdentity):
-        return f"Domain:{identity.uuid}"
-    if isinstance(identity, PoolIdentity):
-        return f"Pool:{identity.uuid}"
-    return f"Volume:{identity.key}"
+    key = identity.key if isinstance(identity, VolumeIdentity) else identity.uuid
+    return f"{IDENTITY_CLASSES[type(identity)]}:{key}"
 
 
 def class_of(name: str) -> Tuple[str, str]:
@@ -35,8 +37,16 @@ def class_of(name: str) -> Tuple[str, str]:
     return class_name, key
 
 
+def can_look_up(name: str) -> bool:
+    """Whether libvirt can be asked for the object of this name (a domain, pool or volume, with a key)."""
+    class_name, key = class_of(name)
+    return class_name in LOOKED_UP and bool(key)
+
+
 @dataclass(frozen=True)
 class Entry:
+    """One object the registry mirrors; the times (ns since the epoch) are its record's create/update times."""
+
     class_name: str
     key: str
     identity: Identity
@@ -59,7 +69,7 @@ class Registry:
 
     def __init__(self, schema: Schema, hypervisor: Hypervisor, agent_name: str, epoch: int,
                  generations: Optional[ConfigGenerations] = None) -> None:
-        self._schema = schema
+        self.schema = schema
         self._hv = hypervisor
         self.agent_name = agent_name
         self.epoch = epoch
@@ -96,7 +106,7 @@ class Registry:
 
     def record(self, entry: Entry, delete_ts: int = 0) -> DataRecord:
         name = object_name(entry.identity)
-        return DataRecord(self.object_id(name), self._schema.cls(entry.class_name).schema_id,
+        return DataRecord(self.object_id(name), self.schema.cls(entry.class_name).schema_id,
                           self.values(entry.identity), entry.update_ts, entry.create_ts, delete_ts)
 
     # --- reading -----------------------------------------------------------------------------
@@ -109,19 +119,13 @@ class Registry:
         with self._lock:
             return [e for e in self._entries.values() if class_name in (None, e.class_name)]
 
-    def resolve(self, name: str, lookup: bool = True) -> Tuple[Optional[Entry], List[DataRecord]]:
-        """The entry for an object name, asking libvirt (``lookup``) when the registry does not know it yet.
-
-        Also returns what that look-up changed in the registry, to be pushed like any change.
-        """
-        entry = self.get(name)
-        if entry is not None or not lookup:
-            return entry, []
+    def look_up(self, name: str) -> List[DataRecord]:
+        """Ask libvirt for an object by name (one a peer sent that the registry does not know yet) and
+        register it, or that it is gone; returns what that changed, to be pushed like any change."""
+        if not can_look_up(name):
+            return []
         class_name, key = class_of(name)
-        if class_name not in ("Domain", "Pool", "Volume") or not key:
-            return None, []
-        changes = self.sync_object(class_name, key)
-        return self.get(name), changes
+        return self.sync_object(class_name, key)
 
     # --- syncing -----------------------------------------------------------------------------
 
@@ -171,8 +175,11 @@ class Registry:
                     if old is not None and old.identity == identity:
                         continue
                     class_name, key = class_of(name)
-                    entry = (Entry(class_name, key, identity, now, now) if old is None
-                             else replace(old, identity=identity, update_ts=now))
+                    if old is None:
+                        entry = Entry(class_name, key, identity, now, now)
+                        self.generations.assign(name)
+                    else:
+                        entry = replace(old, identity=identity, update_ts=now)
                     self._entries[name] = entry
                     changes.append(self.record(entry))
                 for name in scope:
@@ -182,9 +189,10 @@ class Registry:
                     if name in self._entries:
                         entry = self._entries.pop(name)
                         removals.append(self.record(replace(entry, update_ts=now), delete_ts=now))
+                        self.generations.forget(name)
             finally:
                 self._end(seq)
-        self.generations.forget(r.object_id.object_name for r in removals)
+        self.generations.save()  # before any record carrying a new generation is pushed
         return removals + changes
 
     def bump_config(self, name: str) -> List[DataRecord]:
@@ -195,7 +203,9 @@ class Registry:
                 return []
             self.generations.bump(name)
             entry = self._entries[name] = replace(entry, update_ts=now_ns())
-            return [self.record(entry)]
+            record = self.record(entry)
+        self.generations.save()
+        return [record]
 
     def sync_all(self) -> List[DataRecord]:
         """Re-list everything from libvirt; returns the differences (deletions first)."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from virtq.schema.codec import StatsBatch, now_ns
-from virtq.schema.model import Schema
+from virtq.schema.model import SchemaId
 
 from .hypervisor import DOMAIN_INFO_FIELDS, Hypervisor, HypervisorError
 from .registry import Registry
@@ -53,10 +53,8 @@ class SampleReport:
 
 
 class Sampler:
-    def __init__(self, schema: Schema, registry: Registry, hypervisor: Hypervisor, publish: Publish, *,
-                 interval: float = 10.0, slow_interval: float = 60.0, timeout: Optional[float] = None,
-                 workers: int = 4) -> None:
-        self._schema = schema
+    def __init__(self, registry: Registry, hypervisor: Hypervisor, publish: Publish, *, interval: float = 10.0,
+                 slow_interval: float = 60.0, timeout: Optional[float] = None, workers: int = 4) -> None:
         self._registry = registry
         self._hv = hypervisor
         self._publish = publish
@@ -112,7 +110,7 @@ class Sampler:
             rows = sorted((n, v) for n, v in known.items() if n.startswith(class_name + ":"))
             if rows:
                 columns = {f: [v.get(f) for _, v in rows] for f in fields}
-                batches.append(StatsBatch(self._schema.cls(class_name).schema_id, self._registry.epoch, now_ns(),
+                batches.append(StatsBatch(self._schema_id(class_name), self._registry.epoch, now_ns(),
                                           tuple(n.partition(":")[2] for n, _ in rows), columns))
         return batches
 
@@ -249,4 +247,7 @@ class Sampler:
         fields = [f for f in SOURCES[class_name][1] if any(f in delta for _, delta in changed)]
         columns = {f: [delta.get(f) for _, delta in changed] for f in fields}
         keys = tuple(name.partition(":")[2] for name, _ in changed)
-        return StatsBatch(self._schema.cls(class_name).schema_id, self._registry.epoch, now_ns(), keys, columns)
+        return StatsBatch(self._schema_id(class_name), self._registry.epoch, now_ns(), keys, columns)
+
+    def _schema_id(self, class_name: str) -> SchemaId:
+        return self._registry.schema.cls(class_name).schema_id

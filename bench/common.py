@@ -1,9 +1,9 @@
-"""What the benchmarks share: byte meters on the console's transport, a TCP byte-counting proxy,
-a hypervisor wrapper that reports cpuTime the way QEMU does (``MeteredHypervisor``, from
-``virtq.fleet.metering``, which ``virtq-fleet`` uses at run time), percentiles and tables.
+"""What the benchmarks share: byte meters on the console's transport, a TCP byte-counting proxy and
+percentiles (the fleet simulator's pieces they use too: ``bench.fleetsim.metering`` for a hypervisor that
+reports cpuTime the way QEMU does, ``bench.fleetsim.tables`` for tables).
 
 Message bytes are AMQP-encoded message sizes (header, properties, application properties and
-body, exactly what ``to_proton(wire).encode()`` gives — for received messages, the size of
+body, exactly what ``virtq.transport.encoded_size(wire)`` gives — for received messages, the size of
 the delivery). TCP bytes are everything the connection carried, measured by a proxy between
 console and agent: message bytes plus AMQP framing (transfer frames, flow, dispositions).
 """
@@ -13,30 +13,16 @@ from __future__ import annotations
 import math
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from virtq.fleet.metering import MeteredHypervisor, category
-from virtq.fleet.tables import fmt, table
+from bench.fleetsim.metering import category
 from virtq.schema import errors
 from virtq.schema.codec import MethodRequest, StatsIndication, WireMessage, decode
-from virtq.transport import Connection, QmfProfile
-from virtq.transport._convert import to_proton
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from virtq.transport import Connection, QmfProfile, encoded_size
 
 
 # --- message meters ----------------------------------------------------------------------------
-
-def encoded_size(wire: WireMessage) -> int:
-    """The AMQP-encoded size of a message, as it goes on the wire (without transfer framing)."""
-    return len(to_proton(wire).encode())
-
 
 @dataclass
 class Tally:
@@ -137,9 +123,9 @@ class CountingConnector(Connection):
                          sources=[subscribe_to] if subscribe_to is not None else None)
         self.meter = meter
 
-    def _deliver(self, wire: WireMessage) -> None:
+    def deliver(self, wire: WireMessage) -> None:
         self.meter.count("received", wire, wire.size or encoded_size(wire))
-        super()._deliver(wire)
+        super().deliver(wire)
 
     def send(self, message: WireMessage) -> None:
         self.meter.count("sent", message, encoded_size(message))
@@ -233,10 +219,3 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else math.inf
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.002) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()

@@ -37,14 +37,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from virtq.agent import Agent
 from virtq.agent.libvirt_adapter import LibvirtHypervisor
+from virtq.agent.libvirt_events import ensure_event_loop
 from virtq.console import Console
 from virtq.console.events import LibvirtEvent, Overflowed
 from virtq.schema import default_schema
+from virtq.testing import free_port
 from virtq.transport import DirectListener
 
-import libvirt  # connections are opened after virtq.agent.libvirt_adapter registered the event loop
+import libvirt  # connections are opened after ensure_event_loop() registered the event loop
 
-from .common import free_port, percentile, table
+from .common import percentile
+from .fleetsim.tables import table
 
 URI = "test:///default"
 DOMAIN = "test"
@@ -133,6 +136,7 @@ def run(cycles: int = 500, rtt_calls: int = 200, warmup: int = 20, timeout: floa
     total, call, to_agent, to_subscriber, rtt = Series(), Series(), Series(), Series(), Series()
     received = missing = overflowed = 0
     load_before = os.getloadavg()[0]
+    ensure_event_loop()
     conn = libvirt.open(URI)  # keeps the process's test:///default driver alive for the whole run
     try:
         dom = conn.lookupByName(DOMAIN)
@@ -147,7 +151,7 @@ def run(cycles: int = 500, rtt_calls: int = 200, warmup: int = 20, timeout: floa
                 with Console(url, timeout=10.0) as console:
                     remote = console.domains.get(DOMAIN)
                     with console.subscribe(kinds=(LibvirtEvent,)) as events:
-                        def wait_for(expected: str) -> Optional[LibvirtEvent]:
+                        def next_lifecycle(expected: str) -> Optional[LibvirtEvent]:
                             nonlocal overflowed
                             deadline = time.monotonic() + timeout
                             while True:
@@ -167,7 +171,7 @@ def run(cycles: int = 500, rtt_calls: int = 200, warmup: int = 20, timeout: floa
                                 start = time.perf_counter_ns()
                                 operation()
                                 returned = time.perf_counter_ns()
-                                event = wait_for(expected)
+                                event = next_lifecycle(expected)
                                 arrived = time.perf_counter_ns()
                                 if i < warmup:
                                     continue

@@ -1,9 +1,9 @@
 """``bench/fleet``: virtq-fleet runs for docs/BENCHMARKS.md.
 
-Every option of ``virtq-fleet`` (``python -m virtq.fleet --help``) passes through; besides:
+Every option of ``virtq-fleet`` (``python -m bench.fleetsim --help``) passes through; besides:
 
-- ``--via rabbitmq`` without ``--broker`` starts a private RabbitMQ node for the run (the broker test
-  tier's harness, tests/broker/harness.py: loopback only, its own directory, stopped at the end);
+- ``--via rabbitmq`` without ``--broker`` starts a private RabbitMQ node for the run (virtq.testing.rabbitmq,
+  the broker test tier's too: loopback only, its own directory, stopped at the end);
 - ``--save`` also writes the result to ``bench/results/fleet-<via>-<agents>x<domains>-i<interval>.json``;
 - ``--plot`` (alone) draws ``docs/fleet.png`` from the saved results (needs matplotlib: ``pip install -e .[bench]``);
 - ``--table`` (alone) prints the saved results as the Markdown tables of docs/BENCHMARKS.md.
@@ -16,14 +16,16 @@ Every option of ``virtq-fleet`` (``python -m virtq.fleet --help``) passes throug
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from virtq.fleet import cli
-from virtq.fleet.tables import table
+from bench.fleetsim import cli
+from bench.fleetsim.tables import table
+from virtq.testing.rabbitmq import RabbitNode, RabbitSession
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLOT = Path(__file__).resolve().parent.parent / "docs" / "fleet.png"
@@ -43,10 +45,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = cli.parser().parse_args(rest)
     node = session = None
     if args.via == "rabbitmq" and not args.broker:
-        from tests.broker.harness import RabbitSession
-
         session = RabbitSession()
-        node = session.node()
+        node = RabbitNode(session)
         print(f"bench/fleet: starting a private RabbitMQ node ({node.name}, port {node.port})", flush=True)
         node.start()
         rest += ["--broker", node.url]
@@ -102,11 +102,10 @@ def tables(runs: List[Dict[str, Any]]) -> str:
 
 
 def plot() -> int:
-    try:
-        import matplotlib
-
+    try:  # an optional extra ([bench]), absent where the checks run: imported by name, used untyped
+        matplotlib = importlib.import_module("matplotlib")
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = importlib.import_module("matplotlib.pyplot")
     except ImportError:
         print("bench/fleet --plot needs matplotlib: pip install -e .[bench]", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Node XML for libvirt's test driver: a host with a given mix of running, paused and shut-off domains.
 
-The generator lives in :mod:`virtq.fleet.nodexml` (``virtq-fleet`` needs it at run time); this
+The generator lives in :mod:`bench.fleetsim.nodexml` (``virtq-fleet`` needs it at run time); this
 module re-exports it and is its command line::
 
     python -m bench.fleetxml --running 30 --paused 5 --shutoff 5 -o /tmp/node.xml
@@ -12,10 +12,10 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from virtq.fleet.nodexml import (NAMESPACE, PAUSED, RUNNING, SHUTOFF, STATE_NAMES, DomainSpec, NodeSpec,
-                                 domain_xml, node_uri, node_xml, plan, write_node_xml)
+from bench.fleetsim.nodexml import (NAMESPACE, PAUSED, RUNNING, SHUTOFF, STATE_NAMES, DomainSpec, NodeSpec,
+                                 fleet_domain_xml, node_uri, node_xml, plan, write_node_xml)
 
-__all__ = ["NAMESPACE", "PAUSED", "RUNNING", "SHUTOFF", "STATE_NAMES", "DomainSpec", "NodeSpec", "domain_xml",
+__all__ = ["NAMESPACE", "PAUSED", "RUNNING", "SHUTOFF", "STATE_NAMES", "DomainSpec", "NodeSpec", "fleet_domain_xml",
            "node_uri", "node_xml", "plan", "write_node_xml", "main"]
 
 

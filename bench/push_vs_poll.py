@@ -40,10 +40,12 @@ from virtq.console import Console
 from virtq.schema import default_schema
 from virtq.schema.codec import TOPIC, AgentHeartbeat, QueryRequest, QueryResponse
 from virtq.schema.model import SchemaId
-from virtq.transport import DirectListener
+from virtq.testing import WaitTimeout, free_port, wait_until
+from virtq.transport import DirectListener, encoded_size
 
-from .common import (ByteCountingProxy, CountingConnector, Meter, MeteredHypervisor, Reading, Tally,
-                     encoded_size, free_port, ratio, table, wait_until)
+from .common import ByteCountingProxy, CountingConnector, Meter, Reading, Tally, ratio
+from .fleetsim.metering import MeteredHypervisor
+from .fleetsim.tables import table
 from .fleetxml import RUNNING, node_uri, write_node_xml
 
 HEARTBEATS_ONLY = f"{TOPIC}/agent.ind.heartbeat.#"
@@ -273,7 +275,9 @@ def _push(agent: Agent, hv: MeteredHypervisor, url: str, n: int, busy: Set[str],
 
         # Steady state: let two passes go by, then start the window right after a pass arrived.
         warm = meter.read()
-        if not wait_until(lambda: passes(warm) >= 2, 20 * interval + 5):
+        try:
+            wait_until(lambda: passes(warm) >= 2, 20 * interval + 5, interval=0.002)
+        except WaitTimeout:
             problems.append("push: no statistics passes arrived (running domains change at every pass)")
         before, tcp_before, calls_before = meter.read(), proxy.read(), _agent_calls(hv, ("virtq-sample",))
         fetches_before, started = console.xml_fetches, time.monotonic()

@@ -12,9 +12,11 @@ and volumes, and calls methods on them::
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import (AgentError, AmbiguousRefError, CallTimeoutError, ConsoleError,
                                  InvalidParameterError, LibvirtError, NotConnectedError, RemoteError,
-                                 UnknownMethodError, UnknownObjectError, UnknownRefError, VirtqError)
+                                 TransportError, UnknownMethodError, UnknownObjectError, UnknownRefError, VirtqError)
 
+from ._agents import LOST_AFTER
 from ._console import Console
+from ._jobs import Job
 from .health import AgentHealth
 from .limits import Limits
 from .objects import RemoteObject, describe
@@ -22,7 +24,7 @@ from .repository import AgentRepository, AgentView, Repository
 
 __all__ = [
     "AgentError", "AgentHealth", "AgentRepository", "AgentView", "AmbiguousRefError", "CallTimeoutError", "Console",
-    "ConsoleError", "InvalidParameterError", "LibvirtError", "Limits", "NotConnectedError", "ObjectId",
-    "RemoteError", "RemoteObject", "Repository", "UnknownMethodError", "UnknownObjectError",
+    "ConsoleError", "InvalidParameterError", "Job", "LibvirtError", "Limits", "LOST_AFTER", "NotConnectedError",
+    "ObjectId", "RemoteError", "RemoteObject", "Repository", "TransportError", "UnknownMethodError", "UnknownObjectError",
     "UnknownRefError", "VirtqError", "describe",
 ]

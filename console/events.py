@@ -15,10 +15,11 @@ from virtq.schema.codec import ObjectId
 from .objects import RemoteObject
 from .repository import AgentView
 
-DOMAIN_STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
-                 6: "crashed", 7: "pmsuspended"}
-"""virDomainState names."""
-STATE_CODES = {name: code for code, name in DOMAIN_STATES.items()}
+__all__ = [
+    "AgentAdded", "AgentDegraded", "AgentEvent", "AgentLost", "AgentRecovered", "AgentRestarted", "ConfigChanged",
+    "DomainStateChanged", "Event", "LibvirtEvent", "LimitReached", "ObjectAdded", "ObjectEvent", "ObjectRemoved",
+    "Overflowed", "StatsUpdated",
+]
 
 
 @dataclass(frozen=True)
@@ -27,38 +28,39 @@ class Event:
 
 
 @dataclass(frozen=True)
-class AgentAdded(Event):
+class AgentEvent(Event):
+    """Something about one agent: ``agent`` is the console's view of it after the change."""
+
     agent: AgentView
 
 
 @dataclass(frozen=True)
-class AgentLost(Event):
+class AgentAdded(AgentEvent):
+    """A new agent is followed, or a lost one is back."""
+
+
+@dataclass(frozen=True)
+class AgentLost(AgentEvent):
     """No heartbeat for 3 intervals (console's monotonic clock); its objects are kept, marked stale."""
 
-    agent: AgentView
-
 
 @dataclass(frozen=True)
-class AgentRestarted(Event):
+class AgentRestarted(AgentEvent):
     """The agent's epoch changed: the console re-reads all its objects."""
 
-    agent: AgentView
     old_epoch: int
 
 
 @dataclass(frozen=True)
-class AgentDegraded(Event):
+class AgentDegraded(AgentEvent):
     """The agent's heartbeat says libvirt is not responsive or calls are stuck (``agent.health``)."""
 
-    agent: AgentView
     reason: str
 
 
 @dataclass(frozen=True)
-class AgentRecovered(Event):
+class AgentRecovered(AgentEvent):
     """The agent's heartbeat says libvirt is ok again and no call is stuck."""
-
-    agent: AgentView
 
 
 @dataclass(frozen=True)

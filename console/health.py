@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from virtq.logs import shown
 
+__all__ = ["AgentHealth"]
+
 
 @dataclass(frozen=True)
 class AgentHealth:

@@ -12,6 +12,8 @@ from typing import Callable, Dict, Tuple
 
 from .events import Event, LimitReached
 
+__all__ = ["LimitWatch", "Limits"]
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -6,28 +6,30 @@ so do the pushed statistics (``dom.state``, ``dom.cpuTime`` …, also in ``dom.s
 References to parents (``dom.node``, ``vol.pool``) are :class:`ObjectId` values that
 ``console.lookup()`` turns into snapshots. Every method the class declares is a callable
 attribute (``dom.suspend()``, ``dom.getXMLDesc(flags=0)``); a method without out-arguments
-returns its :class:`~virtq.console.jobs.Job`, so ``dom.create().wait_state("running")``
+returns its :class:`~virtq.console.Job`, so ``dom.create().wait_state("running")``
 waits for the pushed state.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import InvalidParameterError
 from virtq.schema.model import ClassSchema, Method
+from virtq.schema.states import DOMAIN_STATES
 
-if TYPE_CHECKING:
-    from ._console import Console
+from ._session import Session
+
+__all__ = ["RemoteObject", "describe"]
 
 
 class RemoteObject:
-    """An immutable snapshot of one Node, Domain, Pool or Volume on one agent."""
+    """An immutable snapshot of one Node, Domain, Pool or Volume on one agent; ``session``: the console's."""
 
-    __slots__ = ("_console", "_schema", "object_id", "values", "stats", "update_ts", "create_ts", "stats_ts")
+    __slots__ = ("_session", "_schema", "object_id", "values", "stats", "update_ts", "create_ts", "stats_ts")
 
-    _console: "Console"
+    _session: Session["RemoteObject"]
     _schema: ClassSchema
     object_id: ObjectId
     values: Mapping[str, Any]
@@ -36,7 +38,7 @@ class RemoteObject:
     create_ts: int
     stats_ts: int
 
-    def __init__(self, console: "Console", schema: ClassSchema, object_id: ObjectId,
+    def __init__(self, session: Session["RemoteObject"], schema: ClassSchema, object_id: ObjectId,
                  values: Mapping[str, Any], update_ts: int = 0, create_ts: int = 0,
                  stats: Optional[Mapping[str, Any]] = None, stats_ts: int = 0) -> None:
         refs = {p.name for p in schema.properties if p.type == "objId"}
@@ -48,7 +50,7 @@ class RemoteObject:
                 sampled[key] = value  # query answers carry the latest statistics too
             else:
                 frozen[key] = ObjectId.from_wire(value) if key in refs and isinstance(value, Mapping) else value
-        for name, value in (("_console", console), ("_schema", schema), ("object_id", object_id),
+        for name, value in (("_session", session), ("_schema", schema), ("object_id", object_id),
                             ("values", frozen), ("stats", sampled), ("update_ts", update_ts),
                             ("create_ts", create_ts), ("stats_ts", stats_ts)):
             object.__setattr__(self, name, value)
@@ -60,7 +62,7 @@ class RemoteObject:
         converted, so the new snapshot shares them instead of going through __init__ again.
         """
         new = object.__new__(RemoteObject)
-        for name, value in (("_console", self._console), ("_schema", self._schema), ("object_id", self.object_id),
+        for name, value in (("_session", self._session), ("_schema", self._schema), ("object_id", self.object_id),
                             ("values", self.values), ("stats", {**self.stats, **changed}),
                             ("update_ts", self.update_ts), ("create_ts", self.create_ts), ("stats_ts", stats_ts)):
             object.__setattr__(new, name, value)
@@ -70,7 +72,7 @@ class RemoteObject:
                     object_id: Optional[ObjectId] = None) -> "RemoteObject":
         """A new snapshot with new properties (and the id the record carries: a restarted agent's has
         its new epoch), keeping the statistics."""
-        return RemoteObject(self._console, self._schema, object_id or self.object_id, values, update_ts, create_ts,
+        return RemoteObject(self._session, self._schema, object_id or self.object_id, values, update_ts, create_ts,
                             self.stats, self.stats_ts)
 
     @property
@@ -88,19 +90,17 @@ class RemoteObject:
     @property
     def stale(self) -> bool:
         """True while its agent is lost (no heartbeat for 3 intervals): the values may be outdated."""
-        return self._console.is_lost(self.agent)
+        return self._session.is_lost(self.agent)
 
     @property
     def state_name(self) -> str:
         """A domain's pushed virDomainState as a name ("running", "paused", "shutoff" …)."""
-        from .events import DOMAIN_STATES
-
         state = self.stats.get("state")
         return DOMAIN_STATES.get(state, "unknown") if isinstance(state, int) else "unknown"
 
     def xml(self) -> str:
         """The XML description, fetched once per configuration generation (see Console.xml)."""
-        return self._console.xml(self)
+        return self._session.xml(self)
 
     def __getattr__(self, name: str) -> Any:
         values = object.__getattribute__(self, "values")
@@ -124,7 +124,7 @@ class RemoteObject:
                 raise InvalidParameterError(f"{method.name} takes {len(inputs)} argument(s)")
             arguments = dict(zip((a.name for a in inputs), args))
             arguments.update(kwargs)
-            job, result = self._console.run(self, method.name, arguments)
+            job, result = self._session.run(self, method.name, arguments)
             return job if not method.outputs else result
 
         call.__name__ = method.name
@@ -133,7 +133,7 @@ class RemoteObject:
 
     def latest(self) -> "RemoteObject":
         """The repository's current snapshot of this object (it may have changed since)."""
-        return self._console.lookup(self.object_id)
+        return self._session.lookup(self.object_id)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.values.items() if not isinstance(v, ObjectId))

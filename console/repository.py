@@ -17,6 +17,8 @@ from virtq.schema.errors import AmbiguousRefError, UnknownRefError
 from .health import AgentHealth
 from .objects import RemoteObject
 
+__all__ = ["AgentRepository", "AgentView", "Repository"]
+
 
 @dataclass(frozen=True)
 class AgentView:
@@ -97,6 +99,10 @@ class AgentRepository(_Store[AgentView]):
 
     def by_name(self, name: str) -> Optional[AgentView]:
         return self._peek(name)
+
+    def put(self, name: str, view: AgentView) -> Optional[AgentView]:
+        """The console's side: record what it knows of an agent now; returns what it knew before."""
+        return self._put(name, view)
 
 
 class Repository(_Store[RemoteObject]):

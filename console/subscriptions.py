@@ -10,13 +10,16 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Callable, Deque, Iterator, Optional, Tuple, Type, Union
+from typing import Callable, Deque, Iterator, List, Optional, Tuple, Type, Union
 
 from .events import Event, Overflowed
+
+__all__ = ["Kinds", "Subscribers", "Subscription", "normalize_kinds"]
 
 log = logging.getLogger(__name__)
 
 Kinds = Optional[Tuple[Type[Event], ...]]
+KindsArgument = Union[None, Type[Event], Tuple[Type[Event], ...], List[Type[Event]]]
 
 
 class Subscription:
@@ -102,9 +105,44 @@ class Subscription:
         self.close()
 
 
-def normalize_kinds(kinds: Union[None, Type[Event], Tuple[Type[Event], ...], list]) -> Kinds:  # type: ignore[type-arg]
+def normalize_kinds(kinds: KindsArgument) -> Kinds:
     if kinds is None:
         return None
     if isinstance(kinds, type):
         return (kinds,)
     return tuple(kinds)
+
+
+class Subscribers:
+    """A console's subscriptions: emit() offers each event to those that want it."""
+
+    def __init__(self) -> None:
+        self._subscriptions: List[Subscription] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, callback: Optional[Callable[[Event], None]], kinds: KindsArgument,
+                  maxsize: int) -> Subscription:
+        subscription = Subscription(callback, normalize_kinds(kinds), maxsize)
+        with self._lock:
+            self._subscriptions.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
+        subscription.close()
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            if subscription.wants(event):
+                subscription.offer(event)
+
+    def close(self) -> None:
+        """Close every subscription (the console closes)."""
+        with self._lock:
+            subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription.close()

@@ -20,6 +20,8 @@ from typing import Any, Dict, Mapping, Optional, Set, Union
 from virtq.schema.codec import (AgentHeartbeat, AgentLocateResponse, DataIndication, EventIndication, Message,
                                 QueryResponse)
 
+__all__ = ["AgentTrust", "TrustRule", "claimed_agents", "parse_users"]
+
 TrustRule = Union[None, str, Mapping[str, str]]
 
 

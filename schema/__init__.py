@@ -5,7 +5,7 @@ Public names are re-exported here; the modules behind them are implementation.
 
 from .errors import (AccessDeniedError, AgentError, AmbiguousRefError, CallTimeoutError, ConsoleError,
                      InvalidParameterError, LibvirtError, LibvirtTimeoutError, NotConnectedError, ObjectBusyError,
-                     ProtocolError, RemoteError, UnknownMethodError, UnknownObjectError, UnknownRefError,
+                     ProtocolError, RemoteError, TransportError, UnknownMethodError, UnknownObjectError, UnknownRefError,
                      VirtqError)
 from .loader import SchemaError, default_schema, load
 from .model import (Argument, ClassSchema, EventSchema, Method, Permission, Property, Schema, SchemaId,
@@ -16,6 +16,6 @@ __all__ = [
     "ConsoleError", "LibvirtTimeoutError", "ObjectBusyError",
     "EventSchema", "InvalidParameterError", "LibvirtError", "Method", "NotConnectedError", "Permission",
     "ProtocolError", "Property", "RemoteError", "Schema", "SchemaError", "SchemaId", "Statistic",
-    "UnknownMethodError", "UnknownObjectError", "UnknownRefError", "VirtqError", "default_schema",
+    "TransportError", "UnknownMethodError", "UnknownObjectError", "UnknownRefError", "VirtqError", "default_schema",
     "load",
 ]

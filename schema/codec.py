@@ -5,212 +5,32 @@ properties, body, correlation id, reply-to); it knows nothing of AMQP libraries.
 The message classes below are the QMF shapes; ``encode()`` turns one into a
 WireMessage and :func:`decode` turns a WireMessage back into one, raising
 :class:`ProtocolError` for anything malformed. docs/PROTOCOL.md shows each shape.
+The values inside bodies live in :mod:`._records`, addresses in :mod:`._addresses`;
+this module is the public face of all three.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
 
-from .errors import InvalidParameterError, ProtocolError
+from ._addresses import (AGENT, APP_ID, APP_ID_KEY, CONTENT, DIRECT, LOCATE_SUBJECT, METHOD, OPCODE, PARTIAL,
+                         PRODUCT, TOPIC, VENDOR, data_subject, direct_address, event_subject, heartbeat_subject,
+                         now_ns, stats_subject)
+from ._records import (UUID_KEYED, AgentInfo, DataRecord, EventRecord, InvalidObjectNameError, ObjectId,
+                       StatsBatch, WireMessage, check_object_name, require, schema_id_from_wire, schema_id_to_wire)
+from .errors import ProtocolError
 from .model import SchemaId
 
-APP_ID_KEY = "x-amqp-0-10.app-id"
-APP_ID = "qmf2"
-OPCODE = "qmf.opcode"
-METHOD = "method"
-AGENT = "qmf.agent"
-CONTENT = "qmf.content"
-PARTIAL = "partial"
-
-DIRECT = "qmf.default.direct"
-TOPIC = "qmf.default.topic"
-LOCATE_SUBJECT = "console.request.agent_locate"
-
-VENDOR = "libvirt.org"
-PRODUCT = "virtq"
-
-
-def direct_address(agent_name: str) -> str:
-    """Where requests for one agent go."""
-    return f"{DIRECT}/{agent_name}"
-
-
-def _subject_word(text: str) -> str:
-    """Topic words are dot-separated, so dots inside a word become underscores (as QMF does)."""
-    return text.replace(".", "_")
-
-
-def heartbeat_subject(vendor: str = VENDOR, product: str = PRODUCT) -> str:
-    return f"agent.ind.heartbeat.{_subject_word(vendor)}.{_subject_word(product)}"
-
-
-def data_subject(package: str, class_name: str, vendor: str = VENDOR, product: str = PRODUCT) -> str:
-    return f"agent.ind.data.{_subject_word(package)}.{class_name}.{_subject_word(vendor)}.{_subject_word(product)}"
-
-
-def event_subject(package: str, event: str, vendor: str = VENDOR, product: str = PRODUCT) -> str:
-    return f"agent.ind.event.{_subject_word(package)}.{event}.{_subject_word(vendor)}.{_subject_word(product)}"
-
-
-def stats_subject(package: str, class_name: str, vendor: str = VENDOR, product: str = PRODUCT) -> str:
-    return f"agent.ind.stats.{_subject_word(package)}.{class_name}.{_subject_word(vendor)}.{_subject_word(product)}"
-
-
-def now_ns() -> int:
-    """QMF timestamps are nanoseconds since the epoch."""
-    return time.time_ns()
-
-
-@dataclass(frozen=True)
-class WireMessage:
-    """One message as a transport carries it."""
-
-    address: str
-    properties: Mapping[str, Any]
-    body: Any
-    subject: str = ""
-    correlation_id: Optional[str] = None
-    reply_to: Optional[str] = None
-    size: int = field(default=0, compare=False)  # encoded bytes, when the transport knows
-    principal: Optional[str] = field(default=None, compare=False)
-    """Who sent it, as the transport authenticated them: the client certificate's CN (direct mode
-    over TLS) or the broker-validated user-id (brokered); None when anonymous. Never read from
-    the message itself in direct mode."""
-
-
-# --- values inside bodies -------------------------------------------------------------------
-
-def _require(mapping: Any, key: str, kind: Union[type, Tuple[type, ...]], where: str) -> Any:
-    if not isinstance(mapping, Mapping):
-        raise ProtocolError(f"{where}: expected a map")
-    value = mapping.get(key)
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        raise ProtocolError(f"{where}: {key} missing or not {getattr(kind, '__name__', kind)}")
-    return value
-
-
-_CONTROL_CHARACTERS = frozenset(chr(c) for c in (*range(0x00, 0x20), 0x7f))
-
-
-class InvalidObjectNameError(ProtocolError, InvalidParameterError):
-    """An object name no object can have (NUL or another control character): the request is malformed
-    (ProtocolError, for whoever decodes) and answered as an invalid parameter, code 4 (PROTOCOL.md 8.3)."""
-
-    def __init__(self, error_text: str) -> None:
-        InvalidParameterError.__init__(self, error_text)
-
-
-def check_object_name(name: str) -> str:
-    """``name`` unless it holds a control character (libvirt names and UUIDs never do; a NUL cut C strings)."""
-    if not _CONTROL_CHARACTERS.isdisjoint(name):
-        bad = next(c for c in name if c in _CONTROL_CHARACTERS)
-        raise InvalidObjectNameError(f"invalid object name: it contains the control character {ord(bad):#04x}")
-    return name
-
-
-@dataclass(frozen=True)
-class ObjectId:
-    """QMF's ``_object_id``: a deterministic object name scoped by agent (and its epoch)."""
-
-    object_name: str
-    agent_name: str = ""
-    agent_epoch: int = 0
-
-    def to_wire(self) -> Dict[str, Any]:
-        return {"_object_name": self.object_name, "_agent_name": self.agent_name,
-                "_agent_epoch": self.agent_epoch}
-
-    @classmethod
-    def from_wire(cls, value: Any) -> "ObjectId":
-        name = check_object_name(_require(value, "_object_name", str, "_object_id"))
-        agent = value.get("_agent_name", "")
-        epoch = value.get("_agent_epoch", 0)
-        if not isinstance(agent, str) or isinstance(epoch, bool) or not isinstance(epoch, int):
-            raise ProtocolError("_object_id: bad _agent_name or _agent_epoch")
-        return cls(name, agent, epoch)
-
-
-def schema_id_to_wire(schema_id: SchemaId) -> Dict[str, Any]:
-    return {"_package_name": schema_id.package, "_class_name": schema_id.class_name,
-            "_type": schema_id.type, "_hash": schema_id.hash}
-
-
-def schema_id_from_wire(value: Any) -> SchemaId:
-    if not isinstance(value, Mapping):
-        raise ProtocolError("_schema_id: expected a map")
-    fields = [value.get(k, "") for k in ("_package_name", "_class_name", "_hash", "_type")]
-    if not all(isinstance(f, str) for f in fields):
-        raise ProtocolError("_schema_id: fields must be strings")
-    return SchemaId(fields[0], fields[1], fields[2], fields[3] or "_data")
-
-
-@dataclass(frozen=True)
-class DataRecord:
-    """One object (or event) as QMF's data map."""
-
-    object_id: ObjectId
-    schema_id: SchemaId
-    values: Mapping[str, Any]
-    update_ts: int = 0
-    create_ts: int = 0
-    delete_ts: int = 0
-
-    @property
-    def deleted(self) -> bool:
-        return self.delete_ts != 0
-
-    def to_wire(self) -> Dict[str, Any]:
-        return {"_values": dict(self.values), "_object_id": self.object_id.to_wire(),
-                "_schema_id": schema_id_to_wire(self.schema_id), "_update_ts": self.update_ts,
-                "_create_ts": self.create_ts, "_delete_ts": self.delete_ts}
-
-    @classmethod
-    def from_wire(cls, value: Any) -> "DataRecord":
-        values = _require(value, "_values", Mapping, "data")
-        stamps = [value.get(k, 0) for k in ("_update_ts", "_create_ts", "_delete_ts")]
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in stamps):
-            raise ProtocolError("data: timestamps must be integers")
-        return cls(ObjectId.from_wire(value.get("_object_id")), schema_id_from_wire(value.get("_schema_id")),
-                   dict(values), *stamps)
-
-
-@dataclass(frozen=True)
-class AgentInfo:
-    """What an agent says of itself in locate responses and heartbeats."""
-
-    name: str
-    epoch: int
-    heartbeat_interval: int
-    timestamp: int
-    schema_hash: str = ""
-    vendor: str = VENDOR
-    product: str = PRODUCT
-    instance: str = ""
-    attributes: Mapping[str, Any] = field(default_factory=dict)  # hostname, libvirt URI, versions …
-
-    def to_wire(self) -> Dict[str, Any]:
-        values = dict(self.attributes)
-        values.update({"_vendor": self.vendor, "_product": self.product, "_instance": self.instance,
-                       "_name": self.name, "_epoch": self.epoch,
-                       "_heartbeat_interval": self.heartbeat_interval, "_timestamp": self.timestamp,
-                       "_schema_hash": self.schema_hash})
-        return {"_values": values}
-
-    @classmethod
-    def from_wire(cls, body: Any) -> "AgentInfo":
-        values = _require(body, "_values", Mapping, "agent")
-        name = _require(values, "_name", str, "agent")
-        epoch = _require(values, "_epoch", int, "agent")
-        interval = _require(values, "_heartbeat_interval", int, "agent")
-        timestamp = _require(values, "_timestamp", int, "agent")
-        attributes = {k: v for k, v in values.items() if not str(k).startswith("_")}
-        return cls(name, epoch, interval, timestamp, str(values.get("_schema_hash", "")),
-                   str(values.get("_vendor", "")), str(values.get("_product", "")),
-                   str(values.get("_instance", "")), attributes)
-
+__all__ = [
+    "AGENT", "APP_ID", "APP_ID_KEY", "CONTENT", "CONTENT_FOR_WHAT", "DIRECT", "LOCATE_SUBJECT", "METHOD", "OPCODE",
+    "PARTIAL", "PRODUCT", "QUERY_WHATS", "TOPIC", "UUID_KEYED", "VENDOR",
+    "AgentHeartbeat", "AgentInfo", "AgentLocateRequest", "AgentLocateResponse", "DataIndication", "DataRecord",
+    "EventIndication", "EventRecord", "ExceptionResponse", "InvalidObjectNameError", "Message", "MethodRequest",
+    "MethodResponse", "ObjectId", "QueryRequest", "QueryResponse", "StatsBatch", "StatsIndication", "WireMessage",
+    "check_object_name", "data_subject", "decode", "direct_address", "event_subject", "heartbeat_subject",
+    "now_ns", "schema_id_from_wire", "schema_id_to_wire", "stats_subject",
+]
 
 # --- messages -----------------------------------------------------------------------------------
 
@@ -313,7 +133,7 @@ class QueryRequest(Message):
 
     @classmethod
     def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "QueryRequest":
-        what = _require(body, "_what", str, "query")
+        what = require(body, "_what", str, "query")
         if what not in QUERY_WHATS:
             raise ProtocolError(f"query: unknown _what {what!r}")
         schema_id = schema_id_from_wire(body["_schema_id"]) if "_schema_id" in body else None
@@ -371,7 +191,7 @@ class MethodRequest(Message):
 
     @classmethod
     def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "MethodRequest":
-        name = _require(body, "_method_name", str, "method request")
+        name = require(body, "_method_name", str, "method request")
         arguments = body.get("_arguments", {})
         if not isinstance(arguments, Mapping):
             raise ProtocolError("method request: _arguments must be a map")
@@ -410,154 +230,68 @@ class ExceptionResponse(Message):
 
     @classmethod
     def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "ExceptionResponse":
-        values = _require(body, "_values", Mapping, "exception")
-        return cls(error_code=_require(values, "error_code", int, "exception"),
+        values = require(body, "_values", Mapping, "exception")
+        return cls(error_code=require(values, "error_code", int, "exception"),
                    error_text=str(values.get("error_text", "")), **common)
 
 
-@dataclass(frozen=True)
-class DataIndication(Message):
-    """Pushed data (``qmf.content: _data``) or events (``_event``): a list of data maps."""
+class _Indication(Message):
+    """A pushed ``_data_indication``: a list of items, their kind named by ``qmf.content``."""
 
     OPCODE = "_data_indication"
     KIND = "indication"
-    records: Sequence[DataRecord] = ()
-    content: str = "_data"
+    CONTENT_TYPE = ""
+    FIELD = ""  # the dataclass field that holds the items
+    ITEM: Any = None  # their type, with to_wire() / from_wire()
+    WHAT = ""
 
     def _body(self) -> Any:
-        return [r.to_wire() for r in self.records]
+        return [item.to_wire() for item in getattr(self, self.FIELD)]
+
+    def _properties(self) -> Dict[str, Any]:
+        return {CONTENT: self.CONTENT_TYPE}
+
+    @classmethod
+    def _from_body(cls: Type[I], body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> I:
+        if not isinstance(body, (list, tuple)):
+            raise ProtocolError(f"{cls.WHAT}: body must be a list")
+        items: Dict[str, Any] = {cls.FIELD: tuple(cls.ITEM.from_wire(item) for item in body)}
+        return cls(**items, **common)
+
+
+I = TypeVar("I", bound=_Indication)
+
+
+@dataclass(frozen=True)
+class DataIndication(_Indication):
+    """Pushed data (``qmf.content: _data``): a list of data maps."""
+
+    FIELD, ITEM, WHAT = "records", DataRecord, "data indication"
+    records: Sequence[DataRecord] = ()
+    content: str = "_data"
 
     def _properties(self) -> Dict[str, Any]:
         return {CONTENT: self.content}
 
     @classmethod
     def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "DataIndication":
-        if not isinstance(body, (list, tuple)):
-            raise ProtocolError("data indication: body must be a list")
-        return cls(records=tuple(DataRecord.from_wire(r) for r in body),
-                   content=str(properties.get(CONTENT, "_data")), **common)
+        return super()._from_body(body, properties, dict(common, content=str(properties.get(CONTENT, "_data"))))
 
 
 @dataclass(frozen=True)
-class EventRecord:
-    """One QMF event: ``{_schema_id (type _event), _values, _timestamp, _severity}``."""
-
-    schema_id: SchemaId
-    values: Mapping[str, Any]
-    timestamp: int = 0
-    severity: int = 5  # QMF/syslog: 3 error, 4 warning, 5 notice
-
-    def to_wire(self) -> Dict[str, Any]:
-        return {"_schema_id": schema_id_to_wire(self.schema_id), "_values": dict(self.values),
-                "_timestamp": self.timestamp, "_severity": self.severity}
-
-    @classmethod
-    def from_wire(cls, value: Any) -> "EventRecord":
-        values = _require(value, "_values", Mapping, "event")
-        timestamp = value.get("_timestamp", 0)
-        severity = value.get("_severity", 5)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (timestamp, severity)):
-            raise ProtocolError("event: _timestamp and _severity must be integers")
-        return cls(schema_id_from_wire(value.get("_schema_id")), dict(values), timestamp, severity)
-
-
-@dataclass(frozen=True)
-class EventIndication(Message):
+class EventIndication(_Indication):
     """Events pushed by an agent: ``_data_indication`` with ``qmf.content: _event``."""
 
-    OPCODE = "_data_indication"
-    KIND = "indication"
+    CONTENT_TYPE, FIELD, ITEM, WHAT = "_event", "events", EventRecord, "event indication"
     events: Sequence[EventRecord] = ()
 
-    def _body(self) -> Any:
-        return [e.to_wire() for e in self.events]
-
-    def _properties(self) -> Dict[str, Any]:
-        return {CONTENT: "_event"}
-
-    @classmethod
-    def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "EventIndication":
-        if not isinstance(body, (list, tuple)):
-            raise ProtocolError("event indication: body must be a list")
-        return cls(events=tuple(EventRecord.from_wire(e) for e in body), **common)
-
-
-UUID_KEYED = ("Node", "Domain", "Pool")
-
-
-def _key_to_wire(class_name: str, key: str) -> Any:
-    """uuids travel as 16 bytes (AMQP binary), other keys as strings."""
-    return uuid.UUID(key).bytes if class_name in UUID_KEYED else key
-
-
-def _key_from_wire(value: Any) -> str:
-    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) == 16:  # proton gives memoryview
-        return str(uuid.UUID(bytes=bytes(value)))
-    if isinstance(value, str):
-        return value
-    raise ProtocolError("stats: object keys must be 16-byte uuids or strings")
-
 
 @dataclass(frozen=True)
-class StatsBatch:
-    """Statistics of objects of one class, columnar and sparse, to keep the wire small.
-
-    ``keys`` name the objects (uuid or volume key); each column holds one value per key,
-    None where that object's value did not change since the agent last pushed it. Only
-    columns with at least one change are present.
-    """
-
-    schema_id: SchemaId
-    epoch: int
-    sample_ts: int
-    keys: Tuple[str, ...]
-    columns: Mapping[str, Sequence[Any]]
-
-    def object_name(self, index: int) -> str:
-        return f"{self.schema_id.class_name}:{self.keys[index]}"
-
-    def rows(self) -> List[Tuple[str, Dict[str, Any]]]:
-        """(object name, {field: value}) for each object, unchanged fields left out."""
-        return [(self.object_name(i), {f: col[i] for f, col in self.columns.items() if col[i] is not None})
-                for i in range(len(self.keys))]
-
-    def to_wire(self) -> Dict[str, Any]:
-        body: Dict[str, Any] = {"_schema_id": schema_id_to_wire(self.schema_id), "_agent_epoch": self.epoch,
-                                "_sample_ts": self.sample_ts,
-                                "_keys": [_key_to_wire(self.schema_id.class_name, k) for k in self.keys]}
-        body.update({name: list(values) for name, values in self.columns.items()})
-        return body
-
-    @classmethod
-    def from_wire(cls, value: Any) -> "StatsBatch":
-        epoch = _require(value, "_agent_epoch", int, "stats")
-        sample_ts = _require(value, "_sample_ts", int, "stats")
-        keys = tuple(_key_from_wire(k) for k in _require(value, "_keys", (list, tuple), "stats"))
-        columns = {str(k): list(v) for k, v in value.items() if not str(k).startswith("_")}
-        if any(not isinstance(v, list) or len(v) != len(keys) for v in columns.values()):
-            raise ProtocolError("stats: every column needs one value per key")
-        return cls(schema_id_from_wire(value.get("_schema_id")), epoch, sample_ts, keys, columns)
-
-
-@dataclass(frozen=True)
-class StatsIndication(Message):
+class StatsIndication(_Indication):
     """Pushed statistics: ``_data_indication`` with ``qmf.content: _stats`` (a virtq extension)."""
 
-    OPCODE = "_data_indication"
-    KIND = "indication"
+    CONTENT_TYPE, FIELD, ITEM, WHAT = "_stats", "batches", StatsBatch, "stats indication"
     batches: Sequence[StatsBatch] = ()
-
-    def _body(self) -> Any:
-        return [b.to_wire() for b in self.batches]
-
-    def _properties(self) -> Dict[str, Any]:
-        return {CONTENT: "_stats"}
-
-    @classmethod
-    def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "StatsIndication":
-        if not isinstance(body, (list, tuple)):
-            raise ProtocolError("stats indication: body must be a list")
-        return cls(batches=tuple(StatsBatch.from_wire(b) for b in body), **common)
 
 
 _INDICATION_BY_CONTENT: Dict[str, Type[Message]] = {"_event": EventIndication, "_stats": StatsIndication}

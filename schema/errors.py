@@ -16,8 +16,8 @@
     │       └── LibvirtTimeoutError 0x10044 (VIR_ERR_OPERATION_TIMEOUT, 68): libvirt did not answer in time
     ├── ProtocolError               a message that does not decode (raised by the codec)
     └── ConsoleError                raised by the console on its own side
-        ├── NotConnectedError       no connection to the agent (now)
-        ├── CallTimeoutError        no answer within the call's timeout
+        ├── NotConnectedError       no connection to the agent (now); also a builtin ConnectionError
+        ├── CallTimeoutError        no answer within the call's timeout; also a builtin TimeoutError
         ├── UnknownRefError         a reference matches no object
         └── AmbiguousRefError       a reference matches several objects
 
@@ -28,6 +28,16 @@ Remote errors travel as data and are rebuilt here from an allow-list of codes
 from __future__ import annotations
 
 from typing import Dict, Optional, Type
+
+__all__ = [
+    "STATUS_BUSY", "STATUS_EXCEPTION", "STATUS_FEATURE_NOT_IMPLEMENTED", "STATUS_FORBIDDEN", "STATUS_INVALID_PARAMETER",
+    "STATUS_NOT_IMPLEMENTED", "STATUS_UNKNOWN_METHOD", "STATUS_UNKNOWN_OBJECT", "STATUS_USER",
+    "VIR_ERR_ACCESS_DENIED", "VIR_ERR_OPERATION_TIMEOUT",
+    "AccessDeniedError", "AgentError", "AmbiguousRefError", "CallTimeoutError", "ConsoleError", "ForbiddenError",
+    "InvalidParameterError", "LibvirtError", "LibvirtTimeoutError", "NotConnectedError", "NotImplementedError_",
+    "ObjectBusyError", "ProtocolError", "RemoteError", "TransportError", "UnknownMethodError", "UnknownObjectError", "UnknownRefError",
+    "VirtqError", "remote_error",
+]
 
 # QMF's status codes (qpid's ManagementAgent / libqmf), as libvirt-qmf used them.
 STATUS_UNKNOWN_OBJECT = 1
@@ -65,6 +75,8 @@ class RemoteError(VirtqError):
 
 
 class UnknownObjectError(RemoteError):
+    """No such object on that agent (or an object of another agent)."""
+
     code = STATUS_UNKNOWN_OBJECT
 
 
@@ -73,10 +85,16 @@ class UnknownMethodError(RemoteError):
 
 
 class NotImplementedError_(RemoteError):
+    """Declared by the schema, but this agent's libvirt cannot do it (the trailing underscore keeps
+    Python's own NotImplementedError usable beside it)."""
+
     code = STATUS_NOT_IMPLEMENTED
 
 
 class InvalidParameterError(RemoteError):
+    """A missing, unknown or wrongly typed argument, or a request too large; the console raises it too,
+    before sending, for arguments the schema says are wrong."""
+
     code = STATUS_INVALID_PARAMETER
 
 
@@ -85,6 +103,9 @@ class ForbiddenError(RemoteError):
 
 
 class AgentError(RemoteError):
+    """The agent failed (a bug, or libvirt answered other than the schema says) or refused a malformed
+    request."""
+
     code = STATUS_EXCEPTION
 
 
@@ -133,12 +154,17 @@ class ConsoleError(VirtqError):
     """Errors the console raises on its own side, without an agent's answer."""
 
 
-class NotConnectedError(ConsoleError):
-    pass
+class TransportError(VirtqError):
+    """The messaging layer failed (no connection, cannot listen, TLS that cannot work). Transports raise it
+    and the console passes it on; it is not a ConsoleError, which is the console's own judgement."""
 
 
-class CallTimeoutError(ConsoleError):
-    pass
+class NotConnectedError(TransportError, ConnectionError):
+    """No connection to the agent (now); also a builtin ConnectionError, for code that knows only those."""
+
+
+class CallTimeoutError(ConsoleError, TimeoutError):
+    """No answer within the call's timeout; also a builtin TimeoutError."""
 
 
 class UnknownRefError(ConsoleError, LookupError):

@@ -10,9 +10,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from lxml import etree
 
-from . import types as _types
 from .model import (FLAG_CONDITION, NO_DEFAULT, PERMISSION_NAME, PERMISSION_OBJECTS, Argument, ClassSchema,
                     EventSchema, Method, Permission, Property, Schema, Statistic, frozen_map)
+from .types import TYPES, TypeCheckError, parse_text
 
 SCHEMA_FILE = Path(__file__).with_name("org.libvirt.xml")
 
@@ -32,7 +32,7 @@ def _canonical(element: Any) -> str:
 
 def _type(element: Any, where: str) -> str:
     type_name = element.get("type")
-    if type_name not in _types.TYPES:
+    if type_name not in TYPES:
         raise SchemaError(f"{where}: unknown type {type_name!r}")
     return str(type_name)
 
@@ -41,8 +41,8 @@ def _default(type_name: str, text: Optional[str], where: str) -> Any:
     if text is None:
         return NO_DEFAULT
     try:
-        return _types.parse_text(type_name, text)
-    except _types.TypeCheckError as exc:
+        return parse_text(type_name, text)
+    except TypeCheckError as exc:
         raise SchemaError(f"{where}: bad default: {exc}") from None
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from . import types as _types
 from .errors import InvalidParameterError
+from .types import TypeCheckError, check
 
 
 class _NoDefault:
@@ -37,9 +37,15 @@ class SchemaId:
 
 
 @dataclass(frozen=True)
-class Argument:
+class Typed:
+    """A named value of one of the schema's types (schema/types.py): an argument, a property, a statistic."""
+
     name: str
     type: str
+
+
+@dataclass(frozen=True)
+class Argument(Typed):
     direction: str  # "I", "O" or "IO"
     desc: str = ""
     default: Any = NO_DEFAULT
@@ -148,8 +154,8 @@ class Method:
                     bound[arg.name] = None
                     continue
                 try:
-                    _types.check(arg.type, value)
-                except _types.TypeCheckError as exc:
+                    check(arg.type, value)
+                except TypeCheckError as exc:
                     raise InvalidParameterError(f"{self.name}: argument {arg.name}: {exc}") from None
                 bound[arg.name] = value
             elif arg.required:
@@ -171,18 +177,18 @@ class Method:
 
 
 @dataclass(frozen=True)
-class Property:
-    name: str
-    type: str
+class Property(Typed):
+    """A value of an object's record (read-only: changed by methods and events, never set)."""
+
     desc: str = ""
     index: bool = False
     references: Optional[str] = None
 
 
 @dataclass(frozen=True)
-class Statistic:
-    name: str
-    type: str
+class Statistic(Typed):
+    """A sampled value, pushed in statistics indications when it changes; ``unit`` as libvirt counts it."""
+
     unit: str = ""
     desc: str = ""
 
@@ -235,4 +241,4 @@ def frozen_map(items: Dict[str, Any]) -> Mapping[str, Any]:
 
 
 __all__ = ["Argument", "ClassSchema", "EventSchema", "FLAG_CONDITION", "Method", "NO_DEFAULT", "PERMISSION_NAME",
-           "PERMISSION_OBJECTS", "Permission", "Property", "Schema", "SchemaId", "Statistic", "frozen_map"]
+           "PERMISSION_OBJECTS", "Permission", "Property", "Schema", "SchemaId", "Statistic", "Typed", "frozen_map"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bring a fresh Debian/Ubuntu machine to the point where `make demo` and `make test` run:
-# system packages (only those missing), then .venv with `pip install -e .[test]`.
+# system packages (only those missing), then .venv with `pip install -e .[test,agent,cli]` (the console library
+# with the agent's and the CLI's extras, and what the tests need).
 # Idempotent: a second run checks and does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +30,9 @@ stamp=.venv/.bootstrap-stamp
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# pip runs again when what it installs may have changed: setup.cfg, pyproject.toml or the extras named here.
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.sh -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,agent,cli]'
   touch "$stamp"
 fi

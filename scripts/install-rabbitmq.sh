@@ -2,7 +2,7 @@
 # What tests/broker needs: rabbitmq-server (Debian; its AMQP 1.0 plugin is bundled) with Erlang's epmd.
 # Idempotent: when the package is installed it only checks; otherwise it runs apt-get update and
 # installs it. Runs as root, or with sudo (asked only when something must be installed).
-# tests/broker starts private nodes of its own (tests/broker/harness.py), never the system service:
+# tests/broker starts private nodes of its own (virtq.testing.rabbitmq), never the system service:
 # when this script installs the package and the package starts the service (systemd, or invoke-rc.d
 # without a policy-rc.d that forbids it), the script stops it again (and disables it under systemd),
 # with the epmd that it started. A RabbitMQ that was running before is left alone.

@@ -1,4 +1,5 @@
-"""Shared fixtures: real agents on libvirt's test driver, real consoles over loopback AMQP."""
+"""Shared fixtures: real agents on libvirt's test driver, real consoles over loopback AMQP (built on
+virtq.testing, whose pytest plugin gives projects using virtq the ``virtq_*`` fixtures)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ import pytest
 
 from virtq.agent import Agent
 from virtq.agent.hypervisor import Hypervisor
-from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.console import Console
-from virtq.schema import default_schema
-from virtq.transport import DirectListener, MemoryBus, TlsConfig
+from virtq.testing import MemoryBus, agent_url, start_local_agent
+from virtq.transport import TlsConfig
 
-from .helpers import DEFAULT_URI, NODE_URI, free_port
+from .helpers import DEFAULT_URI, NODE_URI
 from .pki import Pki
 
 AgentFactory = Callable[..., Agent]
@@ -34,13 +34,8 @@ def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
 
     def start(uri: Union[str, Hypervisor] = DEFAULT_URI, heartbeat: float = 1.0, instance: Optional[str] = None,
               tls: Optional[TlsConfig] = None, **kwargs: Any) -> Agent:
-        # proton checks a server certificate's DNS names only (not IP addresses): TLS agents are reached as localhost
-        url = f"amqps://localhost:{free_port()}" if tls else f"amqp://127.0.0.1:{free_port()}"
-        hypervisor = LibvirtHypervisor(uri) if isinstance(uri, str) else uri
-        agent = Agent(default_schema(), hypervisor, DirectListener(url, tls=tls), heartbeat=heartbeat,
-                      instance=instance, state_dir=tmp_path / f"state-{len(agents)}", **kwargs)
-        agent.url = url  # type: ignore[attr-defined]
-        agent.start()
+        agent = start_local_agent(uri, state_dir=tmp_path / f"state-{len(agents)}", tls=tls, heartbeat=heartbeat,
+                                  instance=instance, **kwargs)
         agents.append(agent)
         return agent
 
@@ -50,11 +45,9 @@ def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
 
 
 @pytest.fixture
-def bus() -> Iterator[MemoryBus]:
-    """An in-memory bus (every message through proton's codec), closed after the test."""
-    bus = MemoryBus()
-    yield bus
-    bus.close()
+def bus(virtq_bus: MemoryBus) -> MemoryBus:
+    """An in-memory bus (every message through proton's codec), closed after the test: the plugin's."""
+    return virtq_bus
 
 
 @pytest.fixture
@@ -63,7 +56,7 @@ def connect() -> Iterator[Callable[..., Console]]:
     consoles: List[Console] = []
 
     def open_console(*targets: Any, timeout: float = 5.0, **kwargs: Any) -> Console:
-        urls = [t if isinstance(t, str) else t.url for t in targets]
+        urls = [t if isinstance(t, str) else agent_url(t) for t in targets]
         console = Console(urls, timeout=timeout, **kwargs)
         console.start()
         consoles.append(console)

@@ -1,4 +1,5 @@
-"""Test helpers shipped with the suite: factories that clean up, waiters instead of sleeps."""
+"""What this suite adds to virtq.testing (the kit virtq ships): its data, the CLI in-process, and the
+virtq-agent and virtq commands as processes."""
 
 from __future__ import annotations
 
@@ -6,42 +7,27 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-import threading
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytest
 
 from click.testing import CliRunner, Result
 
+from virtq.agent import Agent
+from virtq.console import Console
 from virtq.console.cli import cli
-from virtq.schema.codec import WireMessage
-from virtq.transport.base import Deliver, StateListener, Transport
+from virtq.testing import DEFAULT_URI, agent_url, port_open, wait_until
+
+__all__ = ["DATA", "DEFAULT_URI", "NODE_URI", "NODE_XML", "VIRTQ", "VIRTQ_AGENT", "agent_process",
+           "failed", "ok", "process_env", "run_cli", "run_process", "stop_process", "virtq"]
 
 DATA = Path(__file__).parent / "data"
 NODE_XML = DATA / "node.xml"
 NODE_URI = f"test://{NODE_XML}"
-DEFAULT_URI = "test:///default"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> bool:
-    """Poll a cheap local predicate until true (for state that has no notification)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+"""4 domains (running, running, paused, shut off), 2 pools, 3 volumes; each connection its own copy."""
 
 
 def run_cli(args: Sequence[str], obj: Any = None, env: Optional[Mapping[str, Optional[str]]] = None) -> Result:
@@ -61,14 +47,26 @@ def run_cli(args: Sequence[str], obj: Any = None, env: Optional[Mapping[str, Opt
         root.handlers[:] = handlers
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def virtq(*args: str, urls: Sequence[Union[str, Agent]] = (), obj: Optional[Console] = None) -> Result:
+    """Run ``virtq [-u URL]... ARGS`` in-process; ``urls`` are URLs or agents started on loopback
+    (virtq.testing.agent_url)."""
+    argv: List[str] = []
+    for target in urls:
+        argv += ["-u", target if isinstance(target, str) else agent_url(target)]
+    return run_cli([*argv, *args], obj=obj)
+
+
+def ok(result: Result) -> str:
+    """Assert exit 0; return stdout."""
+    assert result.exit_code == 0, f"exit {result.exit_code}: {result.stderr}"
+    return result.stdout
+
+
+def failed(result: Result, code: int) -> str:
+    """Assert the exit code; return stderr (where the message goes), stdout must be empty."""
+    assert result.exit_code == code, f"exit {result.exit_code} (wanted {code}): {result.stdout}{result.stderr}"
+    assert result.stdout == ""
+    return result.stderr
 
 
 # --- real processes ------------------------------------------------------------------------------
@@ -87,14 +85,6 @@ def run_process(argv: Sequence[str], cwd: Path) -> "subprocess.CompletedProcess[
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, cwd=cwd, env=process_env())
 
 
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def agent_process(args: Sequence[str], port: int, tmp_path: Path) -> Iterator[Tuple["subprocess.Popen[bytes]", Path]]:
     """A virtq-agent process listening on ``port``; killed if the test did not stop it."""
@@ -103,7 +93,7 @@ def agent_process(args: Sequence[str], port: int, tmp_path: Path) -> Iterator[Tu
         proc = subprocess.Popen([str(VIRTQ_AGENT), *args], stdout=log_file, stderr=log_file, cwd=tmp_path,
                                 env=process_env())
     try:
-        assert wait_for(lambda: proc.poll() is not None or listening(port), timeout=20)
+        wait_until(lambda: proc.poll() is not None or port_open(port, timeout=0.2), timeout=20)
         assert proc.poll() is None, f"virtq-agent exited {proc.returncode}: {log_path.read_text()}"
         yield proc, log_path
     finally:
@@ -121,28 +111,3 @@ def stop_process(proc: "subprocess.Popen[bytes]", log_path: Path) -> None:
         pytest.fail(f"virtq-agent ignored SIGTERM for 5s: {log_path.read_text()}")
     assert code == 0, log_path.read_text()
 
-
-class RecordingTransport(Transport):
-    """Records what is sent through it; never delivers anything (tests feed the console by hand)."""
-
-    def __init__(self) -> None:
-        self.sent: List[WireMessage] = []
-        self.lock = threading.Lock()
-
-    def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
-        pass
-
-    def send(self, message: WireMessage) -> None:
-        with self.lock:
-            self.sent.append(message)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        pass
-
-    @property
-    def reply_address(self) -> str:
-        return "replies"
-
-    @property
-    def connected(self) -> bool:
-        return True

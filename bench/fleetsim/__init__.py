@@ -1,5 +1,6 @@
 """virtq-fleet: a simulated fleet of real agents on libvirt's test driver, followed by a measuring push
-console and a poll baseline (``python -m virtq.fleet --help``; see docs/BENCHMARKS.md).
+console and a poll baseline (``python -m bench.fleetsim --help``; see docs/BENCHMARKS.md). A benchmark
+tool: it runs from a checkout and is not installed with virtq.
 
 - :mod:`.nodexml` generates a host's node file (running, paused and shut-off domains);
 - :mod:`.worker` runs a slice of the agents in one process and drives churn on their hosts;

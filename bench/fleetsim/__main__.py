@@ -1,4 +1,4 @@
-"""``python -m virtq.fleet``: the same as ``virtq-fleet``."""
+"""``python -m bench.fleetsim``: virtq-fleet, run from a checkout (it is not installed with virtq)."""
 
 from .cli import main
 

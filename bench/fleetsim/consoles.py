@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import math
 import queue
@@ -32,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from virtq.console import Console, RemoteObject
 from virtq.console.events import (AgentAdded, AgentLost, AgentRestarted, ConfigChanged, Event, LibvirtEvent,
@@ -41,6 +42,7 @@ from virtq.schema import errors
 from virtq.schema.codec import (ExceptionResponse, MethodRequest, MethodResponse, QueryRequest,
                                 QueryResponse, StatsBatch, WireMessage, direct_address)
 from virtq.schema.model import SchemaId
+from virtq.testing import WaitTimeout, wait_until
 from virtq import transport as amqp
 from virtq.transport import AddressProfile, QmfProfile, Transport, profile
 
@@ -99,9 +101,9 @@ class MeteredConnection(amqp.Connection):
                          sources=[addresses.topic_source(HEARTBEATS_ONLY)] if heartbeats_only else None)
         self.tallies = tallies
 
-    def _deliver(self, wire: WireMessage) -> None:
+    def deliver(self, wire: WireMessage) -> None:
         self.tallies.add(wire)
-        super()._deliver(wire)
+        super().deliver(wire)
 
 
 # --- numbers ---------------------------------------------------------------------------------------------
@@ -152,18 +154,15 @@ class Measured:
         started = time.monotonic()
         self.console.start()
         c = self.config
-        deadline = started + c.load_timeout
-        while time.monotonic() < deadline:
-            if len(self.console.agents) >= c.agents and len(self.console.domains) >= c.domains:
-                break
-            self.console.wait_for(lambda: False, 0.2)
+        self.console.wait_for(lambda: len(self.console.agents) >= c.agents and len(self.console.domains) >= c.domains,
+                              max(0.0, started + c.load_timeout - time.monotonic()))  # (the run goes on if not)
         self.load_seconds = time.monotonic() - started
 
     # counters the window measures; subclasses add theirs
     def counters(self) -> Dict[str, Any]:
         snap = snapshot()
         snap.update(t=time.monotonic(), categories=self.tallies.read(),
-                    records=self.console._updater.records_applied, samples=self.console._updater.samples_applied)
+                    records=self.console.updater.records_applied, samples=self.console.updater.samples_applied)
         return snap
 
     def window_start(self) -> None:
@@ -186,7 +185,7 @@ class Measured:
         return {"type": "tick", "mode": self.config.mode, "t": time.time(), "cpu": cpu_seconds(),
                 "agents": len(self.console.agents), "domains": len(self.console.domains),
                 "lost": sum(1 for a in self.console.agents if self.console.is_lost(a.name)),
-                "records": self.console._updater.records_applied, "samples": self.console._updater.samples_applied}
+                "records": self.console.updater.records_applied, "samples": self.console.updater.samples_applied}
 
     def picture(self) -> Picture:
         raise NotImplementedError
@@ -240,17 +239,13 @@ class PushConsole(Measured):
         self.fetch_failures = 0
         self._fetches: "queue.Queue[Optional[RemoteObject]]" = queue.Queue()
         self._fetcher = threading.Thread(target=self._fetch_loop, name="fleet-xml-fetcher", daemon=True)
-        updater = self.console._updater
-        apply_stats = updater.apply_stats
 
-        def timed_apply_stats(agent: str, batches: Iterable[StatsBatch]) -> None:
-            batches = list(batches)
-            apply_stats(agent, batches)
+        def applied(agent: str, batches: Sequence[StatsBatch]) -> None:
             if self.window_open:
                 now = time.time_ns()
                 self.lag_repo.extend((now - b.sample_ts) / 1e6 for b in batches)
 
-        updater.apply_stats = timed_apply_stats  # type: ignore[method-assign]
+        self.console.updater.stats_observers.append(applied)
         self.agent_events: Dict[str, int] = collections.Counter()  # AgentLost, AgentAdded, AgentRestarted
         self.subscription = self.console.subscribe(self._on_event, kinds=(StatsUpdated, LibvirtEvent, ConfigChanged,
                                                                           ObjectAdded, AgentLost, AgentAdded,
@@ -352,22 +347,22 @@ class PollConsole(Measured):
     # one agent, one cycle: the list, then every domain's getInfo and getXMLDesc, pipelined
     def poll_agent(self, agent: str) -> Dict[str, List[Any]]:
         console = self.console
-        transport = console._transport_for(agent)
+        transport = console.tracker.route(agent)
         address = direct_address(agent)
-        pending = console._send_request(transport, QueryRequest(what="OBJECT", schema_id=self.domain_class), address)
-        records = [r for reply in console._wait(pending, self.config.timeout, f"domain list of {agent}")
+        pending = console.requests.send(transport, QueryRequest(what="OBJECT", schema_id=self.domain_class), address)
+        records = [r for reply in console.requests.wait(pending, self.config.timeout, f"domain list of {agent}")
                    if isinstance(reply, QueryResponse) for r in reply.records]
         asked = []
         for record in records:
             for method in ("getInfo", "getXMLDesc"):
-                asked.append((record, method, console._send_request(
+                asked.append((record, method, console.requests.send(
                     transport, MethodRequest(object_id=record.object_id, method_name=method), address)))
         picture: Dict[str, List[Any]] = {}
         failures = 0
         for record, method, waiting in asked:
             uuid = str(record.values.get("uuid"))
             try:
-                reply = console._wait(waiting, self.config.timeout, f"{method} on {agent}")[-1]
+                reply = console.requests.wait(waiting, self.config.timeout, f"{method} on {agent}")[-1]
             except errors.VirtqError:
                 failures += 1
                 continue
@@ -447,9 +442,8 @@ class PollConsole(Measured):
     def window_end(self) -> Dict[str, Any]:
         self._cycling.clear()
         # the window ends with the cycle in flight (a partial cycle would count bytes, not a cycle)
-        deadline = time.monotonic() + 10 * self.config.interval + 60
-        while self._in_flight.is_set() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(WaitTimeout):  # (a cycle stuck that long is cut short)
+            wait_until(lambda: not self._in_flight.is_set(), 10 * self.config.interval + 60, interval=0.05)
         before = self._window
         result = super().window_end()
         with self._lock:

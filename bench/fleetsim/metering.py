@@ -1,7 +1,7 @@
 """What the fleet measures with: libvirt calls per thread kind, message categories, and this process's
 CPU, RSS and TCP bytes read from /proc and the kernel's tcp_info (no psutil, no resource module).
 
-``MeteredHypervisor`` and ``category`` are shared with ``bench/`` (``bench.common`` imports them).
+``MeteredHypervisor`` and ``category`` serve the other benchmarks too (``bench.push_vs_poll``, ``bench.common``).
 """
 
 from __future__ import annotations

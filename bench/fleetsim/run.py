@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
@@ -144,12 +144,13 @@ class Fleet:
         while True:
             remaining = max(0.0, deadline - time.monotonic())
             for conn in wait(list(live), min(remaining, 0.25)) if live else []:
-                child = live[conn]  # type: ignore[index]
+                assert isinstance(conn, Connection)  # wait() hands back what it was given
+                child = live[conn]
                 try:
                     message = child.conn.recv()
                 except (EOFError, OSError):
                     child.gone = True
-                    del live[conn]  # type: ignore[arg-type]
+                    del live[conn]
                     continue
                 if message.get("type") == "tick":
                     child.ticks.append(message)

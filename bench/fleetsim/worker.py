@@ -1,7 +1,7 @@
 """One fleet worker process: a slice of the fleet's agents and the churn on their hosts.
 
 Every agent is the real agent code (:class:`virtq.agent.Agent`) on its own libvirt test-driver
-connection, loaded from a generated node file (``virtq.fleet.nodexml``): a distinct host name,
+connection, loaded from a generated node file (``bench.fleetsim.nodexml``): a distinct host name,
 host UUID and instance per agent, domains named and numbered after the host. In direct mode each
 agent listens on its own loopback port; through a broker each has its own connection to it.
 
@@ -26,7 +26,6 @@ import concurrent.futures
 import logging
 import random
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,11 +36,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from virtq.agent import Agent
 from virtq.agent.hypervisor import HypervisorError
 from virtq.schema import default_schema
+from virtq.testing import free_port
 from virtq import transport as amqp
 from virtq.transport import DirectListener, Transport, profile
 
 from .metering import MeteredHypervisor, cpu_seconds, host_identity, rss_bytes
-from .nodexml import PAUSED, RUNNING, SHUTOFF, DomainSpec, domain_xml, node_uri, write_node_xml
+from .nodexml import PAUSED, RUNNING, SHUTOFF, DomainSpec, fleet_domain_xml, node_uri, write_node_xml
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,6 @@ class WorkerConfig:
 
 def host_name(number: int) -> str:
     return f"fleet-{number:05d}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -138,7 +132,7 @@ class Worker:
         url = ""
         transport: Union[Transport, Callable[[str], Transport]]
         if c.via == "direct":
-            url = f"amqp://127.0.0.1:{_free_port()}"
+            url = f"amqp://127.0.0.1:{free_port()}"
             transport = DirectListener(url)
         else:
             urls = list(c.broker_urls)
@@ -148,7 +142,7 @@ class Worker:
                                        require_connection=False)
         # The fleet is a benchmark on libvirt's test driver: through a broker (where an agent without a
         # policy denies every call) its consoles may do anything; in direct mode (loopback) the default does.
-        policy = None if c.via == "direct" else Policy.everyone(schema, "admin", "virtq.fleet (test driver)")
+        policy = None if c.via == "direct" else Policy.everyone(schema, "admin", "bench.fleetsim (test driver)")
         agent = Agent(schema, hv, transport, instance=name, heartbeat=c.heartbeat, interval=c.interval,
                       slow_interval=c.slow_interval, reconcile=c.reconcile, workers=c.agent_workers, policy=policy)
         try:
@@ -223,7 +217,7 @@ class Worker:
             host.defined += 1
             name = f"churn{host.defined:04d}"
             spec = DomainSpec(name, str(_uuid5(host.name, name)), SHUTOFF, 1024, 2, host.defined)
-            hv.invoke("Node", None, "virDomainDefineXML", [domain_xml(spec, host.name, self.config.devices)])
+            hv.invoke("Node", None, "virDomainDefineXML", [fleet_domain_xml(spec, host.name, self.config.devices)])
             host.states[spec.uuid], host.names[spec.uuid] = SHUTOFF, name
             return
         function, after = {"suspend": ("virDomainSuspend", PAUSED), "resume": ("virDomainResume", RUNNING),

@@ -1,1 +1,1 @@
-"""Broker tier: virtq through private RabbitMQ nodes (AMQP 1.0 plugin) started by tests/broker/harness.py."""
+"""Broker tier: virtq through private RabbitMQ nodes (AMQP 1.0 plugin) started by virtq.testing.rabbitmq."""

@@ -28,10 +28,10 @@ import pytest
 
 from virtq.agent.policy import Policy
 from virtq.schema import default_schema
+from virtq.testing.rabbitmq import HarnessError, RabbitCluster, RabbitNode, RabbitSession, Unavailable
 from virtq.transport import TlsConfig
 
 from ..pki import Pki
-from .harness import HarnessError, RabbitCluster, RabbitNode, RabbitSession, Unavailable
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
@@ -88,13 +88,13 @@ def _early_boot(request: pytest.FixtureRequest, rabbit_session: RabbitSession) -
     early = _EarlyBoot()
     try:
         if "rabbit" in wanted:
-            early.node = rabbit_session.node()
+            early.node = RabbitNode(rabbit_session)
             early.node.spawn()
         if "tls_rabbit" in wanted:
-            early.tls_node = rabbit_session.node(tls=request.getfixturevalue("broker_tls"), external=True)
+            early.tls_node = RabbitNode(rabbit_session, tls=request.getfixturevalue("broker_tls"), external=True)
             early.tls_node.spawn()
         if "rabbit_cluster" in wanted:
-            early.cluster = rabbit_session.cluster()
+            early.cluster = RabbitCluster(rabbit_session)
             early.cluster.spawn()
     except HarnessError:
         pass  # (the fixture that uses it starts it again, and reports)
@@ -104,7 +104,7 @@ def _early_boot(request: pytest.FixtureRequest, rabbit_session: RabbitSession) -
 @pytest.fixture(scope="session")
 def rabbit(rabbit_session: RabbitSession, _early_boot: _EarlyBoot) -> Iterator[RabbitNode]:
     """A running private node (``rabbit.url``) for the whole session."""
-    node = _early_boot.node or rabbit_session.node()
+    node = _early_boot.node or RabbitNode(rabbit_session)
     _started(f"RabbitMQ node {node.name}", node.start)
     try:
         yield node
@@ -122,7 +122,7 @@ def broker_tls(pki: Pki) -> TlsConfig:
 @pytest.fixture(scope="session")
 def tls_rabbit(rabbit_session: RabbitSession, _early_boot: _EarlyBoot, broker_tls: TlsConfig) -> Iterator[RabbitNode]:
     """A running private node with a TLS listener and SASL EXTERNAL, for the whole session."""
-    node = _early_boot.tls_node or rabbit_session.node(tls=broker_tls, external=True)
+    node = _early_boot.tls_node or RabbitNode(rabbit_session, tls=broker_tls, external=True)
     _started(f"RabbitMQ node {node.name} (TLS)", node.start)
     try:
         yield node
@@ -136,7 +136,7 @@ def rabbit_node(rabbit_session: RabbitSession) -> Iterator[Callable[[], RabbitNo
     made: List[RabbitNode] = []
 
     def make() -> RabbitNode:
-        node = rabbit_session.node()
+        node = RabbitNode(rabbit_session)
         made.append(node)
         _started(f"RabbitMQ node {node.name}", node.start)
         return node
@@ -151,7 +151,7 @@ def rabbit_node(rabbit_session: RabbitSession) -> Iterator[Callable[[], RabbitNo
 @pytest.fixture(scope="session")
 def rabbit_cluster(rabbit_session: RabbitSession, _early_boot: _EarlyBoot) -> Iterator[RabbitCluster]:
     """A running 2-node cluster (``a``, ``b``; ``urls``) for the session."""
-    cluster, _early_boot.cluster = _early_boot.cluster or rabbit_session.cluster(), None
+    cluster, _early_boot.cluster = _early_boot.cluster or RabbitCluster(rabbit_session), None
     _started(f"RabbitMQ cluster {[node.name for node in cluster.nodes]}", cluster.start)
     try:
         yield cluster

@@ -26,6 +26,7 @@ from virtq.agent.hypervisor import Hypervisor
 from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.console import Console
 from virtq.schema import default_schema
+from virtq.testing import waiting
 from virtq.transport import Backoff, Connection, TlsConfig, profile
 
 from ..helpers import NODE_URI
@@ -43,11 +44,6 @@ that wants the reconnect within a heartbeat or two of the broker's return."""
 
 def fast_backoff() -> Backoff:
     return Backoff(*FAST_BACKOFF)
-
-
-def domain_xml(name: str) -> str:
-    return (f"<domain type='test'><name>{name}</name><memory>65536</memory><vcpu>1</vcpu>"
-            "<os><type>hvm</type></os></domain>")
 
 
 # --- libvirt's truth and the console's picture --------------------------------------------------------
@@ -146,7 +142,7 @@ class Fleet:
 
 def broker_of(console: Console) -> Connection:
     """The console's one broker connection (its reconnects and state, for measurements)."""
-    (transport,) = [t for _, t in console._transports]  # noqa: SLF001 - tests measure the transport
+    (transport,) = [t for _, t in console.connections]
     assert isinstance(transport, Connection)
     return transport
 
@@ -238,10 +234,7 @@ def timings_fixture(title: str, request: Any, tmp_path_factory: Any) -> Iterator
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.005) -> float:
-    """Seconds until ``predicate()`` held; AssertionError after ``timeout``."""
+    """Seconds until ``predicate()`` held (the fault tests report them); WaitTimeout after ``timeout``."""
     started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout:g} s")
-        time.sleep(interval)
+    waiting.wait_until(predicate, timeout, interval)
     return time.monotonic() - started

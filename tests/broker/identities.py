@@ -14,7 +14,7 @@ import concurrent.futures
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Tuple
 
-from .harness import RabbitNode
+from virtq.testing.rabbitmq import RabbitNode
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,19 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Callable, Dict, Iterator, List, Set
+from typing import Callable, Iterator, List, Set
 
 import pytest
 
 from virtq.agent import Agent
 from virtq.console import Console
 from virtq.console.events import DomainStateChanged, LibvirtEvent, StatsUpdated
+from virtq.testing import domain_xml
+from virtq.testing.rabbitmq import RabbitCluster
+from virtq.transport import Connection
 
-from .fleet import (PAUSED, RUNNING, Fleet, Timings, agent_broker, broker_of, converged, domain_xml, fast_backoff,
+from .fleet import (PAUSED, RUNNING, Fleet, Timings, agent_broker, broker_of, converged, fast_backoff,
                     follow_recovery, seen, timings_fixture, truth, wait_until)
-from .harness import RabbitCluster
 
 pytestmark = pytest.mark.broker
 
@@ -144,8 +146,11 @@ class Churn:
 def test_node_a_stopped_agents_fail_over_to_b_and_the_console_converges(
         cluster: RabbitCluster, agents: List[Agent], console: Console, timings: Timings) -> None:
     a, b = cluster.a, cluster.b
-    on_b: Dict[str, Callable[[], bool]] = {
-        agent.instance: (lambda c=agent_broker(agent): c.connected and c.current_url == b.url) for agent in agents}
+
+    def on_b_check(connection: Connection) -> Callable[[], bool]:
+        return lambda: connection.connected and connection.current_url == b.url
+
+    on_b = {agent.instance: on_b_check(agent_broker(agent)) for agent in agents}
     churn = Churn(agents).start()
     time.sleep(0.3)  # (changing before the stop too)
     stopped = time.monotonic()

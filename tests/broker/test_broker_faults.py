@@ -35,12 +35,13 @@ from virtq.console.events import (AgentAdded, AgentLost, AgentRestarted, DomainS
                                   ObjectRemoved)
 from virtq.console.subscriptions import Subscription
 from virtq.schema.errors import NotConnectedError
+from virtq.testing import domain_xml, next_event, port_open
+from virtq.testing.rabbitmq import RabbitNode
 from virtq.transport import Connection
 
 from ..helpers import DEFAULT_URI
 from .fleet import (HEARTBEAT, PAUSED, RUNNING, Fleet, Picture, Timings, agent_broker, broker_of, converged,
-                    difference, domain_xml, fast_backoff, follow_recovery, seen, timings_fixture, truth, wait_until)
-from .harness import RabbitNode, port_open
+                    difference, fast_backoff, follow_recovery, seen, timings_fixture, truth, wait_until)
 
 pytestmark = pytest.mark.broker
 
@@ -78,17 +79,6 @@ def events(subscription: Subscription, kind: Type[E], timeout: float = 0.0) -> L
             return found
         if isinstance(event, kind):
             found.append(event)
-
-
-def next_event(subscription: Subscription, kind: Type[E], match: Callable[[E], bool] = lambda e: True,
-               timeout: float = 10.0) -> E:
-    deadline = time.monotonic() + timeout
-    while True:
-        event = subscription.get(max(0.0, deadline - time.monotonic()))
-        if event is None:
-            raise AssertionError(f"no {kind.__name__} within {timeout:g} s")
-        if isinstance(event, kind) and match(event):
-            return event
 
 
 def uuid_of(agent: Agent, name: str) -> str:

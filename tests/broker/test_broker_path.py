@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 
 import libvirt
 import pytest
@@ -29,17 +29,20 @@ from proton.utils import BlockingConnection
 from virtq.agent import Agent
 from virtq.console import Console, RemoteObject
 from virtq.console.events import ConfigChanged, DomainStateChanged, LibvirtEvent, StatsUpdated
-from virtq.schema.codec import ObjectId, QueryRequest, QueryResponse, WireMessage, decode, direct_address
+from virtq.schema.codec import (DataIndication, ObjectId, QueryRequest, QueryResponse, WireMessage, decode,
+                                direct_address)
 from virtq.schema.errors import (STATUS_USER, LibvirtError, NotConnectedError, RemoteError, UnknownMethodError,
                                  UnknownObjectError)
+from virtq.testing import agent_url
+from virtq.testing.rabbitmq import RabbitNode
 from virtq.transport import profile
+from virtq.transport._convert import from_proton
 from virtq.transport.profiles import WRAPPED_LIST
 
 from ..conftest import AgentFactory
 from ..helpers import NODE_URI, run_cli
 from .conftest import ALLOW_ALL_TEXT
 from .fleet import PAUSED, RUNNING, Fleet, seen, truth, wait_until
-from .harness import RabbitNode
 from .identities import add_users
 
 pytestmark = pytest.mark.broker
@@ -170,11 +173,10 @@ def test_a_query_in_several_batches_arrives_whole_and_wrapped(fleet: Fleet, rabb
             sender = connection.create_sender(wire.address, name=f"s-{reply_to}")
             sender.send(Message(body=wire.body, properties=dict(wire.properties), subject=wire.subject,
                                 correlation_id="q1", reply_to=wire.reply_to), timeout=5)
-            raw = []
+            raw: List[WireMessage] = []
             for _ in range(3):
-                message = receiver.receive(timeout=5)
+                raw.append(from_proton(receiver.receive(timeout=5), reply_to))
                 receiver.accept()
-                raw.append(message)
         finally:
             connection.close()
         assert all(isinstance(m.body, dict) and list(m.body) == [WRAPPED_LIST] for m in raw)
@@ -223,7 +225,7 @@ def _errors(console: Console, scope: str, agent_name: str, epoch: int) -> List[T
 def test_errors_are_typed_as_in_direct_mode(console: Console, agents: List[Agent],
                                             start_agent: AgentFactory) -> None:
     direct_agent = start_agent(NODE_URI)
-    direct = Console(direct_agent.url, timeout=5)  # type: ignore[attr-defined]
+    direct = Console(agent_url(direct_agent), timeout=5)
     direct.start()
     try:
         brokered = _errors(console, f"{agents[0].instance}/", agents[0].name, agents[0].epoch)
@@ -275,7 +277,7 @@ def test_an_indication_with_several_records_arrives_whole(console: Console, agen
             records = [r for name in names for r in agent.registry.bump_config(name)]
             assert len(records) == 4
             agent.push(records)
-            changed = set()
+            changed: Set[str] = set()
             while len(changed) < 4:
                 event = sub.get(5)
                 assert isinstance(event, ConfigChanged), f"only {changed} changed"
@@ -283,14 +285,15 @@ def test_an_indication_with_several_records_arrives_whole(console: Console, agen
                     changed.add(event.obj.object_id.object_name)
         assert changed == set(names)
         while True:
-            message = receiver.receive(timeout=5)
+            message = from_proton(receiver.receive(timeout=5), None)
             receiver.accept()
-            if (message.properties or {}).get("qmf.agent") == agent.name and isinstance(message.body, dict) \
+            if message.properties.get("qmf.agent") == agent.name and isinstance(message.body, dict) \
                     and len(message.body.get(WRAPPED_LIST, [])) == 4:
                 break
         assert list(message.body) == [WRAPPED_LIST]
         decoded = decode(WireMessage("", dict(message.properties), message.body[WRAPPED_LIST], message.subject))
-        assert {r.object_id.object_name for r in decoded.records} == set(names)  # type: ignore[attr-defined]
+        assert isinstance(decoded, DataIndication)
+        assert {r.object_id.object_name for r in decoded.records} == set(names)
     finally:
         connection.close()
 

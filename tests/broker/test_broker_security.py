@@ -36,6 +36,7 @@ from virtq.console import Console
 from virtq.schema import default_schema
 from virtq.schema.codec import LOCATE_SUBJECT, MethodRequest, direct_address
 from virtq.schema.errors import AccessDeniedError, NotConnectedError
+from virtq.testing.rabbitmq import RabbitNode
 from virtq.transport import Connection, TlsConfig, profile
 from virtq.transport._convert import to_proton
 from virtq.transport.profiles import DIRECT_KEY
@@ -43,7 +44,6 @@ from virtq.transport.profiles import DIRECT_KEY
 from ..helpers import DEFAULT_URI
 from ..pki import Pki
 from .fleet import PAUSED, RUNNING, Fleet, Timings, agent_broker, broker_of, seen, timings_fixture, truth, wait_until
-from .harness import RabbitNode
 from .identities import AGENT, CONSOLE, add_users
 from .rawamqp import Attempt, run
 

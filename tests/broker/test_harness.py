@@ -20,8 +20,8 @@ import pytest
 from proton import Array, ConnectionException, Data, Message, Timeout
 from proton.utils import BlockingConnection, BlockingReceiver, LinkDetached
 
-from ..helpers import wait_for
-from .harness import GEN_EXPIRE_POLICY, RabbitCluster, RabbitNode
+from virtq.testing import wait_until
+from virtq.testing.rabbitmq import GEN_EXPIRE_POLICY, RabbitCluster, RabbitNode
 
 pytestmark = pytest.mark.broker
 
@@ -277,7 +277,7 @@ def test_closing_a_link_never_completes_and_its_queue_leaks(rabbit: RabbitNode, 
     rabbit.ctl("set_policy", "gen-expire-fast", r"^amq\.gen-", '{"expires":1000}', "--priority", "1",
                "--apply-to", "queues")
     try:
-        assert wait_for(lambda: queue not in _queues(rabbit), timeout=15, interval=0.5)
+        wait_until(lambda: queue not in _queues(rabbit), timeout=15, interval=0.5)
     finally:
         rabbit.ctl("clear_policy", "gen-expire-fast")
 
@@ -334,8 +334,7 @@ def test_cluster_node_stops_and_rejoins_then_one_crashes(rabbit_cluster: RabbitC
     started = time.monotonic()
     a.start()
     timings.append(f"start a {time.monotonic() - started:.1f} s")
-    assert wait_for(lambda: rabbit_cluster.running_nodes(via=b) == sorted([a.name, b.name]), timeout=15,
-                    interval=0.2)
+    wait_until(lambda: rabbit_cluster.running_nodes(via=b) == sorted([a.name, b.name]), timeout=15, interval=0.2)
     _topic_flows(a, b)  # a rejoined by itself
 
     processes = b.processes()
@@ -344,5 +343,5 @@ def test_cluster_node_stops_and_rejoins_then_one_crashes(rabbit_cluster: RabbitC
     timings.append(f"kill b {time.monotonic() - started:.2f} s")
     assert not b.running and not b.processes()
     assert not set(processes) & set(a.session.processes())
-    assert wait_for(lambda: rabbit_cluster.running_nodes(via=a) == [a.name], timeout=15, interval=0.2)
+    wait_until(lambda: rabbit_cluster.running_nodes(via=a) == [a.name], timeout=15, interval=0.2)
     print("\ncluster node timings: " + ", ".join(timings))

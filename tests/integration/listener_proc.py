@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import sys
 from typing import Any, Dict
 
 from virtq.schema.codec import WireMessage
+from virtq.testing import free_port
 from virtq.transport import DirectListener, Limits
 
 
@@ -29,9 +29,7 @@ def rss_kib() -> int:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     limits = Limits(**json.loads(sys.argv[1] if len(sys.argv) > 1 else "{}"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     listener = DirectListener(f"amqp://127.0.0.1:{port}", limits=limits)
     received = [0]
 

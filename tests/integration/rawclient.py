@@ -16,34 +16,34 @@ from proton import Endpoint, Timeout
 from proton import Message as ProtonMessage
 from proton.utils import BlockingConnection
 
+from virtq.agent import Agent
 from virtq.schema.codec import (Message, MethodRequest, ObjectId, WireMessage, decode,
                                 direct_address)
+from virtq.testing import agent_url
 from virtq.transport._convert import from_proton, to_proton
 
 _NOT_GIVEN: Any = object()
 
 
-class _Encoded:
-    """Raw message bytes that a proton sender can send like a Message."""
+class _Encoded(ProtonMessage):
+    """A message whose encoding is given: raw bytes, sent as proton sends a Message."""
 
     def __init__(self, data: bytes) -> None:
+        super().__init__()
         self.data = data
 
-    def send(self, sender: Any, tag: Optional[str] = None) -> Any:
-        delivery = sender.delivery(tag or sender.delivery_tag())
-        sender.stream(self.data)
-        sender.advance()
-        return delivery
+    def encode(self) -> bytes:
+        return self.data
 
 
 class RawClient:
     """One connection to one agent; use as a context manager."""
 
-    def __init__(self, agent: Any, timeout: float = 5.0) -> None:
-        self.agent_name: str = agent.name
+    def __init__(self, agent: Agent, timeout: float = 5.0) -> None:
+        self.agent_name = agent.name
         self.address = direct_address(agent.name)
         self.timeout = timeout
-        self.conn = BlockingConnection(agent.url, timeout=timeout)
+        self.conn = BlockingConnection(agent_url(agent), timeout=timeout)
         self.receiver = self.conn.create_receiver(None, dynamic=True, credit=16)
         self.reply_to = str(self.receiver.link.remote_source.address)
         self.sender = self.conn.create_sender(self.address)
@@ -103,7 +103,7 @@ class RawClient:
 
     def send_bytes(self, data: bytes) -> None:
         """Send an already encoded AMQP message (for content proton would refuse to encode)."""
-        self.sender.send(_Encoded(data))  # type: ignore[arg-type]
+        self.sender.send(_Encoded(data))
 
     def receive(self, timeout: Optional[float] = None) -> Optional[ProtonMessage]:
         """The next reply, or None when nothing arrives within ``timeout``."""

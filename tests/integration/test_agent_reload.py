@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import NODE_URI, VIRTQ, agent_process, free_port, run_process, stop_process, wait_for
+from virtq.testing import free_port, wait_until
+
+from ..helpers import NODE_URI, VIRTQ, agent_process, run_process, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +31,14 @@ def test_sighup_reloads_the_policy_and_keeps_serving(tmp_path: Path) -> None:
 
         policy.write_text("[principal anonymous]\nroles = readonly\n")
         proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: "access policy reloaded" in log_path.read_text(), timeout=10)
+        wait_until(lambda: "access policy reloaded" in log_path.read_text(), timeout=10)
         denied = virtq("call", "domain", "web1", "resume")
         assert denied.returncode == 5 and "access denied: anonymous lacks domain:suspend" in denied.stderr
         assert json.loads(virtq("--json", "call", "domain", "web1", "getInfo").stdout)["result"]["state"] == 3
 
         policy.write_text("[principal anonymous]\nroles = superuser\n")  # a typo: the policy in force stays
         proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: "keeping the policy in force" in log_path.read_text(), timeout=10)
+        wait_until(lambda: "keeping the policy in force" in log_path.read_text(), timeout=10)
         assert "unknown role(s) superuser" in log_path.read_text()
         assert virtq("call", "domain", "web1", "resume").returncode == 5
         assert proc.poll() is None  # SIGHUP used to end the agent (status 129)

@@ -1,7 +1,7 @@
 """The ``virtq`` CLI end to end: click's CliRunner against real agents over loopback AMQP,
 then real ``virtq`` and ``virtq-agent`` processes.
 
-Exit codes under test (console/cli.py): 0 ok, 2 usage, 3 unreachable, 4 unknown or
+Exit codes under test (console/cli/_errors.py): 0 ok, 2 usage, 3 unreachable, 4 unknown or
 ambiguous reference, 5 remote error (libvirt's included), 6 timeout.
 """
 
@@ -13,17 +13,16 @@ import sys
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List
 
 import libvirt
 import pytest
-from click.testing import Result
 
 from virtq.agent import Agent
 from virtq.console import Console
+from virtq.testing import agent_url, free_port, port_open
 
-from ..helpers import (NODE_URI, VIRTQ, agent_process, free_port, listening, run_cli, run_process,
-                       stop_process)
+from ..helpers import NODE_URI, VIRTQ, agent_process, failed, ok, run_cli, run_process, stop_process, virtq
 
 pytestmark = pytest.mark.integration
 
@@ -35,26 +34,6 @@ NEW_VOLUME_XML = "<volume><name>scratch.img</name><capacity unit='MiB'>16</capac
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-def virtq(*args: str, urls: Sequence[Any] = (), obj: Optional[Console] = None) -> Result:
-    """Run ``virtq [-u URL]... ARGS`` in-process; urls are URLs or agents (fixture agents carry .url)."""
-    argv: List[str] = []
-    for target in urls:
-        argv += ["-u", target if isinstance(target, str) else target.url]
-    return run_cli([*argv, *args], obj=obj)
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, f"exit {result.exit_code}: {result.stderr}"
-    return result.stdout
-
-
-def failed(result: Result, code: int) -> str:
-    """Assert the exit code; return stderr (where the message goes), stdout must be empty."""
-    assert result.exit_code == code, f"exit {result.exit_code} (wanted {code}): {result.stdout}{result.stderr}"
-    assert result.stdout == ""
-    return result.stderr
-
 
 def table(text: str) -> List[Dict[str, str]]:
     """Rows of a CLI table keyed by lower-cased header (cells here never contain spaces)."""
@@ -84,14 +63,15 @@ def dead_url() -> str:
 def test_agents_table_and_json(node_agent: Agent, console: Console) -> None:
     (view,) = list(console.agents)
     rows = table(ok(virtq("agents", urls=[node_agent])))
-    assert [(r["name"], r["hostname"], r["url"]) for r in rows] == [(node_agent.name, view.hostname, node_agent.url)]
+    assert [(r["name"], r["hostname"], r["url"]) for r in rows] == [
+        (node_agent.name, view.hostname, agent_url(node_agent))]
     assert view.hostname
 
     listed = json.loads(ok(virtq("--json", "agents", urls=[node_agent])))
     assert isinstance(listed, list) and len(listed) == 1
     assert listed[0]["name"] == node_agent.name
     assert listed[0]["epoch"] == view.epoch == node_agent.epoch
-    assert listed[0]["url"] == node_agent.url
+    assert listed[0]["url"] == agent_url(node_agent)
 
 
 IDENTITY = {"nodes": ("hostname", "uuid", "uri"), "domains": ("name", "uuid", "id"), "pools": ("name", "uuid"),
@@ -296,11 +276,12 @@ def test_one_unreachable_url_is_a_warning(node_agent: Agent) -> None:
 # --- real processes ---------------------------------------------------------------------------------------
 
 def test_cli_process_lists_domains(node_agent: Agent, tmp_path: Path) -> None:
-    done = run_process([sys.executable, "-m", "virtq.console.cli", "-u", node_agent.url, "list", "domains"], tmp_path)
+    done = run_process([sys.executable, "-m", "virtq.console.cli", "-u", agent_url(node_agent), "list", "domains"],
+                       tmp_path)
     assert done.returncode == 0, done.stderr
     assert {r["name"] for r in table(done.stdout)} == NODE_DOMAINS
 
-    done = run_process([str(VIRTQ), "-u", node_agent.url, "call", "domain", "nosuch", "getInfo"], tmp_path)
+    done = run_process([str(VIRTQ), "-u", agent_url(node_agent), "call", "domain", "nosuch", "getInfo"], tmp_path)
     assert done.returncode == 4 and "no domain matches 'nosuch'" in done.stderr
 
 
@@ -315,7 +296,7 @@ def test_agent_process_serves_the_cli_and_stops_on_sigterm(tmp_path: Path) -> No
         done = run_process([str(VIRTQ), "-u", url, "--json", "call", "domain", "test", "getInfo"], tmp_path)
         assert done.returncode == 0 and json.loads(done.stdout)["result"]["state"] == libvirt.VIR_DOMAIN_RUNNING
         stop_process(proc, log_path)
-    assert not listening(port)
+    assert not port_open(port)
 
 
 def test_agent_process_honours_its_config_file(tmp_path: Path) -> None:

@@ -22,8 +22,9 @@ from pytest_mock import MockerFixture
 
 from virtq.agent import Agent
 from virtq.console import Console
+from virtq.testing import agent_url, wait_until
 
-from ..helpers import NODE_URI, run_cli, wait_for
+from ..helpers import NODE_URI, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +84,7 @@ class Actor:
 
     def _run(self) -> None:
         try:
-            assert wait_for(lambda: self._subscribed.spy_return is not None, timeout=10), "never subscribed"
+            assert wait_until(lambda: self._subscribed.spy_return is not None, timeout=10), "never subscribed"
             self._act()
         except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
             self.error = exc
@@ -196,7 +197,7 @@ def test_watch_stats_kind_shows_pushed_samples(fast_agent: Agent, connect: Conne
 
 def test_watch_leaves_stats_out_by_default(fast_agent: Agent, connect: Connect) -> None:
     watcher = connect(fast_agent)
-    assert wait_for(lambda: all(d.stats_ts for d in watcher.domains), timeout=5)  # samples are flowing
+    wait_until(lambda: all(d.stats_ts for d in watcher.domains), timeout=5)  # samples are flowing
     assert ok(virtq("watch", "--timeout", "0.6", obj=watcher)) == ""  # nothing but statistics happened
 
 
@@ -218,7 +219,7 @@ def test_watch_reports_a_lost_agent(fast_agent: Agent, connect: Connect, mocker:
 
 
 def test_watch_process_stops_on_ctrl_c_with_exit_0(fast_agent: Agent) -> None:
-    url = fast_agent.url  # type: ignore[attr-defined]
+    url = agent_url(fast_agent)
     proc = subprocess.Popen([str(VIRTQ), "-u", url, "watch", "--kind", "stats"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -16,10 +16,10 @@ from virtq.console import Console
 from virtq.console.events import AgentRestarted, Event, ObjectAdded, ObjectRemoved
 from virtq.schema import default_schema
 from virtq.schema.errors import NotConnectedError
+from virtq.testing import PAUSED, domain_xml, free_port, next_event
 from virtq.transport import DirectListener
 
-from ..helpers import NODE_URI, free_port
-from .test_push import PAUSED, domain_xml, next_event
+from ..helpers import NODE_URI
 
 
 def _agent(url: str, state: Path) -> Agent:
@@ -44,7 +44,7 @@ def test_a_console_follows_an_agent_restarted_on_the_same_address(tmp_path: Path
         web1 = console.domains.get("web1")
         first.stop()
 
-        assert console.wait_for(lambda: not console._transports[0][1].connected, timeout=5)
+        assert console.wait_for(lambda: not console.connections[0][1].connected, timeout=5)
         began = time.monotonic()
         with pytest.raises(NotConnectedError):
             web1.suspend()

@@ -11,6 +11,7 @@ import pytest
 from virtq.agent import Agent
 from virtq.agent.policy import Policy
 from virtq.schema import default_schema
+from virtq.testing import agent_url
 
 from ..helpers import NODE_URI
 from ..pki import Pki
@@ -31,12 +32,12 @@ def test_console_doc_has_examples() -> None:
 def test_console_doc_examples_run(start_agent: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch,
                                   pki: Pki) -> None:
     agent = start_agent(NODE_URI, interval=0.2)  # statistics every 0.2 s: the examples wait on pushes, not sleeps
-    monkeypatch.setenv("VIRTQ_URL", agent.url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("VIRTQ_URL", agent_url(agent))
     secured = start_agent(NODE_URI, tls=pki.tls("agent", cn="hv01"),
                           policy=Policy.parse("[principal reader]\nroles = readonly\n", default_schema()))
     reader = pki.tls("reader")
-    for name, value in (("URL", secured.url), ("CERT", reader.cert), ("KEY", reader.key), ("CA", reader.ca)):
-        monkeypatch.setenv(f"VIRTQ_TLS_{name}", str(value))  # type: ignore[attr-defined]
+    for name, value in (("URL", agent_url(secured)), ("CERT", reader.cert), ("KEY", reader.key), ("CA", reader.ca)):
+        monkeypatch.setenv(f"VIRTQ_TLS_{name}", str(value))
     namespace: Dict[str, Any] = {}
     try:
         for number, block in enumerate(python_blocks(DOC.read_text()), 1):

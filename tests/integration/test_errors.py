@@ -30,9 +30,10 @@ from virtq.schema.codec import (OPCODE, TOPIC, AgentHeartbeat, ExceptionResponse
                                 ObjectId, QueryRequest, QueryResponse, WireMessage)
 from virtq.schema.errors import (STATUS_USER, InvalidParameterError, LibvirtError, NotConnectedError,
                                  UnknownMethodError, UnknownObjectError, UnknownRefError)
+from virtq.testing import agent_url, free_port, wait_until
 from virtq.transport import DirectListener
 
-from ..helpers import DEFAULT_URI, NODE_URI, free_port, wait_for
+from ..helpers import DEFAULT_URI, NODE_URI
 from .rawclient import RawClient
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,6 @@ def shared_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     url = f"amqp://127.0.0.1:{free_port()}"
     agent = Agent(default_schema(), LibvirtHypervisor(NODE_URI), DirectListener(url), heartbeat=1.0,
                   state_dir=tmp_path_factory.mktemp("shared-agent"))
-    agent.url = url  # type: ignore[attr-defined]  # as tests/conftest.py does
     agent.start()
     yield agent
     agent.kill()
@@ -69,7 +69,7 @@ def shared_raw(shared_agent: Agent) -> Iterator[RawClient]:
 
 @pytest.fixture(scope="module")
 def shared_console(shared_agent: Agent) -> Iterator[Console]:
-    console = Console(shared_agent.url, timeout=5.0)  # type: ignore[attr-defined]
+    console = Console(agent_url(shared_agent), timeout=5.0)
     console.start()
     yield console
     console.close()
@@ -550,7 +550,7 @@ def test_requests_without_reply_to_are_dropped(raw: RawClient, node_agent: Agent
     raw.send(*malformed(raw, "a method response"), reply_to=None)  # not served: answer 3, dropped
     raw.send_wire(raw.method_wire(f"Domain:{uuid.uuid4()}", "getInfo", with_reply=False))  # answer 1, dropped
 
-    assert wait_for(lambda: refused.call_count == len(refusals) + 1 and answered.call_count == 2)
+    wait_until(lambda: refused.call_count == len(refusals) + 1 and answered.call_count == 2)
     assert all(call.args[0].reply_to is None for call in refused.call_args_list)
     assert [call.args[0].address for call in sent.call_args_list if call.args[0].address != TOPIC] == []
     assert raw.receive(timeout=0.2) is None

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from virtq.fleet import Fleet, FleetOptions
-from virtq.fleet.cli import main
-from virtq.fleet.metering import cpu_seconds, rss_bytes, tcp_bytes
+from bench.fleetsim import Fleet, FleetOptions
+from bench.fleetsim.cli import main
+from bench.fleetsim.metering import cpu_seconds, rss_bytes, tcp_bytes
 
 pytestmark = pytest.mark.integration
 

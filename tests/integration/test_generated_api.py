@@ -19,7 +19,7 @@ from virtq.console.objects import RemoteObject
 from virtq.schema import errors
 from virtq.schema.codec import ObjectId
 
-from .test_cli import failed, ok, virtq
+from ..helpers import failed, ok, virtq
 
 pytestmark = pytest.mark.integration
 

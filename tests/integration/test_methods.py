@@ -15,10 +15,10 @@ import libvirt
 import pytest
 
 from virtq.agent import Agent
-from virtq.console import Console
-from virtq.console.jobs import Job
+from virtq.console import Console, Job
 from virtq.console.objects import RemoteObject
 from virtq.schema.errors import UnknownRefError
+from virtq.testing import domain_xml, pool_xml
 
 from ..helpers import DEFAULT_URI, NODE_URI
 
@@ -29,16 +29,6 @@ DOMAIN_INFO = ("state", "maxMem", "memory", "nrVirtCpu", "cpuTime")
 POOL_INFO = ("state", "capacity", "allocation", "available")
 VOLUME_INFO = ("type", "capacity", "allocation")
 GiB = 1024 ** 3
-
-
-def domain_xml(name: str, dom_uuid: str) -> str:
-    return (f"<domain type='test'><name>{name}</name><uuid>{dom_uuid}</uuid>"
-            "<memory unit='KiB'>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>")
-
-
-def pool_xml(name: str, pool_uuid: str) -> str:
-    return (f"<pool type='dir'><name>{name}</name><uuid>{pool_uuid}</uuid>"
-            f"<target><path>/virtq-test/{name}</path></target></pool>")
 
 
 VOLUME_XML = ("<volume><name>disk0.img</name><capacity unit='MiB'>10</capacity>"
@@ -332,7 +322,7 @@ def test_pool_define_create_volume_lifecycle_undefine(default_console: Console,
     name, pool_uuid = unique("virtq-pool"), str(uuid.uuid4())
     node = only_node(default_console)
     try:
-        pool = node.storagePoolDefineXML(xml=pool_xml(name, pool_uuid))
+        pool = node.storagePoolDefineXML(xml=pool_xml(name, f"/virtq-test/{name}", pool_uuid))
         assert isinstance(pool, RemoteObject) and pool.class_name == "Pool"
         assert (pool.uuid, pool.name, pool.node) == (pool_uuid, name, node.object_id)
         assert default_console.pools.get(pool_uuid) == pool
@@ -381,7 +371,7 @@ def test_pool_create_xml_is_transient(default_console: Console, default_truth: l
     name, pool_uuid = unique("virtq-tpool"), str(uuid.uuid4())
     node = only_node(default_console)
     try:
-        pool = node.storagePoolCreateXML(xmlDesc=pool_xml(name, pool_uuid), flags=0)
+        pool = node.storagePoolCreateXML(xmlDesc=pool_xml(name, f"/virtq-test/{name}", pool_uuid), flags=0)
         assert isinstance(pool, RemoteObject)
         assert (pool.uuid, pool.name) == (pool_uuid, name)
         truth = default_truth.storagePoolLookupByUUIDString(pool_uuid)

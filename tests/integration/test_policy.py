@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List
 
@@ -24,6 +23,7 @@ from virtq.console.events import DomainStateChanged, Event, ObjectAdded
 from virtq.schema import default_schema
 from virtq.schema.codec import ExceptionResponse
 from virtq.schema.errors import AccessDeniedError
+from virtq.testing import agent_url, domain_xml
 from virtq.transport._convert import to_proton
 
 from ..helpers import NODE_URI
@@ -51,11 +51,6 @@ WEB1, WEB2, DB1, BUILD = (
     "3f0b6a2e-8c41-4d7a-9b15-2e6f4c8d1a01", "7d2c9e54-1b6f-4a38-8e07-5c3a9f2b4d02",
     "a6e1f3c8-5d27-4b9e-a2f4-8b0d6e7c3f03", "c94b7d10-2e8a-4f63-b5c1-0d9e3a6f8b04")
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5
-
-
-def domain_xml(name: str) -> str:
-    return (f"<domain type='test'><name>{name}</name><uuid>{uuid.uuid4()}</uuid>"
-            "<memory unit='KiB'>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>")
 
 
 def state(hv: Hypervisor, dom: str) -> int:
@@ -160,7 +155,7 @@ def test_the_denial_names_the_missing_permission(policy_agent: Agent, connect: C
 def test_a_certificate_the_policy_does_not_name_is_granted_nothing(
         policy_agent: Agent, pki: Pki) -> None:
     tls = pki.tls("stranger")
-    console = Console([policy_agent.url], timeout=3, tls_cert=tls.cert, tls_key=tls.key, tls_ca=tls.ca)
+    console = Console([agent_url(policy_agent)], timeout=3, tls_cert=tls.cert, tls_key=tls.key, tls_ca=tls.ca)
     try:  # the certificate is good, so it gets in and locates the agent, but may not even list its objects
         with pytest.raises(AccessDeniedError, match="principal 'stranger' is granted nothing"):
             console.start()
@@ -188,11 +183,13 @@ def test_a_tenant_touches_only_its_domains(policy_agent: Agent, connect: Callabl
     tenant.domains.get("web2").suspend()
     assert state(hv, WEB2) == PAUSED
     db1 = root.domains.get("db1")
-    for attempt in (lambda: tenant.call(db1, "resume"),  # a snapshot from another console: sent as it is
-                    lambda: tenant.call(db1, "destroy"),
-                    lambda: node(tenant).domainLookupByName("db1"),
-                    lambda: node(tenant).domainLookupByUUIDString(DB1),
-                    lambda: node(tenant).domainDefineXML(domain_xml("db2"))):
+    attempts: List[Callable[[], object]] = [
+        lambda: tenant.call(db1, "resume"),  # a snapshot from another console: sent as it is
+        lambda: tenant.call(db1, "destroy"),
+        lambda: node(tenant).domainLookupByName("db1"),
+        lambda: node(tenant).domainLookupByUUIDString(DB1),
+        lambda: node(tenant).domainDefineXML(domain_xml("db2"))]
+    for attempt in attempts:
         with pytest.raises(AccessDeniedError, match="outside its scope"):
             attempt()
     assert state(hv, DB1) == PAUSED and "db2" not in domain_names(hv)

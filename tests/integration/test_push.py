@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import libvirt
 import pytest
@@ -40,42 +40,17 @@ from virtq.console.subscriptions import Subscription
 from virtq.schema import default_schema
 from virtq.schema.codec import TOPIC, StatsBatch, StatsIndication, decode, stats_subject
 from virtq.schema.errors import CallTimeoutError
+from virtq.testing import agent_url, domain_xml, next_event, pool_xml, wait_until
 from virtq.transport import MemoryBus, direct_connection
 
 from ..conftest import AgentFactory
-from ..helpers import DEFAULT_URI, NODE_URI, wait_for
+from ..helpers import DEFAULT_URI, NODE_URI
 
 pytestmark = pytest.mark.integration
 
-E = TypeVar("E", bound=Event)
 FAST = {"heartbeat": 0.2, "interval": 0.2}
 QUIET = {"heartbeat": 0.2, "interval": 30.0}  # no periodic sampling: only events and calls sample
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5
-
-
-def domain_xml(name: str, memory: int = 65536, extra: str = "", uuid: str = "") -> str:
-    uuid_element = f"<uuid>{uuid}</uuid>" if uuid else ""
-    return (f"<domain type='test'><name>{name}</name>{uuid_element}<memory>{memory}</memory><vcpu>1</vcpu>"
-            f"<os><type>hvm</type></os><devices>{extra}</devices></domain>")
-
-
-def pool_xml(name: str, path: Path) -> str:
-    return f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
-
-
-def next_event(subscription: Subscription, kind: Type[E], match: Callable[[E], bool] = lambda e: True,
-               timeout: float = 5.0) -> E:
-    """The next event of ``kind`` that ``match``es (others are skipped); fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    skipped: List[Event] = []
-    while True:
-        left = deadline - time.monotonic()
-        event = subscription.get(max(left, 0)) if left > 0 else None
-        if event is None:
-            raise AssertionError(f"no matching {kind.__name__} within {timeout}s; skipped {skipped!r}")
-        if isinstance(event, kind) and match(event):
-            return event
-        skipped.append(event)
 
 
 def lifecycle(subscription: Subscription, uuid: str, timeout: float = 5.0) -> Tuple[str, str]:
@@ -181,7 +156,7 @@ def test_every_domain_lifecycle_event_reaches_a_subscriber(via: str, start_agent
             (lambda: dom().destroy(), ("stopped", "destroyed")),
             (lambda: dom().rename("push-life2", 0), ("undefined", "renamed")),
             (lambda: None, ("defined", "renamed")),  # the rename's second event
-            (lambda: truth.defineXML(domain_xml("push-life2", memory=32768, uuid=uuid)), ("defined", "updated")),
+            (lambda: truth.defineXML(domain_xml("push-life2", memory_kib=32768, uuid=uuid)), ("defined", "updated")),
             (lambda: dom().undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA), ("undefined", "removed")),
         ]
     else:
@@ -195,7 +170,7 @@ def test_every_domain_lifecycle_event_reaches_a_subscriber(via: str, start_agent
         steps = [(on("create"), ("started", "booted")), (on("suspend"), ("suspended", "paused")),
                  (on("resume"), ("resumed", "unpaused")), (on("destroy"), ("stopped", "destroyed")),
                  (on("create"), ("started", "booted")), (on("shutdown"), ("stopped", "shutdown")),
-                 (lambda: node.domainDefineXML(domain_xml("push-life", memory=32768, uuid=uuid)),
+                 (lambda: node.domainDefineXML(domain_xml("push-life", memory_kib=32768, uuid=uuid)),
                   ("defined", "updated")),
                  (on("undefine"), ("undefined", "removed"))]
     first = next_event(sub, LibvirtEvent, lambda e: e.object_id.object_name == f"Domain:{uuid}")
@@ -316,7 +291,7 @@ WARNINGS = {"IO_ERROR", "IO_ERROR_REASON", "CONTROL_ERROR", "WATCHDOG", "MEMORY_
 
 def test_event_kinds_the_test_driver_cannot_produce_travel_the_same_path(start_agent: AgentFactory,
                                                                          connect: Callable[..., Console]) -> None:
-    from virtq.agent.libvirt_adapter import DOMAIN_EVENT_KINDS, event_name
+    from virtq.agent.libvirt_events import DOMAIN_EVENT_KINDS, event_name
 
     assert set(SYNTHETIC) == set(DOMAIN_EVENT_KINDS) - {"LIFECYCLE"}  # a new kind needs a line here
     agent = start_agent(DEFAULT_URI, **QUIET)
@@ -414,23 +389,23 @@ def test_a_sample_with_nothing_changed_sends_no_stats_message(start_agent: Agent
     hv = RealisticCpu(NODE_URI, frozen=True)
     agent = start_agent(hv, **FAST)
     # the first pass pushes everything (all classes); listen from after it
-    assert wait_for(lambda: {r.class_name for r in agent.sampler.reports} == {"Domain", "Node", "Pool", "Volume"})
+    wait_until(lambda: {r.class_name for r in agent.sampler.reports} == {"Domain", "Node", "Pool", "Volume"})
     wires: List[Any] = []
-    connector = direct_connection(agent.url, sources=[f"{TOPIC}/agent.ind.stats.#"])  # type: ignore[attr-defined]
+    connector = direct_connection(agent_url(agent), sources=[f"{TOPIC}/agent.ind.stats.#"])
     connector.start(wires.append, timeout=5)
     try:
         passes = 4
         calls = agent.sampler.libvirt_calls
-        assert wait_for(lambda: agent.sampler.libvirt_calls >= calls + passes * 4, timeout=5)
+        wait_until(lambda: agent.sampler.libvirt_calls >= calls + passes * 4, timeout=5)
         report = next(r for r in agent.sampler.reports if r.class_name == "Domain")
         assert report.sampled == 4 and report.changed == 0 and report.skipped == ()
         assert wires == []  # several passes, nothing changed: not one byte of statistics
 
         web1 = next(d for d in hv.list_domains() if d.name == "web1")
         hv.invoke("Domain", web1.uuid, "virDomainSuspend", [])  # the event makes the agent sample web1
-        assert wait_for(lambda: len(wires) >= 1, timeout=5)
+        wait_until(lambda: len(wires) >= 1, timeout=5)
         calls = agent.sampler.libvirt_calls
-        assert wait_for(lambda: agent.sampler.libvirt_calls >= calls + 3 * 4, timeout=5)  # passes: nothing new
+        wait_until(lambda: agent.sampler.libvirt_calls >= calls + 3 * 4, timeout=5)  # passes: nothing new
         (wire,) = wires
         message = decode(wire)
         assert isinstance(message, StatsIndication) and message.agent == agent.name
@@ -519,7 +494,7 @@ def test_config_gen_moves_exactly_when_configuration_changes(start_agent: AgentF
     assert console.wait_for(lambda: "push-gen" in uuids(console))
     g = gen("push-gen")
     nic = "<interface type='network'><source network='default'/></interface>"
-    moved(lambda: truth.defineXML(domain_xml("push-gen", extra=nic, uuid=created.UUIDString())), "push-gen")
+    moved(lambda: truth.defineXML(domain_xml("push-gen", devices=nic, uuid=created.UUIDString())), "push-gen")
     moved(lambda: truth.defineXML(domain_xml("push-gen", uuid=created.UUIDString())), "push-gen")
     created.undefine()
     assert console.wait_for(lambda: "push-gen" not in uuids(console))
@@ -581,7 +556,7 @@ class FakeClock:
 def test_agent_lost_keeps_its_objects_marked_stale(start_agent: AgentFactory) -> None:
     agent = start_agent(NODE_URI, **FAST)
     clock = FakeClock()
-    with Console([agent.url], timeout=5, clock=clock) as console:  # type: ignore[attr-defined]
+    with Console([agent_url(agent)], timeout=5, clock=clock) as console:
         sub = console.subscribe(kinds=(AgentLost, AgentAdded))
         view = console.agents.get(agent.name)
         lost_after = 3 * view.heartbeat_interval
@@ -594,7 +569,7 @@ def test_agent_lost_keeps_its_objects_marked_stale(start_agent: AgentFactory) ->
 
         domains = {d.uuid for d in console.domains}
         agent.stop()  # no more heartbeats
-        console._settle()  # a heartbeat already received is applied
+        console.settle()  # a heartbeat already received is applied
         seen = console.agents.get(agent.name).last_seen
         clock.now = seen + lost_after + 0.1
         console.check_agents()  # (the console's monitor thread may have been first)
@@ -682,7 +657,7 @@ def test_an_agent_that_reconnected_is_read_again_by_consoles_that_did_not(tmp_pa
 
         link.lossy = True  # failing, not yet known to be
         hv.invoke("Domain", ghost.uuid, "virDomainUndefine", [])
-        assert wait_for(lambda: agent.registry.get(f"Domain:{ghost.uuid}") is None)
+        wait_until(lambda: agent.registry.get(f"Domain:{ghost.uuid}") is None)
         time.sleep(0.3)  # (a heartbeat or two lost too)
         assert "push-ghost" in uuids(console)
         link.reconnect()
@@ -739,7 +714,7 @@ def test_calls_on_one_object_run_one_at_a_time_in_arrival_order(start_agent: Age
         thread = threading.Thread(target=call, args=(i,))
         thread.start()
         threads.append(thread)
-        assert wait_for(lambda: apartment.next_ticket == len(threads))
+        wait_until(lambda: apartment.next_ticket == len(threads))
     for thread in threads:
         thread.join(5)
     spans = sorted(recorder.spans, key=lambda s: s[1])
@@ -822,7 +797,7 @@ def test_a_stuck_domain_does_not_delay_the_others_statistics(start_agent: AgentF
 
     try:
         assert blocked.wait(5)
-        assert wait_for(lambda: domain_report().skipped == (f"Domain:{stuck}",))
+        wait_until(lambda: domain_report().skipped == (f"Domain:{stuck}",))
         since = time.time_ns()  # samples from before the domain got stuck may still be on their way
         started = time.monotonic()
         seen: Dict[str, int] = {}
@@ -838,7 +813,7 @@ def test_a_stuck_domain_does_not_delay_the_others_statistics(start_agent: AgentF
         gate.set()
     event = next_event(sub, StatsUpdated, lambda e: e.obj.uuid == stuck, timeout=3)  # sampled again
     assert "cpuTime" in event.changed
-    assert wait_for(lambda: domain_report().skipped == ())
+    wait_until(lambda: domain_report().skipped == ())
 
 
 # --- subscribers: overflow, and a slow one never stalls ingest ---------------------------------------------------
@@ -889,4 +864,4 @@ def test_a_slow_subscriber_never_stalls_ingest(start_agent: AgentFactory, connec
         assert slow_got == []
     finally:
         gate.set()
-    assert wait_for(lambda: any(isinstance(e, Overflowed) for e in slow_got), timeout=5)
+    wait_until(lambda: any(isinstance(e, Overflowed) for e in slow_got), timeout=5)

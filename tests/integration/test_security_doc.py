@@ -15,7 +15,9 @@ from typing import List
 
 import pytest
 
-from ..helpers import NODE_URI, VIRTQ, agent_process, free_port, run_process, stop_process
+from virtq.testing import free_port
+
+from ..helpers import NODE_URI, VIRTQ, agent_process, run_process, stop_process
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,10 @@ from virtq.agent.policy import Policy
 from virtq.console import Console
 from virtq.schema import default_schema
 from virtq.schema.errors import AccessDeniedError, NotConnectedError
+from virtq.testing import agent_url, free_port
 from virtq.transport import DirectListener, TlsConfig, TlsError
 
-from ..helpers import NODE_URI, free_port
+from ..helpers import NODE_URI
 from ..pki import Pki
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def console_for(connect: Callable[..., Console], agent: Agent, tls: TlsConfig, *
 
 def refused(agent: Agent, tls: TlsConfig, url: str = "") -> str:
     """The error a console gets when it cannot get through; its text."""
-    console = Console([url or agent.url], timeout=3, tls_cert=tls.cert, tls_key=tls.key, tls_ca=tls.ca)
+    console = Console([url or agent_url(agent)], timeout=3, tls_cert=tls.cert, tls_key=tls.key, tls_ca=tls.ca)
     with pytest.raises(NotConnectedError) as info:
         console.start()
     return str(info.value)
@@ -100,13 +101,13 @@ def test_the_host_name_is_checked(start_agent: Callable[..., Agent], pki: Pki) -
 def test_plain_amqp_to_the_tls_port_is_refused(tls_agent: Agent, connect: Callable[..., Console],
                                                pki: Pki) -> None:
     with pytest.raises(NotConnectedError):
-        Console([tls_agent.url.replace("amqps://", "amqp://")], timeout=3).start()
+        Console([agent_url(tls_agent).replace("amqps://", "amqp://")], timeout=3).start()
     still_serves(connect, tls_agent, pki)
 
 
 def test_tls_client_to_a_plain_port_is_refused(start_agent: Callable[..., Agent], pki: Pki) -> None:
     plain = start_agent(NODE_URI)
-    assert refused(plain, pki.tls("reader"), plain.url.replace("amqp://", "amqps://"))
+    assert refused(plain, pki.tls("reader"), agent_url(plain).replace("amqp://", "amqps://"))
 
 
 def test_a_tls_listener_without_its_files_never_listens_plain() -> None:
@@ -123,7 +124,7 @@ def test_a_tls_listener_without_its_files_never_listens_plain() -> None:
 
 def test_the_server_demands_tls_before_amqp(tls_agent: Agent, pki: Pki) -> None:
     """A raw TLS handshake without a client certificate fails at the TLS layer, before any AMQP."""
-    host, port = tls_agent.url.split("//")[1].split(":")
+    host, port = agent_url(tls_agent).split("//")[1].split(":")
     context = ssl.create_default_context(cafile=pki.ca())
     with socket.create_connection((host, int(port)), timeout=3) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:

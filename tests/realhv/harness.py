@@ -33,7 +33,8 @@ from typing import IO, Callable, Dict, Iterator, List, Optional
 
 import libvirt
 
-from ..helpers import pid_alive
+from virtq.testing import WaitTimeout, wait_until
+from virtq.testing.processes import kill_all, log_tails, pid_alive
 
 URI = "qemu:///system"
 GUEST_PREFIX = "virtq-test-"
@@ -108,9 +109,8 @@ def _stop_pids(pids: List[int], timeout: float = 10.0) -> None:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + wait
-        while any(_is_daemon(pid) for pid in live) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(WaitTimeout):  # the next signal, or left as they are
+            wait_until(lambda: not any(_is_daemon(pid) for pid in live), wait, interval=0.05)
 
 
 def _machine_id() -> str:
@@ -170,15 +170,7 @@ class _Daemon:
         return self.proc.poll()
 
     def tail(self, lines: int = 15) -> str:
-        text = []
-        for path in (self.console, self.log):
-            try:
-                content = path.read_text(errors="replace").splitlines()[-lines:]
-            except FileNotFoundError:
-                continue
-            if content:
-                text.append(f"--- {path} ---\n" + "\n".join(content))
-        return "\n".join(text) or f"(no output from {self.name})"
+        return log_tails((self.console, self.log), self.name, lines)
 
     def pids(self) -> List[int]:
         """The process we spawned and, under tini, the daemon itself (from its pid file)."""
@@ -200,11 +192,7 @@ class _Daemon:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                for pid in reversed(pids):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                kill_all(reversed(pids))
                 self.proc.wait(5)
         self._out.close()
 

@@ -24,10 +24,10 @@ from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.console import Console, RemoteObject
 from virtq.console.events import LibvirtEvent
 from virtq.schema.codec import AgentHeartbeat, AgentLocateRequest, AgentLocateResponse, QueryRequest, QueryResponse
-from virtq.schema.codec import decode
+from virtq.schema.codec import decode, direct_address
 from virtq.schema.errors import LibvirtTimeoutError, ObjectBusyError, RemoteError
+from virtq.testing import wait_until
 
-from ..helpers import wait_for
 from .conftest import TinyGuest
 from .harness import LibvirtDaemons, Unavailable
 
@@ -91,7 +91,7 @@ def running_guest(console: Console, agent: Agent, guest: TinyGuest) -> RemoteObj
                 break
     finally:
         console.unsubscribe(events)
-    assert wait_for(lambda: converged(console, agent, libvirt_of(agent)) and not agent.apartments.busy(), timeout=10)
+    wait_until(lambda: converged(console, agent, libvirt_of(agent)) and not agent.apartments.busy(), timeout=10)
     return dom
 
 
@@ -108,7 +108,8 @@ def answered_quickly(console: Console, agent: Agent) -> float:
     assert all(isinstance(r, QueryResponse) for r in replies), replies
     query = time.monotonic() - started
     started = time.monotonic()
-    (locate,) = console.query(agent.name, AgentLocateRequest(), timeout=5)  # type: ignore[arg-type]
+    route = console.tracker.route(agent.name)  # (query() sends queries only)
+    (locate,) = console.requests.ask(route, AgentLocateRequest(), direct_address(agent.name), 5, f"locate {agent.name}")
     assert isinstance(locate, AgentLocateResponse)
     return max(query, time.monotonic() - started)
 
@@ -135,7 +136,7 @@ def test_a_stopped_libvirtd_leaves_the_agent_answering_and_nothing_is_lost(
     agent = hung_agent
     console, other = admin_console(agent, timeout=10), admin_console(agent, timeout=10)
     dom = running_guest(console, agent, tiny_guest())
-    assert wait_for(lambda: converged(console, agent, truth), timeout=10)
+    wait_until(lambda: converged(console, agent, truth), timeout=10)
     beats = Heartbeats(agent, monkeypatch)
     outcomes: Dict[str, Tuple[Optional[BaseException], float]] = {}
     slowest = 0.0
@@ -144,7 +145,7 @@ def test_a_stopped_libvirtd_leaves_the_agent_answering_and_nothing_is_lost(
             stopped = time.monotonic()
             suspend = threading.Thread(target=lambda: outcomes.setdefault("suspend", failure(dom.suspend)))
             suspend.start()
-            assert wait_for(lambda: agent.apartments.running(f"Domain:{dom.uuid}") is not None, timeout=2)
+            wait_until(lambda: agent.apartments.running(f"Domain:{dom.uuid}") is not None, timeout=2)
             outcomes["resume"] = failure(lambda: other.domains.get(dom.uuid).resume())
             outcomes["node"] = failure(lambda: other.nodes.of_agent(agent.name)[0].getCapabilities())
             while time.monotonic() - stopped < STOPPED_FOR:
@@ -171,9 +172,9 @@ def test_a_stopped_libvirtd_leaves_the_agent_answering_and_nothing_is_lost(
     assert any(b["libvirt"] == "unresponsive" for b in during[:2]), during[:3]
     assert during[-1]["stuck"] >= 2 and during[-1]["stuck_age"] > STOPPED_FOR - 1.5
     # After SIGCONT: healthy again, the suspend that timed out happened, and the console saw it.
-    assert wait_for(lambda: beats.sent[-1][1]["libvirt"] == "ok", timeout=10)
-    assert wait_for(lambda: truth.lookupByUUIDString(dom.uuid).info()[0] == PAUSED, timeout=10)
-    assert wait_for(lambda: converged(console, agent, truth), timeout=10)
+    wait_until(lambda: beats.sent[-1][1]["libvirt"] == "ok", timeout=10)
+    wait_until(lambda: truth.lookupByUUIDString(dom.uuid).info()[0] == PAUSED, timeout=10)
+    wait_until(lambda: converged(console, agent, truth), timeout=10)
     dom.resume()
     assert dom.getInfo()["state"] == RUNNING
 
@@ -203,7 +204,7 @@ def test_a_stopped_qemu_holds_only_its_own_domain(hung_agent: Agent, admin_conso
     with qemu_stopped(stuck_guest.name):
         suspend = threading.Thread(target=lambda: outcomes.setdefault("suspend", failure(stuck.suspend)))
         suspend.start()
-        assert wait_for(lambda: agent.apartments.running(f"Domain:{stuck.uuid}") is not None, timeout=2)
+        wait_until(lambda: agent.apartments.running(f"Domain:{stuck.uuid}") is not None, timeout=2)
         outcomes["again"] = failure(lambda: other.domains.get(stuck.uuid).resume())
         started = time.monotonic()
         free.suspend()
@@ -218,5 +219,5 @@ def test_a_stopped_qemu_holds_only_its_own_domain(hung_agent: Agent, admin_conso
     assert others < 3.0 and slowest < 1.0
     assert isinstance(outcomes["suspend"][0], LibvirtTimeoutError), outcomes
     assert isinstance(outcomes["again"][0], ObjectBusyError) and outcomes["again"][1] < 0.5, outcomes
-    assert wait_for(lambda: truth.lookupByUUIDString(stuck.uuid).info()[0] == PAUSED, timeout=10)
-    assert wait_for(lambda: converged(console, agent, truth), timeout=10)
+    wait_until(lambda: truth.lookupByUUIDString(stuck.uuid).info()[0] == PAUSED, timeout=10)
+    wait_until(lambda: converged(console, agent, truth), timeout=10)

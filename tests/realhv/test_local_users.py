@@ -18,6 +18,7 @@ import libvirt
 import pytest
 
 from virtq.agent import Agent
+from virtq.testing import agent_url
 
 from ..conftest import AgentFactory
 from .conftest import TinyGuest
@@ -53,14 +54,14 @@ def test_nobody_can_read_but_not_destroy(start_agent: AgentFactory, real_libvirt
     probe = subprocess.run([*AS_NOBODY, "id", "-u"], capture_output=True, text=True, timeout=10)
     assert probe.stdout.strip() == "65534", probe.stderr
 
-    listed = as_nobody(["-u", agent.url, "--json", "list", "domains"])
+    listed = as_nobody(["-u", agent_url(agent), "--json", "list", "domains"])
     assert listed.returncode == 0, listed.stderr
     assert running_guest.name() in listed.stdout
 
-    info = as_nobody(["-u", agent.url, "call", "domain", running_guest.UUIDString(), "getInfo"])
+    info = as_nobody(["-u", agent_url(agent), "call", "domain", running_guest.UUIDString(), "getInfo"])
     assert info.returncode == 0, info.stderr
 
-    destroyed = as_nobody(["-u", agent.url, "call", "domain", running_guest.UUIDString(), "destroy"])
+    destroyed = as_nobody(["-u", agent_url(agent), "call", "domain", running_guest.UUIDString(), "destroy"])
     assert destroyed.returncode == 5, destroyed.stdout + destroyed.stderr
     assert "0x10058: access denied: anonymous lacks domain:stop" in destroyed.stderr
     assert running_guest.isActive() == 1

@@ -22,11 +22,11 @@ import libvirt
 import pytest
 
 from virtq.agent import Agent
-from virtq.console import Console, RemoteObject
+from virtq.console import Console, Job, RemoteObject
 from virtq.console.events import (ConfigChanged, DomainStateChanged, Event, LibvirtEvent, ObjectEvent,
                                   StatsUpdated)
+from virtq.testing import wait_until
 
-from ..helpers import wait_for
 from .conftest import TinyGuest
 from .harness import LibvirtDaemons, Unavailable
 
@@ -83,7 +83,7 @@ class Recorder:
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
-    def wait_until(self, uuid: str, last: str, since: int, timeout: float = 10.0) -> List[str]:
+    def lifecycle_until(self, uuid: str, last: str, since: int, timeout: float = 10.0) -> List[str]:
         """Wait for the domain's lifecycle event ``last`` since ``since``; returns all of them."""
         self.wait(lambda: last in self.lifecycle(uuid, since), timeout)
         return self.lifecycle(uuid, since)
@@ -181,7 +181,8 @@ def define(console: Console, agent: Agent, rec: Recorder, guest: TinyGuest) -> R
 def start(dom: RemoteObject, rec: Recorder) -> RemoteObject:
     """Start a defined guest through the console; return once it runs and both start events are in."""
     mark = rec.mark()
-    running = dom.create().wait_state("running", timeout=10)
+    job: Job = dom.create()
+    running = job.wait_state("running", timeout=10)
     assert rec.wait_lifecycle(dom.uuid, len(CREATE), mark) == CREATE
     return running
 
@@ -215,7 +216,7 @@ def test_create_emits_resumed_then_started(push_console: Console, push_agent: Ag
     timed = [(t, e) for t, e in recorder.timed(dom.uuid, (LibvirtEvent,), mark)]
     assert all(same_domain(e, dom) for _, e in timed)
     assert all(isinstance(e, LibvirtEvent) and e.severity == 5 and e.data == {} for _, e in timed)
-    assert wait_for(guest.booted, timeout=20), f"serial output: {guest.serial_text()!r}"
+    assert wait_until(guest.booted, timeout=20), f"serial output: {guest.serial_text()!r}"
 
     # The state moves shutoff -> running once (a sample taken while QEMU is still starting may see it
     # paused first: libvirt starts QEMU stopped, then resumes it), and the job that started it owns it.
@@ -248,7 +249,7 @@ def test_suspend_resume_destroy(push_console: Console, push_agent: Agent, record
         job = getattr(dom.latest(), method)()
         jobs[method] = job
         job.wait_state(state, timeout=10)
-        events = recorder.wait_until(dom.uuid, expected[0][-1], before)
+        events = recorder.lifecycle_until(dom.uuid, expected[0][-1], before)
         assert events in expected, method
         seen += events
 
@@ -413,7 +414,7 @@ def test_config_generation(push_console: Console, push_agent: Agent, recorder: R
     fetched(0)
 
     dom.latest().destroy().wait_state("shutoff", timeout=10)  # STOPPED: back to the inactive XML
-    assert recorder.wait_until(dom.uuid, DESTROY[-1], mark) in [SUSPEND + RESUME + d for d in DESTROYS]
+    assert recorder.lifecycle_until(dom.uuid, DESTROY[-1], mark) in [SUSPEND + RESUME + d for d in DESTROYS]
     gens.append(dom.latest().configGen)
     assert gens[2] != gens[1]
     assert "id='" not in fetched(1).split(">", 1)[0]
@@ -451,7 +452,7 @@ def test_reconnects_after_libvirtd_restart(libvirt_daemons: LibvirtDaemons, push
     except Unavailable as exc:
         pytest.skip(f"cannot restart libvirtd: {exc}")
     restarted = time.monotonic() - began
-    assert wait_for(lambda: not push_agent.hypervisor.alive(), timeout=5)
+    wait_until(lambda: not push_agent.hypervisor.alive(), timeout=5)
 
     push_agent.reconcile()  # what the periodic backstop does, without waiting for it
     assert push_agent.hypervisor.alive()
@@ -466,7 +467,7 @@ def test_reconnects_after_libvirtd_restart(libvirt_daemons: LibvirtDaemons, push
     assert recorder.states(dom.uuid, mark)[-1].new == "running"
     # ... and the agent's own calls work on the new connection.
     dom.latest().destroy().wait_state("shutoff", timeout=10)
-    assert recorder.wait_until(dom.uuid, DESTROY[-1], mark) in [CREATE + d for d in DESTROYS]
+    assert recorder.lifecycle_until(dom.uuid, DESTROY[-1], mark) in [CREATE + d for d in DESTROYS]
 
     report(capsys, f"libvirtd restart took {restarted:.2f} s; after agent.reconcile() events flow again")
 

@@ -10,8 +10,8 @@ import pytest
 from virtq.agent import Agent
 from virtq.console import Console, RemoteObject
 from virtq.schema.errors import UnknownRefError
+from virtq.testing import wait_until
 
-from ..helpers import wait_for
 from .conftest import TinyGuest
 
 pytestmark = pytest.mark.realhv
@@ -67,7 +67,7 @@ def test_guest_lifecycle(qemu_console: Console, qemu_agent: Agent, tiny_guest: C
     running = dom.latest()
     assert running.id > 0
     assert running.id == truth.lookupByName(guest.name).ID()
-    assert wait_for(guest.booted, timeout=20), f"serial output: {guest.serial_text()!r}"
+    assert wait_until(guest.booted, timeout=20), f"serial output: {guest.serial_text()!r}"
 
     dom.suspend()
     assert dom.getInfo()["state"] == PAUSED
@@ -80,7 +80,7 @@ def test_guest_lifecycle(qemu_console: Console, qemu_agent: Agent, tiny_guest: C
     assert truth.lookupByName(guest.name).ID() == -1
 
     dom.undefine()
-    assert wait_for(lambda: not has_domain(qemu_console, dom.uuid))
+    wait_until(lambda: not has_domain(qemu_console, dom.uuid))
     assert guest.name not in {d.name() for d in truth.listAllDomains(0)}
 
 

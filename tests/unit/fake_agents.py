@@ -1,5 +1,5 @@
 """Agents played by hand against a real Console: heartbeats, the load's answer, pushes — each fed through
-Console._ingest_one on the connection (a RecordingTransport) it would come in on."""
+the console's ingest (``console.ingest.apply``) on the connection (a RecordingTransport) it would come in on."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from virtq.console import Console
 from virtq.schema import default_schema
 from virtq.schema.codec import (AgentHeartbeat, AgentInfo, DataIndication, DataRecord, ObjectId, QueryRequest,
-                                QueryResponse, StatsBatch, StatsIndication, decode, now_ns)
+                                QueryResponse, StatsBatch, StatsIndication, now_ns)
+from virtq.testing import RecordingTransport, wait_until
 
-from ..helpers import RecordingTransport, wait_for
 
 SCHEMA = default_schema()
 DOMAIN = SCHEMA.cls("Domain").schema_id
@@ -29,7 +29,7 @@ def heartbeat(agent: str, epoch: int = 1, **attributes: Any) -> AgentHeartbeat:
 
 
 def feed(console: Console, transport: RecordingTransport, message: Any, url: str = "url") -> None:
-    console._ingest_one(url, transport, message.encode("x"))
+    console.ingest.apply(url, transport, message.encode("x"))
 
 
 def push(console: Console, transport: RecordingTransport, agent: str, records: Sequence[DataRecord]) -> None:
@@ -47,11 +47,8 @@ def answer_load(console: Console, transport: RecordingTransport, agent: str, rec
                 answered: int = 0) -> int:
     """Wait for the console's next object query on ``transport`` and answer it as ``agent``; the queries
     answered so far (pass it back)."""
-    def queries() -> list:  # type: ignore[type-arg]
-        with transport.lock:
-            return [m for m in (decode(w) for w in transport.sent) if isinstance(m, QueryRequest)]
-    assert wait_for(lambda: len(queries()) > answered, 5), "the console sent no query"
-    request = queries()[answered]
+    queries = wait_until(lambda: transport.messages(QueryRequest)[answered:], 5, message="the console's next query")
+    request = queries[0]
     feed(console, transport, QueryResponse(items=tuple(records), correlation_id=request.correlation_id, agent=agent))
     return answered + 1
 
@@ -61,5 +58,5 @@ def follow(console: Console, transport: RecordingTransport, agent: str, records:
     """An honest agent's first heartbeat and its load's answer: the console then follows it."""
     feed(console, transport, heartbeat(agent, **attributes))
     answer_load(console, transport, agent, records)
-    assert wait_for(lambda: agent in console._loaded, 5)
+    wait_until(lambda: agent in console.loading.loaded, 5)
     time.sleep(0.01)

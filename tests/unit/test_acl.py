@@ -10,8 +10,9 @@ from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 import pytest
 
-from virtq.schema import Permission, SchemaError, default_schema, generate, load
-from virtq.schema.generate import ACL_TSV, GenerateError, load_api, load_permission_rules
+from tools import schemagen
+from tools.schemagen import ACL_TSV, GenerateError, load_api, load_permission_rules
+from virtq.schema import Permission, SchemaError, default_schema, load
 from virtq.schema.model import PERMISSION_OBJECTS, Method
 
 SCHEMA = default_schema()
@@ -72,7 +73,7 @@ def test_tightened_methods_are_never_readable_by_a_read_only_role() -> None:
 
 
 def test_a_tightening_must_name_what_it_replaces() -> None:
-    rule = generate.PermissionRule("virDomainGetTime", ("domain:write",), "a test", ("domain:getattr",))
+    rule = schemagen.PermissionRule("virDomainGetTime", ("domain:write",), "a test", ("domain:getattr",))
     (problem,) = _problems(virDomainGetTime=rule)
     assert "replaces domain:getattr, but libvirt-remote-acl.tsv" in problem
 
@@ -185,7 +186,7 @@ def test_required_permissions(class_name: str, method_name: str, flags: object, 
                                        "!VIR_DOMAIN_XML_SECURE", "VIR_DOMAIN_AFFECT_CURRENT"])
 def test_applies_is_what_gendispatch_computes(condition: str) -> None:
     """Every combination of the low bits, against the generated C evaluated."""
-    permission = generate.parse_acl(f"domain:save:{condition}", API.constants)
+    permission = schemagen.parse_acl(f"domain:save:{condition}", API.constants)
     assert permission.negate == condition.startswith("!")
     for flags in range(16):
         assert permission.applies(flags) == _gendispatch(condition, flags, API.constants), (condition, flags)
@@ -272,7 +273,7 @@ def test_loader_rejects_malformed_acl(xml: bytes, message: str) -> None:
 # --- the generator refuses what would leave a method unprotected ----------------------------------------
 
 
-def _problems(**changes: Optional[generate.PermissionRule]) -> List[str]:
+def _problems(**changes: Optional[schemagen.PermissionRule]) -> List[str]:
     """The generator's problems with permissions.xml changed: a rule replaced, or removed (None)."""
     rules = dict(RULES)
     for name, rule in changes.items():
@@ -281,12 +282,12 @@ def _problems(**changes: Optional[generate.PermissionRule]) -> List[str]:
         else:
             rules[name] = rule
     with pytest.raises(GenerateError) as info:
-        generate.generate(API, rules=rules)
+        schemagen.generate(API, rules=rules)
     return info.value.problems
 
 
-def _rule(function: str, acl: str) -> generate.PermissionRule:
-    return generate.PermissionRule(function, tuple(acl.split(",")), "a test")
+def _rule(function: str, acl: str) -> schemagen.PermissionRule:
+    return schemagen.PermissionRule(function, tuple(acl.split(",")), "a test")
 
 
 def test_a_method_without_permission_is_refused() -> None:

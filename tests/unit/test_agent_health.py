@@ -5,18 +5,19 @@ agents` shows the state; the CLI prints nothing an agent supplied as terminal co
 from __future__ import annotations
 
 import json
-from typing import List
+from typing import Any, Dict, List
 
 from virtq.console import Console
 from virtq.console.events import AgentDegraded, AgentRecovered, Event
 from virtq.console.health import AgentHealth
+from virtq.testing import RecordingTransport, wait_until
 
-from ..helpers import RecordingTransport, run_cli, wait_for
+from ..helpers import run_cli
 from .fake_agents import domain, feed, follow, heartbeat, push
 
 HV01 = "libvirt.org:virtq:hv01"
 HV02 = "libvirt.org:virtq:hv02"
-STUCK = {"libvirt": "unresponsive", "stuck": 2, "stuck_age": 42.4, "stuck_call": "destroy"}
+STUCK: Dict[str, Any] = {"libvirt": "unresponsive", "stuck": 2, "stuck_age": 42.4, "stuck_call": "destroy"}
 
 
 def test_health_from_heartbeat_attributes() -> None:
@@ -39,13 +40,13 @@ def test_degraded_and_recovered_once_per_transition() -> None:
     follow(console, transport, HV01, [domain(HV01, "1", "web1")])
     feed(console, transport, heartbeat(HV01, **STUCK))
     feed(console, transport, heartbeat(HV01, **{**STUCK, "stuck": 3}))  # still degraded: no second event
-    assert wait_for(lambda: len(events) == 1)
+    wait_until(lambda: len(events) == 1)
     degraded = events[0]
     assert isinstance(degraded, AgentDegraded) and degraded.reason.startswith("libvirt unresponsive, 2 stuck calls")
     assert degraded.agent.health.stuck == 2 and console.agents.get(HV01).health.stuck == 3
     feed(console, transport, heartbeat(HV01, libvirt="ok", stuck=0))
     feed(console, transport, heartbeat(HV01, libvirt="ok", stuck=0))
-    assert wait_for(lambda: len(events) == 2)
+    wait_until(lambda: len(events) == 2)
     assert isinstance(events[1], AgentRecovered) and events[1].agent.health.ok
     subscription.close()
     console.close()
@@ -56,7 +57,7 @@ def test_an_agent_degraded_from_its_first_answer() -> None:
     events: List[Event] = []
     subscription = console.subscribe(events.append, kinds=AgentDegraded)
     follow(console, RecordingTransport(), HV01, [], libvirt="unresponsive")
-    assert wait_for(lambda: len(events) == 1)
+    wait_until(lambda: len(events) == 1)
     subscription.close()
     console.close()
 
@@ -111,13 +112,13 @@ def test_watch_knows_the_new_kinds() -> None:
 def test_watch_lines_of_the_new_kinds_and_xml_output() -> None:
     from datetime import datetime
 
-    from virtq.console.cli import _Watcher, xml_text
+    from virtq.console.cli import Watcher, xml_text
     from virtq.console.events import LimitReached
 
     console = Console(timeout=2)
     transport = RecordingTransport()
     follow(console, transport, HV01, [], **STUCK)
-    watcher = _Watcher(console, ())
+    watcher = Watcher(console, ())
     view = console.agents.get(HV01)
     now = datetime(2026, 1, 1, 12, 0, 0)
     assert watcher.line(AgentDegraded(view, view.health.reason), now).endswith(

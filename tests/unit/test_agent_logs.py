@@ -15,10 +15,10 @@ from virtq.agent.policy import Policy
 from virtq.logs import RateLimited
 from virtq.schema import default_schema
 from virtq.schema.codec import ExceptionResponse, WireMessage, direct_address
+from virtq.testing import FakeHypervisor, wait_until
 from virtq.transport import MemoryBus
 
-from ..helpers import wait_for
-from .test_libvirt_isolation import BlockingHypervisor, Client, Gates
+from .qmf_client import Client
 
 SCHEMA = default_schema()
 
@@ -28,7 +28,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     for module in (agent_module, dispatcher_module):  # fresh windows: other tests' lines do not count here
         monkeypatch.setattr(module, "limited", RateLimited(module.log))
     bus = MemoryBus()
-    agent = Agent(SCHEMA, BlockingHypervisor(Gates()), bus.agent_transport(), heartbeat=60, interval=60,
+    agent = Agent(SCHEMA, FakeHypervisor.with_running_domains(12), bus.agent_transport(), heartbeat=60, interval=60,
                   slow_interval=60, reconcile=600, state_dir=tmp_path, policy=Policy.everyone(SCHEMA, "admin", "t"))
     agent.start()
     yield Client(bus.console_transport(), agent)
@@ -67,4 +67,4 @@ def test_a_failing_call_flood_is_rate_limited(client: Client, caplog: pytest.Log
             assert isinstance(answer, ExceptionResponse)
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("method getInfo")]
     assert len(failed) == 1 and "no such object" in failed[0], failed
-    assert wait_for(lambda: not client.agent.apartments.busy())
+    wait_until(lambda: not client.agent.apartments.busy())

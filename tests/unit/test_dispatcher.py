@@ -1,7 +1,7 @@
 """Dispatcher and Registry against a fake hypervisor, for what real libvirt cannot produce on demand.
 
-The fake holds plain lists the tests change; failures are injected with pytest-mock. Successful
-method calls are shaped against libvirt's real test driver (test:///default).
+virtq.testing's fake holds plain lists the tests change; failures are injected with pytest-mock.
+Successful method calls are shaped against libvirt's real test driver (test:///default).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set
 
 import libvirt
 import pytest
@@ -17,66 +17,28 @@ from pytest_mock import MockerFixture
 
 from virtq.agent import Agent
 from virtq.agent.dispatcher import QUERY_BATCH, Dispatcher, Outcome
-from virtq.agent.hypervisor import (DomainIdentity, Hypervisor, HypervisorError, Identity, NodeIdentity,
-                                    PoolIdentity, VolumeIdentity)
+from virtq.agent.hypervisor import DomainIdentity, Hypervisor, HypervisorError, PoolIdentity, VolumeIdentity
 from virtq.agent.libvirt_adapter import LibvirtHypervisor
-from virtq.agent.registry import Registry, object_name
+from virtq.agent.registry import Registry
 from virtq.schema import default_schema, errors
 from virtq.schema.codec import (DataRecord, ExceptionResponse, Message, MethodRequest, MethodResponse,
                                 ObjectId, QueryRequest, QueryResponse, WireMessage, decode, direct_address)
 from virtq.schema.model import SchemaId
+from virtq.testing import FAKE_NODE, FakeHypervisor
+from virtq.testing import numbered_domain as dom
 from virtq.transport import MemoryBus, MemoryTransport
 from virtq.transport._convert import roundtrip
 
 SCHEMA = default_schema()
 AGENT = "libvirt.org:virtq:fake"
 EPOCH = 7
-NODE = NodeIdentity("11111111-1111-4111-8111-111111111111", "fakehost", "fake:///")
+NODE = FAKE_NODE
 POOL_A = PoolIdentity("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "pool-a")
 POOL_B = PoolIdentity("bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb", "pool-b")
 
 
-def dom(i: int, id: int = -1) -> DomainIdentity:
-    return DomainIdentity(f"00000000-0000-4000-8000-{i:012d}", f"dom{i}", id)
-
-
 def vol(pool: PoolIdentity, name: str) -> VolumeIdentity:
     return VolumeIdentity(f"/pools/{pool.name}/{name}", name, f"/pools/{pool.name}/{name}", pool.uuid)
-
-
-class FakeHypervisor(Hypervisor):
-    """Lists what the tests put in it; invoke is mocked per test."""
-
-    uri = "fake:///"
-
-    def __init__(self, domains: Iterable[DomainIdentity] = (), pools: Iterable[PoolIdentity] = (),
-                 volumes: Iterable[VolumeIdentity] = ()) -> None:
-        self.domains = list(domains)
-        self.pools = list(pools)
-        self.volumes = list(volumes)
-        self.closed = False
-
-    def node(self) -> NodeIdentity:
-        return NODE
-
-    def list_domains(self) -> List[DomainIdentity]:
-        return list(self.domains)
-
-    def list_pools(self) -> List[PoolIdentity]:
-        return list(self.pools)
-
-    def list_volumes(self, pool_uuid: str) -> List[VolumeIdentity]:
-        return [v for v in self.volumes if v.pool_uuid == pool_uuid]
-
-    def lookup(self, class_name: str, key: str) -> Optional[Identity]:
-        everything: List[Identity] = [*self.domains, *self.pools, *self.volumes]
-        return next((i for i in everything if object_name(i) == f"{class_name}:{key}"), None)
-
-    def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
-        raise AssertionError(f"unexpected call of {function}")
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import libvirt
 import pytest
@@ -211,8 +211,9 @@ REAL_ARGS: Dict[str, Any] = {
 }
 
 
-TYPED_PARAMS: Dict[str, Dict[str, Any]] = {
-    # typed parameters the binding accepts (it refuses an empty map, and checks names it knows)
+TYPED_PARAMS: Dict[str, Dict[Union[str, int], Any]] = {
+    # typed parameters the binding accepts (it refuses an empty map, and checks names it knows); allocPages's
+    # map is page size (KiB) -> count
     "Node.setMemoryParameters": {"shm_pages_to_scan": 100},
     "Domain.setMemoryParameters": {"hard_limit": 1048576},
     "Domain.setBlkioParameters": {"weight": 500},

@@ -8,163 +8,50 @@ busy, a call past its timeout, and samples and events behind a stuck call.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
 from virtq.agent import Agent
-from virtq.agent.apartments import Apartments
+from virtq.agent.apartments import Apartments, Ticket
 from virtq.agent.health import CallTracker
-from virtq.agent.hypervisor import DomainIdentity, HypervisorEvent, Identity
+from virtq.agent.hypervisor import DomainIdentity, HypervisorEvent
 from virtq.agent.policy import Policy
 from virtq.schema import default_schema, errors
-from virtq.schema.codec import (AgentHeartbeat, AgentInfo, AgentLocateRequest, AgentLocateResponse,
-                                ExceptionResponse, Message, MethodRequest, MethodResponse, ObjectId, QueryRequest,
-                                QueryResponse, WireMessage, decode, direct_address)
-from virtq.transport import MemoryBus, MemoryTransport
+from virtq.schema.codec import (AgentInfo, AgentLocateRequest, AgentLocateResponse, ExceptionResponse,
+                                MethodRequest, MethodResponse, ObjectId, QueryRequest, QueryResponse)
+from virtq.testing import PAUSED, RUNNING, CallGates, FakeHypervisor, wait_until
+from virtq.testing import numbered_uuid as uuid
+from virtq.transport import MemoryBus
 
-from ..helpers import wait_for
-from .test_dispatcher import FakeHypervisor, dom
+from .qmf_client import Client
+from .sampling import latest_state, make_sampler
 
 SCHEMA = default_schema()
-RUNNING, PAUSED = 1, 3
 DOMAINS = 12
 
 
-class Gates:
-    """Named gates calls block on; all opened at teardown."""
-
-    def __init__(self) -> None:
-        self.gates: Dict[Tuple[str, Optional[str]], threading.Event] = {}
-        self.entered: Dict[Tuple[str, Optional[str]], threading.Event] = {}
-
-    def close(self, function: str, key: Optional[str] = None) -> threading.Event:
-        self.entered[(function, key)] = threading.Event()
-        gate = self.gates[(function, key)] = threading.Event()
-        return gate
-
-    def passing(self, function: str, key: Optional[str]) -> None:
-        for target in ((function, key), (function, None)):
-            gate = self.gates.get(target)
-            if gate is not None and not gate.is_set():
-                self.entered[target].set()
-                assert gate.wait(30), f"{function} on {key} was never released"
-                return
-
-    def open_all(self) -> None:
-        for gate in self.gates.values():
-            gate.set()
-
-
-class BlockingHypervisor(FakeHypervisor):
-    """Domains with a run state; getInfo, suspend, resume, destroy, the bulk statistics and look-ups
-    block while their gate is closed."""
-
-    def __init__(self, gates: Gates) -> None:
-        super().__init__([dom(i, i + 1) for i in range(DOMAINS)])
-        self.gates = gates
-        self.state = {d.uuid: RUNNING for d in self.domains}
-        self.calls: List[Tuple[str, Optional[str]]] = []
-
-    def lookup(self, class_name: str, key: str) -> Optional[Identity]:
-        self.gates.passing("lookup", key)
-        return super().lookup(class_name, key)
-
-    def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
-        self.calls.append((function, key))
-        self.gates.passing(function, key)
-        if function == "virNodeGetFreeMemory":
-            return 1 << 30
-        assert key is not None
-        if function == "virDomainGetInfo":
-            return [self.state[key], 65536, 65536, 1, 0]
-        if function in ("virDomainSuspend", "virDomainResume", "virDomainDestroy"):
-            self.state[key] = {"virDomainSuspend": PAUSED, "virDomainResume": RUNNING}.get(function, 5)
-            return 0
-        raise LookupError(function)
-
-    def bulk_domain_info(self) -> Dict[str, Dict[str, int]]:
-        self.gates.passing("bulk", None)
-        return {}
-
-    def bulk_domain_info_of(self, keys: Sequence[str]) -> Dict[str, Dict[str, int]]:
-        self.gates.passing("bulk", None)
-        return {}
-
-    def probe(self) -> None:
-        self.gates.passing("probe", None)
-
-
-class Client:
-    """Requests over the memory bus; answers by correlation id, heartbeats kept apart."""
-
-    def __init__(self, transport: MemoryTransport, agent: Agent) -> None:
-        self.transport = transport
-        self.agent = agent
-        self.answers: Dict[str, "queue.Queue[Message]"] = {}
-        self.heartbeats: "queue.Queue[AgentInfo]" = queue.Queue()
-        self._lock = threading.Lock()
-        self._ids = 0
-        transport.start(self._receive)
-
-    def _box(self, cid: str) -> "queue.Queue[Message]":
-        with self._lock:
-            return self.answers.setdefault(cid, queue.Queue())
-
-    def _receive(self, wire: WireMessage) -> None:
-        message = decode(wire)
-        if isinstance(message, AgentHeartbeat):
-            self.heartbeats.put(message.info)
-        elif wire.correlation_id:
-            self._box(wire.correlation_id).put(message)
-
-    def send(self, message: Message) -> str:
-        with self._lock:
-            self._ids += 1
-            cid = f"r{self._ids}"
-        wire = message.encode(direct_address(self.agent.name))
-        self.transport.send(WireMessage(wire.address, wire.properties, wire.body, wire.subject, cid,
-                                        self.transport.reply_address))
-        return cid
-
-    def answer(self, cid: str, timeout: float = 5.0) -> List[Message]:
-        got: List[Message] = []
-        while True:
-            message = self._box(cid).get(timeout=timeout)
-            got.append(message)
-            if not (isinstance(message, QueryResponse) and message.partial):
-                return got
-
-    def request(self, message: Message, timeout: float = 5.0) -> List[Message]:
-        return self.answer(self.send(message), timeout)
-
-    def call(self, uuid: str, method: str, **arguments: Any) -> str:
-        return self.send(MethodRequest(object_id=ObjectId(f"Domain:{uuid}", self.agent.name, self.agent.epoch),
-                                       method_name=method, arguments=arguments))
-
-    def timed(self, message: Message, timeout: float = 5.0) -> Tuple[List[Message], float]:
-        started = time.monotonic()
-        answer = self.request(message, timeout)
-        return answer, time.monotonic() - started
-
-
 @pytest.fixture
-def gates() -> Iterator[Gates]:
-    gates = Gates()
+def gates() -> Iterator[CallGates]:
+    gates = CallGates()
     yield gates
     gates.open_all()
 
 
+Setup = Callable[..., Tuple[Agent, FakeHypervisor, Client]]
+"""Starts an agent over the bus on a fake hypervisor with the test's gates (Agent options as keywords); returns it,
+its hypervisor and a client of it."""
+
+
 @pytest.fixture
-def setup(gates: Gates, bus: MemoryBus, tmp_path: Path) -> Iterator[Any]:
+def setup(gates: CallGates, bus: MemoryBus, tmp_path: Path) -> Iterator[Setup]:
     made: List[Agent] = []
 
-    def make(**kwargs: Any) -> Tuple[Agent, BlockingHypervisor, Client]:
-        hv = BlockingHypervisor(gates)
+    def make(**kwargs: Any) -> Tuple[Agent, FakeHypervisor, Client]:
+        hv = FakeHypervisor.with_running_domains(DOMAINS, gates=gates)
         options: Dict[str, Any] = dict(heartbeat=0.2, workers=2, interval=60, slow_interval=60, reconcile=600,
                                        policy=Policy.everyone(SCHEMA, "admin", "the tests"))
         options.update(kwargs)
@@ -177,10 +64,6 @@ def setup(gates: Gates, bus: MemoryBus, tmp_path: Path) -> Iterator[Any]:
     gates.open_all()
     for agent in made:
         agent.stop()
-
-
-def uuid(i: int) -> str:
-    return dom(i).uuid
 
 
 def still_serving(client: Client, free: int) -> float:
@@ -214,13 +97,13 @@ def unresponsive(client: Client, at_least: int) -> AgentInfo:
 # --- more stuck calls than workers ----------------------------------------------------------------
 
 
-def test_more_stuck_calls_than_workers_leave_the_agent_answering(setup: Any, gates: Gates) -> None:
+def test_more_stuck_calls_than_workers_leave_the_agent_answering(setup: Setup, gates: CallGates) -> None:
     agent, hv, client = setup(workers=2)
     stuck = range(8)  # 8 stuck destroys, 4 times the workers
     for i in stuck:
         gates.close("virDomainDestroy", uuid(i))
     calls = [client.call(uuid(i), "destroy") for i in stuck]
-    assert wait_for(lambda: all(gates.entered[("virDomainDestroy", uuid(i))].is_set() for i in stuck))
+    wait_until(lambda: all(gates.entered[("virDomainDestroy", uuid(i))].is_set() for i in stuck))
     assert still_serving(client, free=10) < 1.0
     beat = unresponsive(client, 8)
     assert beat.attributes["libvirt"] == "unresponsive"
@@ -230,12 +113,12 @@ def test_more_stuck_calls_than_workers_leave_the_agent_answering(setup: Any, gat
     for cid in calls:
         (done,) = client.answer(cid)
         assert isinstance(done, MethodResponse)
-    assert wait_for(lambda: agent.info().attributes["stuck"] == 0)
+    wait_until(lambda: agent.info().attributes["stuck"] == 0)
     health = {k: v for k, v in agent.info().attributes.items() if k.startswith(("libvirt", "stuck"))}
     assert health == {"libvirt": "ok", "stuck": 0, "stuck_age": 0.0, "stuck_call": ""}
 
 
-def test_a_hung_libvirtd_is_reported_by_the_probe_within_two_heartbeats(setup: Any, gates: Gates) -> None:
+def test_a_hung_libvirtd_is_reported_by_the_probe_within_two_heartbeats(setup: Setup, gates: CallGates) -> None:
     agent, hv, client = setup(heartbeat=0.2)
     client.heartbeats.get(timeout=5)
     while not client.heartbeats.empty():
@@ -250,13 +133,13 @@ def test_a_hung_libvirtd_is_reported_by_the_probe_within_two_heartbeats(setup: A
     assert beats <= 2 and info.attributes["stuck_call"].endswith("virConnectGetLibVersion")
     assert still_serving(client, free=1) < 1.0
     gates.open_all()
-    assert wait_for(lambda: client.heartbeats.get(timeout=5).attributes["libvirt"] == "ok")
+    wait_until(lambda: client.heartbeats.get(timeout=5).attributes["libvirt"] == "ok")
 
 
 # --- a stuck bulk statistics call under suspend/resume ----------------------------------------------
 
 
-def test_a_stuck_bulk_statistics_call_does_not_hold_calls_samples_or_events(setup: Any, gates: Gates) -> None:
+def test_a_stuck_bulk_statistics_call_does_not_hold_calls_samples_or_events(setup: Setup, gates: CallGates) -> None:
     agent, hv, client = setup(workers=2)
     agent.sampler.timeout = 0.2
     gate = gates.close("bulk")
@@ -269,11 +152,11 @@ def test_a_stuck_bulk_statistics_call_does_not_hold_calls_samples_or_events(setu
             (answer,) = client.answer(cid)
             assert isinstance(answer, MethodResponse), answer
     assert time.monotonic() - started < 3.0  # each after-call sample waited ≤ the sampler's deadline
-    assert all(hv.state[uuid(i)] == RUNNING for i in range(8))
+    assert all(hv.state_of(uuid(i)) == RUNNING for i in range(8))
     # An event is handled (the pump re-reads and samples) while the bulk call is still stuck.
     handled = agent.pump.handled
     agent.pump.deliver(HypervisorEvent("Domain", uuid(3), "domainLifecycle", "suspended", "paused"))
-    assert wait_for(lambda: agent.pump.handled > handled, timeout=3)
+    wait_until(lambda: agent.pump.handled > handled, timeout=3)
     assert still_serving(client, free=9) < 1.0
     assert not gate.is_set()
     gate.set()
@@ -282,7 +165,7 @@ def test_a_stuck_bulk_statistics_call_does_not_hold_calls_samples_or_events(setu
 # --- a stuck look-up of a name anyone can send ---------------------------------------------------------
 
 
-def test_a_stuck_look_up_freezes_neither_queries_nor_calls(setup: Any, gates: Gates) -> None:
+def test_a_stuck_look_up_freezes_neither_queries_nor_calls(setup: Setup, gates: CallGates) -> None:
     agent, hv, client = setup(workers=2, lookup_timeout=0.3)
     ghost = "99999999-9999-4999-8999-999999999999"
     gates.close("lookup", ghost)
@@ -298,7 +181,7 @@ def test_a_stuck_look_up_freezes_neither_queries_nor_calls(setup: Any, gates: Ga
     assert isinstance(unknown, ExceptionResponse) and unknown.error_code == errors.STATUS_UNKNOWN_OBJECT
 
 
-def test_a_registry_sync_holds_no_lock_while_libvirt_answers(setup: Any, gates: Gates) -> None:
+def test_a_registry_sync_holds_no_lock_while_libvirt_answers(setup: Setup, gates: CallGates) -> None:
     agent, hv, client = setup()
     ghost = "88888888-8888-4888-8888-888888888888"
     gates.close("lookup", ghost)
@@ -306,22 +189,27 @@ def test_a_registry_sync_holds_no_lock_while_libvirt_answers(setup: Any, gates: 
     lookup.start()
     assert gates.entered[("lookup", ghost)].wait(5)
     done = threading.Event()
-    threading.Thread(target=lambda: (agent.registry.sync_all(), agent.registry.sync_object("Domain", uuid(1)),
-                                     done.set()), daemon=True).start()
+
+    def sync_the_others() -> None:
+        agent.registry.sync_all()
+        agent.registry.sync_object("Domain", uuid(1))
+        done.set()
+
+    threading.Thread(target=sync_the_others, daemon=True).start()
     assert done.wait(2)  # other syncs apply meanwhile
 
 
 # --- busy objects and timeouts --------------------------------------------------------------------------
 
 
-def test_calls_beyond_an_objects_queue_are_refused_at_once_naming_the_stuck_call(setup: Any,
-                                                                                gates: Gates) -> None:
+def test_calls_beyond_an_objects_queue_are_refused_at_once_naming_the_stuck_call(setup: Setup,
+                                                                                gates: CallGates) -> None:
     agent, hv, client = setup(object_queue=2)
     gates.close("virDomainDestroy", uuid(0))
     first = client.call(uuid(0), "destroy")
     assert gates.entered[("virDomainDestroy", uuid(0))].wait(5)
     queued = [client.call(uuid(0), "getInfo") for _ in range(2)]
-    assert wait_for(lambda: agent.apartments.busy().get(f"Domain:{uuid(0)}") == 3)
+    wait_until(lambda: agent.apartments.busy().get(f"Domain:{uuid(0)}") == 3)
     refused, took = client.timed(MethodRequest(object_id=ObjectId(f"Domain:{uuid(0)}"), method_name="suspend"))
     (busy,) = refused
     assert took < 0.5
@@ -334,10 +222,10 @@ def test_calls_beyond_an_objects_queue_are_refused_at_once_naming_the_stuck_call
     for cid in [first, *queued]:
         (answer,) = client.answer(cid)
         assert isinstance(answer, MethodResponse)
-    assert wait_for(lambda: not agent.apartments.busy())
+    wait_until(lambda: not agent.apartments.busy())
 
 
-def test_a_call_libvirt_does_not_answer_times_out_and_stays_stuck(setup: Any, gates: Gates) -> None:
+def test_a_call_libvirt_does_not_answer_times_out_and_stays_stuck(setup: Setup, gates: CallGates) -> None:
     agent, hv, client = setup(call_timeout=0.3, object_queue=1)
     gates.close("virDomainDestroy", uuid(0))
     stuck = client.call(uuid(0), "destroy")
@@ -353,17 +241,17 @@ def test_a_call_libvirt_does_not_answer_times_out_and_stays_stuck(setup: Any, ga
     assert agent.apartments.busy() == {f"Domain:{uuid(0)}": 1}
     assert unresponsive(client, 1).attributes["stuck_call"] == f"Domain:{uuid(0)} virDomainDestroy"
     gates.open_all()
-    assert wait_for(lambda: not agent.apartments.busy())
+    wait_until(lambda: not agent.apartments.busy())
     (info,) = client.answer(client.call(uuid(0), "getInfo"))
     assert isinstance(info, MethodResponse) and info.arguments["info"]["state"] == 5  # what the late call did
 
 
-def test_the_agent_wide_cap_refuses_calls_to_further_objects(setup: Any, gates: Gates) -> None:
+def test_the_agent_wide_cap_refuses_calls_to_further_objects(setup: Setup, gates: CallGates) -> None:
     agent, hv, client = setup(max_calls=3)
     for i in range(3):
         gates.close("virDomainDestroy", uuid(i))
         client.call(uuid(i), "destroy")
-    assert wait_for(lambda: len(agent.apartments.busy()) == 3)
+    wait_until(lambda: len(agent.apartments.busy()) == 3)
     (busy,) = client.request(MethodRequest(object_id=ObjectId(f"Domain:{uuid(5)}"), method_name="getInfo"))
     assert isinstance(busy, ExceptionResponse) and busy.error_code == errors.STATUS_BUSY
     assert busy.error_text.startswith("agent busy: 3 objects have libvirt calls in flight")
@@ -373,7 +261,7 @@ def test_the_agent_wide_cap_refuses_calls_to_further_objects(setup: Any, gates: 
 # --- events behind a stuck object ------------------------------------------------------------------------
 
 
-def test_an_event_on_a_stuck_object_delays_the_others_by_the_read_wait_at_most(setup: Any, gates: Gates) -> None:
+def test_an_event_on_a_stuck_object_delays_the_others_by_the_read_wait_at_most(setup: Setup, gates: CallGates) -> None:
     agent, hv, client = setup()
     agent.pump.read_wait = 0.2
     gates.close("virDomainDestroy", uuid(0))
@@ -384,9 +272,10 @@ def test_an_event_on_a_stuck_object_delays_the_others_by_the_read_wait_at_most(s
     agent.pump.deliver(HypervisorEvent("Domain", uuid(0), "domainLifecycle", "stopped", "destroyed"))
     hv.domains[1] = DomainIdentity(uuid(1), "dom1", 77)
     agent.pump.deliver(HypervisorEvent("Domain", uuid(1), "domainLifecycle", "started", "booted"))
-    assert wait_for(lambda: agent.pump.handled >= handled + 2, timeout=3)
+    wait_until(lambda: agent.pump.handled >= handled + 2, timeout=3)
     assert time.monotonic() - started < 1.5
-    assert agent.registry.get(f"Domain:{uuid(1)}").identity.id == 77  # type: ignore[union-attr]
+    entry = agent.registry.get(f"Domain:{uuid(1)}")
+    assert entry is not None and isinstance(entry.identity, DomainIdentity) and entry.identity.id == 77
 
 
 # --- the parts on their own --------------------------------------------------------------------------------
@@ -402,8 +291,12 @@ def test_apartment_deadlines_and_health_with_a_fake_clock() -> None:
     assert tracker.health(8.0).attributes() == {"libvirt": "ok", "stuck": 0, "stuck_age": 0.0, "stuck_call": ""}
     apartments = Apartments(queue=0, max_threads=1)
     release = threading.Event()
-    ticket = apartments.submit("Domain:x", "destroy", lambda t: release.wait(5), timeout=5)
-    assert wait_for(lambda: ticket.started is not None)
+
+    def stuck(ticket: Ticket) -> None:
+        release.wait(5)
+
+    ticket = apartments.submit("Domain:x", "destroy", stuck, timeout=5)
+    wait_until(lambda: ticket.started is not None)
     with pytest.raises(errors.ObjectBusyError, match=r"object busy: Domain:x has 1 libvirt call stuck, the "
                                                      r"oldest destroy for \d"):
         apartments.submit("Domain:x", "getInfo", lambda t: None, timeout=5)
@@ -413,25 +306,24 @@ def test_apartment_deadlines_and_health_with_a_fake_clock() -> None:
 
 
 def test_a_sample_never_waits_for_a_stuck_pass_nor_is_overwritten_by_it() -> None:
-    from .test_push_units import StatsHypervisor, make_sampler, uuid_of
-
-    hv = StatsHypervisor(2)
-    gate = hv.blocked[uuid_of(0)] = threading.Event()
+    hv = FakeHypervisor.with_running_domains(2)
+    gate = hv.gates.close("virDomainGetInfo", uuid(0))
     sampler, published = make_sampler(hv, timeout=5.0)  # the periodic pass may wait 5 s for domain 0
     try:
         periodic = threading.Thread(target=sampler.sample, args=("Domain",), daemon=True)
         periodic.start()  # reads domain 1 (running) at once, then waits for domain 0
-        assert wait_for(lambda: hv.calls.count(uuid_of(0)) == 1 and uuid_of(1) in hv.calls)
-        hv.info[uuid_of(1)][0] = PAUSED  # a call paused it; the sample after the call:
+        wait_until(lambda: hv.called("virDomainGetInfo").count(uuid(0)) == 1
+                   and uuid(1) in hv.called("virDomainGetInfo"))
+        hv.info[uuid(1)][0] = PAUSED  # a call paused it; the sample after the call:
         started = time.monotonic()
-        sampler.sample("Domain", [uuid_of(1)])
+        sampler.sample("Domain", [uuid(1)])
         assert time.monotonic() - started < 1.0  # not behind the stuck pass
-        assert sampler.latest(f"Domain:{uuid_of(1)}")["state"] == PAUSED  # type: ignore[index]
+        assert latest_state(sampler, uuid(1)) == PAUSED
         gate.set()
         periodic.join(5)
         # The pass that began before the call ended after it: its older value for domain 1 was not applied.
-        assert sampler.latest(f"Domain:{uuid_of(1)}")["state"] == PAUSED  # type: ignore[index]
-        assert [b.columns["state"] for b in published.batches if uuid_of(1) in b.keys][-1] == [PAUSED]
+        assert latest_state(sampler, uuid(1)) == PAUSED
+        assert [b.columns["state"] for b in published.batches if uuid(1) in b.keys][-1] == [PAUSED]
     finally:
         gate.set()
         sampler.stop()

@@ -9,40 +9,35 @@ import pytest
 
 from virtq.console import Console
 from virtq.schema import errors
-from virtq.schema.codec import AgentInfo, QueryRequest, decode, now_ns
-
-from ..helpers import RecordingTransport
+from virtq.schema.codec import AgentInfo, QueryRequest, now_ns
+from virtq.testing import RecordingTransport, wait_until
 
 AGENT = "libvirt.org:virtq:fleet-00007"
 
 
-class Silent(RecordingTransport):
-    def queries(self) -> int:
-        with self.lock:
-            return sum(1 for w in self.sent if isinstance(decode(w), QueryRequest))
-
-
 def test_an_agent_whose_first_load_failed_is_loaded_at_its_next_heartbeat() -> None:
     console = Console(timeout=0.2)
-    transport = Silent()
+    transport = RecordingTransport()  # it never answers
+
+    def queries() -> int:
+        return len(transport.messages(QueryRequest))
+
     info = AgentInfo(AGENT, 3, 1, now_ns())
     with pytest.raises(errors.CallTimeoutError):
-        console._load_agent(info, "url", transport)  # the first load: no answer in time
-    assert transport.queries() == 1 and console.agents.by_name(AGENT) is not None
-    console._heartbeat(info, "url", transport)  # known, same epoch, not lost: only the failed load to repair
-    deadline = time.monotonic() + 2
-    while transport.queries() < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert transport.queries() == 2
+        console.loading.load(info, "url", transport)  # the first load: no answer in time
+    assert queries() == 1 and console.agents.by_name(AGENT) is not None
+    console.loading.heartbeat(info, "url", transport)  # known, same epoch, not lost: only the failed load to repair
+    wait_until(lambda: queries() >= 2, 2)
+    assert queries() == 2
     # a retry still running is not doubled by the next heartbeat
-    console._resyncing.add(AGENT)
-    console._heartbeat(info, "url", transport)
+    console.loading.reading.add(AGENT)
+    console.loading.heartbeat(info, "url", transport)
     time.sleep(0.3)
-    assert transport.queries() == 2
-    console._resyncing.discard(AGENT)
+    assert queries() == 2
+    console.loading.reading.discard(AGENT)
     # once loaded, heartbeats load nothing
-    console._loaded.add(AGENT)
-    console._heartbeat(info, "url", transport)
+    console.loading.loaded.add(AGENT)
+    console.loading.heartbeat(info, "url", transport)
     time.sleep(0.3)
-    assert transport.queries() == 2
+    assert queries() == 2
     console.close()

@@ -182,3 +182,26 @@ def test_stopped_transport_neither_sends_nor_receives(bus: MemoryBus) -> None:
     agent_side.send(WireMessage(TOPIC, {}, "lost too", heartbeat_subject()))
     assert witness_inbox.get(timeout=5).body == "lost too"  # the bus has handled both by now
     assert console_inbox.empty() and agent_inbox.empty()
+
+
+def test_consoles_reach_the_bus_while_an_agent_transport_runs(bus: MemoryBus) -> None:
+    """As a direct connection to an agent's listener: no start without one, told False when the last one
+    stops and True when one starts again (the transport contract checks the stop on every transport)."""
+    with pytest.raises(NotConnectedError):
+        bus.console_transport().start(lambda wire: None)
+    first, second = bus.agent_transport(), bus.agent_transport()
+    collect(first)
+    collect(second)
+    console_side = bus.console_transport()
+    states: "queue.Queue[bool]" = queue.Queue()
+    console_side.start(lambda wire: None, states.put)
+    assert states.get(timeout=5) is True
+    first.stop()
+    console_side.send(WireMessage(direct_address("a"), {}, {}))  # the second one still listens
+    second.stop()
+    assert states.get(timeout=5) is False and not console_side.connected
+    with pytest.raises(NotConnectedError):
+        console_side.send(WireMessage(direct_address("a"), {}, {}))
+    collect(bus.agent_transport())
+    assert states.get(timeout=5) is True and console_side.connected
+    assert states.empty()

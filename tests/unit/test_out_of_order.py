@@ -12,6 +12,7 @@ outage.)"""
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 from virtq.console import Console
 from virtq.console.repository import AgentView
@@ -28,7 +29,7 @@ RUNNING, PAUSED, SHUTOFF = 1, 3, 5
 
 def _console() -> Console:
     console = Console()
-    console.agents._put(AGENT, AgentView(AGENT, 5, 1))
+    console.agents.put(AGENT, AgentView(AGENT, 5, 1))
     return console
 
 
@@ -43,7 +44,7 @@ def _stats(sample_ts: int, **columns: int) -> StatsBatch:
 
 def test_a_record_older_than_the_sample_held_keeps_the_newer_statistics() -> None:
     console = _console()
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([_record(100, state=RUNNING, cpuTime=7)])
     # destroyed: the agent pushes the record (made at 200, with the statistics it had: running) and then
     # samples (300: shut off); through a broker the sample can arrive first
@@ -59,7 +60,7 @@ def test_a_record_older_than_the_sample_held_keeps_the_newer_statistics() -> Non
 
 def test_a_query_answer_brings_the_latest_statistics_of_an_old_record() -> None:
     console = _console()
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([_record(100, state=RUNNING)])
     updater.apply_stats(AGENT, [_stats(500, state=RUNNING, cpuTime=7)])
     # the broker goes away; the domain is suspended (sampled at 600: lost); the console re-queries
@@ -75,7 +76,7 @@ def test_a_query_answer_brings_the_latest_statistics_of_an_old_record() -> None:
 
 def test_a_sample_received_after_the_query_went_out_is_kept() -> None:
     console = _console()
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([_record(100, state=RUNNING)])
     sent = time.monotonic()
     updater.apply_stats(AGENT, [_stats(700, state=PAUSED)])  # overtook the answer
@@ -144,7 +145,7 @@ def test_a_sample_that_comes_before_the_query_answer_is_applied_when_the_object_
     (its topic queue); the agent pushes only what changes, so that sample must not be lost (CI found it:
     250 domains stayed without a state until their next change)."""
     console = _console()
-    updater = console._updater
+    updater = console.updater
     updater.apply_stats(AGENT, [_stats(300, state=RUNNING, cpuTime=7)])
     updater.apply_stats(AGENT, [_stats(200, maxMem=1024, state=SHUTOFF)])  # an older one, later: loses
     assert console.domains.by_id(DOM) is None
@@ -159,7 +160,7 @@ def test_a_sample_that_comes_before_the_query_answer_is_applied_when_the_object_
 
 def test_held_samples_of_another_epoch_or_a_removed_object_are_not_applied() -> None:
     console = _console()
-    updater = console._updater
+    updater = console.updater
     stale = StatsBatch(SCHEMA.cls("Domain").schema_id, 4, 300, (UUID,), {"state": [RUNNING]})
     updater.apply_stats(AGENT, [stale])  # dropped: the agent is at epoch 5
     updater.apply_records([_record(100)])
@@ -175,7 +176,7 @@ def test_held_samples_of_another_epoch_or_a_removed_object_are_not_applied() -> 
 
 def test_a_resync_frees_samples_held_for_objects_the_agent_did_not_answer() -> None:
     console = _console()
-    updater = console._updater
+    updater = console.updater
     updater.apply_stats(AGENT, [_stats(300, state=RUNNING)])
     updater.remove_missing(AGENT, set(), before=1000)
     updater.apply_records([_record(1100)])
@@ -187,7 +188,7 @@ def test_a_resync_removes_what_the_agent_no_longer_has_whatever_the_agents_clock
     """Agents stamp records with their own clock, on another machine; which objects a resync removes is
     decided by the console's clock alone (when the query went out, when each record was applied)."""
     console = _console()
-    updater = console._updater
+    updater = console.updater
     ahead = time.time_ns() + 3600 * 10**9  # the agent's clock an hour ahead of ours
     updater.apply_records([_record(ahead)])
     query_sent = time.monotonic()
@@ -197,3 +198,20 @@ def test_a_resync_removes_what_the_agent_no_longer_has_whatever_the_agents_clock
     updater.apply_records([_record(ahead + 1)])
     updater.remove_missing(AGENT, set(), before=query_sent)
     assert console.domains.by_id(DOM) is not None
+
+
+def test_statistics_observers_see_each_message_after_it_is_applied() -> None:
+    """The hook benchmarks time the lag from sample to repository with: called after the apply, with every
+    batch of the message, including those the updater dropped (an old epoch) or held."""
+    console = _console()
+    updater = console.updater
+    seen = []
+
+    def observe(agent: str, batches: Sequence[StatsBatch]) -> None:
+        obj = console.domains.by_id(DOM)
+        seen.append((agent, [b.sample_ts for b in batches], obj.stats.get("cpuTime") if obj else None))
+
+    updater.stats_observers.append(observe)
+    updater.apply_records([_record(100, state=RUNNING, cpuTime=7)])
+    updater.apply_stats(AGENT, iter([_stats(300, cpuTime=8), _stats(310, cpuTime=9)]))
+    assert seen == [(AGENT, [300, 310], 9)]

@@ -13,10 +13,11 @@ from virtq.agent.access import Access
 from virtq.agent.hypervisor import DomainIdentity, Identity, NodeIdentity, PoolIdentity, VolumeIdentity
 from virtq.agent.policy import (ANONYMOUS, OPERATOR, Policy, PolicyError, builtin_roles, default_policy,
                                 is_read_only, known_permissions)
-from virtq.agent.registry import Entry, object_name
+from virtq.agent.registry import Entry, Registry
 from virtq.schema import default_schema
 from virtq.schema.errors import AccessDeniedError
 from virtq.schema.model import Method
+from virtq.testing import FakeHypervisor
 
 SCHEMA = default_schema()
 KNOWN = sorted(known_permissions(SCHEMA))
@@ -93,36 +94,40 @@ def test_defaults_by_exposure() -> None:
     exposed = default_policy(SCHEMA, "test:///default", exposed=True)
     assert exposed.grant_for(None) is None and exposed.grant_for("anyone") is None
     demo = default_policy(SCHEMA, "test:///default", exposed=False)
-    assert demo.grant_for(None) is not None and demo.grant_for(None).allows("domain:delete")  # type: ignore[union-attr]
+    anyone = demo.grant_for(None)
+    assert anyone is not None and anyone.allows("domain:delete")
     real = default_policy(SCHEMA, "qemu:///system", exposed=False)
     grant = real.grant_for(None)
     assert grant is not None and grant.allows("domain:read") and not grant.allows("domain:stop")
-    assert real.grant_for("cert-cn") is not None and not real.grant_for("cert-cn").allows("domain:stop")  # type: ignore[union-attr]
+    certified = real.grant_for("cert-cn")
+    assert certified is not None and not certified.allows("domain:stop")
 
 
 # --- fuzz: the access check never allows what the policy does not grant ---------------------------
 
-class _Registry:
-    agent_name = "libvirt.org:virtq:fuzz"
-
-    def __init__(self, identities: List[Identity]) -> None:
-        self.entries = {object_name(i): Entry(object_name(i).split(":")[0], object_name(i).split(":", 1)[1], i, 1, 1)
-                        for i in identities}
-
-    def get(self, name: str) -> Optional[Entry]:
-        return self.entries.get(name)
-
-
 POOLS = [PoolIdentity("00000000-0000-0000-0000-00000000000a", "images"),
          PoolIdentity("00000000-0000-0000-0000-00000000000b", "tenant-pool")]
+NODE = NodeIdentity("00000000-0000-0000-0000-000000000001", "hv", "qemu:///system")
 OBJECTS: List[Identity] = [
-    NodeIdentity("00000000-0000-0000-0000-000000000001", "hv", "qemu:///system"),
+    NODE,
     *[DomainIdentity(f"00000000-0000-0000-0000-0000000001{i:02d}", name, i)
       for i, name in enumerate(["web1", "web2", "db1", "build", "tenant-x"])],
     *POOLS,
     VolumeIdentity("/images/a.img", "a.img", "/images/a.img", POOLS[0].uuid),
     VolumeIdentity("/tenant/b.img", "b.img", "/tenant/b.img", POOLS[1].uuid),
 ]
+
+
+def objects_registry() -> Registry:
+    """A registry holding OBJECTS (read from a fake hypervisor that has just them)."""
+    hv = FakeHypervisor([i for i in OBJECTS if isinstance(i, DomainIdentity)], POOLS,
+                        [i for i in OBJECTS if isinstance(i, VolumeIdentity)], node=NODE, events=False)
+    registry = Registry(SCHEMA, hv, "libvirt.org:virtq:fuzz", 1)
+    registry.sync_all()
+    assert {e.identity for e in registry.entries()} == set(OBJECTS)
+    return registry
+
+
 GLOBS = ["web*", "db?", "*", "tenant-*", "nothing", "images", "b*"]
 
 
@@ -183,12 +188,12 @@ def _reference(text: str, principal: Optional[str], entry: Entry, method: Method
 
 def test_fuzz_the_access_check_never_allows_what_the_policy_does_not_grant() -> None:
     rng = random.Random(20261203)
-    registry = _Registry(OBJECTS)
-    entries = list(registry.entries.values())
+    registry = objects_registry()
+    entries = sorted(registry.entries(), key=lambda e: OBJECTS.index(e.identity))  # the seed's order
     allowed = denied = 0
     for _ in range(300):
         text = _random_policy(rng)
-        access = Access(Policy.parse(text, SCHEMA), registry)  # type: ignore[arg-type]
+        access = Access(Policy.parse(text, SCHEMA), registry)
         for _ in range(40):
             entry = rng.choice(entries)
             method = rng.choice(list(SCHEMA.cls(entry.class_name).methods.values()))
@@ -216,7 +221,7 @@ def test_read_only_is_what_libvirt_grants_a_read_only_connection() -> None:
 def test_access_denied_carries_libvirts_code() -> None:
     import libvirt  # the adapter's import; here only to read libvirt's own constant
     assert libvirt.VIR_ERR_ACCESS_DENIED == 88 != libvirt.VIR_ERR_OPERATION_INVALID
-    access = Access(Policy.nobody("nothing"), _Registry(OBJECTS))  # type: ignore[arg-type]
+    access = Access(Policy.nobody("nothing"), objects_registry())
     with pytest.raises(AccessDeniedError) as info:
         access.grant(None)
     assert info.value.error_code == 0x10000 + 88 and info.value.libvirt_code == 88

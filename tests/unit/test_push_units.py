@@ -12,102 +12,39 @@ import time
 import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence
 
 import pytest
 
 from virtq.agent.configgen import ConfigGenerations, event_changes_config, method_changes_config
 from virtq.agent.events import EventPump
-from virtq.agent.hypervisor import (DomainIdentity, Hypervisor, HypervisorEvent, Identity, NodeIdentity, PoolIdentity,
-                                    VolumeIdentity)
+from virtq.agent.hypervisor import DomainIdentity, HypervisorEvent
 from virtq.agent.registry import Registry
-from virtq.agent.sampler import Sampler
+from virtq.agent.sampler import SampleReport, Sampler
 from virtq.console import Console
 from virtq.console.events import (DomainStateChanged, Event, LibvirtEvent, ObjectAdded, ObjectRemoved, Overflowed,
                                   StatsUpdated)
-from virtq.console.jobs import Apartments
+from virtq.console._jobs import Apartments
 from virtq.console.repository import AgentView
 from virtq.console.subscriptions import Subscription
 from virtq.schema import default_schema
-from virtq.schema.codec import (TOPIC, DataRecord, EventRecord, ObjectId, StatsBatch, StatsIndication, decode,
-                                stats_subject)
+from virtq.schema.codec import (TOPIC, DataIndication, DataRecord, EventRecord, ObjectId, StatsBatch, StatsIndication,
+                                decode, stats_subject)
+from virtq.testing import PAUSED, RUNNING, SHUTOFF, FakeHypervisor, RecordingTransport, wait_until
+from virtq.testing import numbered_uuid as uuid_of
 from virtq.transport._convert import roundtrip, to_proton
 
-from ..helpers import RecordingTransport
+from .sampling import make_sampler
 
 SCHEMA = default_schema()
 AGENT = "libvirt.org:virtq:11111111-1111-4111-8111-111111111111"
-NODE = NodeIdentity("11111111-1111-4111-8111-111111111111", "fakehost", "fake:///")
-RUNNING, PAUSED, SHUTOFF = 1, 3, 5
-
-
-def uuid_of(i: int) -> str:
-    return f"00000000-0000-4000-8000-{i:012d}"
-
-
-class StatsHypervisor(Hypervisor):
-    """Domains with virDomainGetInfo values the test sets; a domain's call can be made to block."""
-
-    uri = "fake:///"
-
-    def __init__(self, count: int) -> None:
-        self.info: Dict[str, List[int]] = {uuid_of(i): [RUNNING, 65536, 65536, 1, 1_000_000_000 * i]
-                                           for i in range(count)}
-        self.blocked: Dict[str, threading.Event] = {}
-        self.calls: List[str] = []
-        self.bulk: Dict[str, Dict[str, int]] = {}
-
-    def node(self) -> NodeIdentity:
-        return NODE
-
-    def list_domains(self) -> List[DomainIdentity]:
-        return [DomainIdentity(u, f"dom{i}", i + 1) for i, u in enumerate(self.info)]
-
-    def list_pools(self) -> List[PoolIdentity]:
-        return []
-
-    def list_volumes(self, pool_uuid: str) -> List[VolumeIdentity]:
-        return []
-
-    def lookup(self, class_name: str, key: str) -> Optional[Identity]:
-        return next((d for d in self.list_domains() if d.uuid == key), None)
-
-    def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
-        assert function == "virDomainGetInfo" and key is not None
-        self.calls.append(key)
-        gate = self.blocked.get(key)
-        if gate is not None:
-            assert gate.wait(10), "a blocked call was never released"
-        return list(self.info[key])
-
-    def bulk_domain_info(self) -> Dict[str, Dict[str, int]]:
-        return dict(self.bulk)
-
-    def close(self) -> None:
-        pass
-
-
-class Published:
-    def __init__(self) -> None:
-        self.batches: List[StatsBatch] = []
-
-    def __call__(self, batches: Sequence[StatsBatch]) -> None:
-        self.batches.extend(batches)
-
-
-def make_sampler(hv: StatsHypervisor, timeout: float = 0.2) -> "tuple[Sampler, Published]":
-    registry = Registry(SCHEMA, hv, AGENT, 3)
-    registry.sync_all()
-    published = Published()
-    sampler = Sampler(SCHEMA, registry, hv, published, interval=10, timeout=timeout)
-    return sampler, published
 
 
 # --- the sampler ----------------------------------------------------------------------------------
 
 
 def test_sampler_pushes_only_changed_fields_and_nothing_when_nothing_changed() -> None:
-    hv = StatsHypervisor(3)
+    hv = FakeHypervisor.with_running_domains(3)
     sampler, published = make_sampler(hv)
     try:
         first = sampler.sample("Domain")
@@ -133,7 +70,7 @@ def test_sampler_pushes_only_changed_fields_and_nothing_when_nothing_changed() -
 
 
 def test_sampler_sparse_columns_for_different_changes() -> None:
-    hv = StatsHypervisor(3)
+    hv = FakeHypervisor.with_running_domains(3)
     sampler, published = make_sampler(hv)
     try:
         sampler.sample("Domain")
@@ -150,26 +87,26 @@ def test_sampler_sparse_columns_for_different_changes() -> None:
 
 
 def test_sampler_uses_bulk_values_and_asks_only_the_rest() -> None:
-    hv = StatsHypervisor(3)
+    hv = FakeHypervisor.with_running_domains(3)
     fields = ("state", "maxMem", "memory", "nrVirtCpu", "cpuTime")
     hv.bulk = {uuid_of(0): dict(zip(fields, hv.info[uuid_of(0)])), uuid_of(1): dict(zip(fields, hv.info[uuid_of(1)]))}
     sampler, published = make_sampler(hv)
     try:
         report = sampler.sample("Domain")
-        assert hv.calls == [uuid_of(2)]  # only the domain the bulk call left out
+        assert hv.called("virDomainGetInfo") == [uuid_of(2)]  # only the domain the bulk call left out
         assert report.libvirt_calls == 2 and report.changed == 3
-        # a targeted sample (after an event or a call) asks just that domain, never in bulk
+        # a targeted sample (after an event or a call) asks just those domains: in bulk, the rest one by one
         hv.calls.clear()
-        sampler.sample("Domain", [uuid_of(0)])
-        assert hv.calls == [uuid_of(0)]
+        sampler.sample("Domain", [uuid_of(0), uuid_of(2)])
+        assert hv.called("virDomainGetInfo") == [uuid_of(2)]
     finally:
         sampler.stop()
 
 
 def test_stuck_domain_is_skipped_reported_and_sampled_again_once_it_answers() -> None:
-    hv = StatsHypervisor(4)
+    hv = FakeHypervisor.with_running_domains(4)
     stuck = uuid_of(2)
-    gate = hv.blocked[stuck] = threading.Event()
+    gate = hv.gates.close("virDomainGetInfo", stuck)
     sampler, published = make_sampler(hv, timeout=0.1)
     try:
         started = time.monotonic()
@@ -183,7 +120,7 @@ def test_stuck_domain_is_skipped_reported_and_sampled_again_once_it_answers() ->
         published.batches.clear()
         hv.info[uuid_of(0)][4] += 1
         report = sampler.sample("Domain")
-        assert report.skipped == (f"Domain:{stuck}",) and hv.calls.count(stuck) == 1
+        assert report.skipped == (f"Domain:{stuck}",) and hv.called("virDomainGetInfo").count(stuck) == 1
         assert [b.keys for b in published.batches] == [(uuid_of(0),)]
         assert sampler.reports[-1] == report
 
@@ -191,7 +128,7 @@ def test_stuck_domain_is_skipped_reported_and_sampled_again_once_it_answers() ->
         assert wait_until(lambda: not sampler._stuck)
         published.batches.clear()
         report = sampler.sample("Domain")
-        assert report.skipped == () and hv.calls.count(stuck) == 2
+        assert report.skipped == () and hv.called("virDomainGetInfo").count(stuck) == 2
         assert [b.keys for b in published.batches] == [(stuck,)]  # sampled again, pushed at last
     finally:
         gate.set()
@@ -199,16 +136,18 @@ def test_stuck_domain_is_skipped_reported_and_sampled_again_once_it_answers() ->
 
 
 def test_sampler_forgets_removed_domains() -> None:
-    hv = StatsHypervisor(2)
+    hv = FakeHypervisor.with_running_domains(2)
     sampler, published = make_sampler(hv)
     try:
         sampler.sample("Domain")
         gone = uuid_of(1)
+        identity = hv.domains.pop(1)
         info = hv.info.pop(gone)
         sampler._registry.sync_all()
         sampler.sample("Domain")
         assert sampler.latest(f"Domain:{gone}") is None
-        hv.info[gone] = info  # back (re-defined): its values are new to consoles, pushed in full
+        hv.domains.append(identity)  # back (re-defined): its values are new to consoles, pushed in full
+        hv.info[gone] = info
         sampler._registry.sync_all()
         published.batches.clear()
         sampler.sample("Domain")
@@ -216,15 +155,6 @@ def test_sampler_forgets_removed_domains() -> None:
         assert batch.keys == (gone,) and len(batch.columns) == 5
     finally:
         sampler.stop()
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return bool(predicate())
 
 
 # --- the `_stats` wire budget ---------------------------------------------------------------------
@@ -250,7 +180,7 @@ def test_stats_of_40_running_domains_cost_at_most_60_bytes_each() -> None:
 
 
 def test_sampler_output_for_40_running_domains_meets_the_budget() -> None:
-    hv = StatsHypervisor(40)
+    hv = FakeHypervisor.with_running_domains(40)
     sampler, published = make_sampler(hv)
     try:
         sampler.sample("Domain")
@@ -275,15 +205,26 @@ def test_sampler_output_for_40_running_domains_meets_the_budget() -> None:
 def console() -> Console:
     """A console that was never started: its updater is driven by hand (as the ingest thread would)."""
     console = Console()
-    console.agents._put(AGENT, AgentView(AGENT, 5, 1))
+    console.agents.put(AGENT, AgentView(AGENT, 5, 1))
     return console
 
 
-def collect(console: Console) -> List[Event]:
-    events: List[Event] = []
-    console._emit = events.append  # type: ignore[method-assign]
-    console._updater._emit = events.append
-    return events
+class Collected:
+    """The events a console emitted, in order: a queue subscription (filled on the emitting thread),
+    drained whenever it is read."""
+
+    def __init__(self, console: Console) -> None:
+        self._subscription = console.subscribe()
+        self._seen: List[Event] = []
+
+    def __iter__(self) -> Iterator[Event]:
+        while (event := self._subscription.get(0)) is not None:
+            self._seen.append(event)
+        return iter(list(self._seen))
+
+
+def collect(console: Console) -> Collected:
+    return Collected(console)
 
 
 DOM = ObjectId(f"Domain:{uuid_of(1)}", AGENT, 5)
@@ -305,17 +246,17 @@ def lifecycle(event: str, detail: str, timestamp: int = 0) -> EventRecord:
 
 
 def test_an_older_record_never_overwrites_a_newer_one(console: Console) -> None:
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([record(200, name="new", gen=2)])
     updater.apply_records([record(150, name="old", gen=1)])  # arrives late
-    assert console.domains.by_id(DOM).name == "new"  # type: ignore[union-attr]
+    assert console.lookup(DOM).name == "new"
     updater.apply_records([record(250, name="newer", gen=3)])
-    assert console.domains.by_id(DOM).name == "newer"  # type: ignore[union-attr]
+    assert console.lookup(DOM).name == "newer"
 
 
 def test_an_older_sample_never_overwrites_a_newer_one(console: Console) -> None:
     events = collect(console)
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([record(100, state=RUNNING)])  # as a query answer: with the latest statistics
     updater.apply_stats(AGENT, [stats(2_000, cpuTime=20, state=RUNNING)])
     updater.apply_stats(AGENT, [stats(1_000, cpuTime=10, state=PAUSED)])  # older: ignored entirely
@@ -328,18 +269,18 @@ def test_an_older_sample_never_overwrites_a_newer_one(console: Console) -> None:
 
 
 def test_statistics_of_another_epoch_are_dropped(console: Console) -> None:
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([record(100)])
     updater.apply_stats(AGENT, [stats(2_000, epoch=4, cpuTime=99)])  # the agent's previous life
     obj = console.domains.by_id(DOM)
     assert obj is not None and "cpuTime" not in obj.stats
     updater.apply_stats(AGENT, [stats(2_000, epoch=5, cpuTime=42)])
-    assert console.domains.by_id(DOM).cpuTime == 42  # type: ignore[union-attr]
+    assert console.lookup(DOM).cpuTime == 42
 
 
 def test_records_from_before_a_deletion_do_not_resurrect_the_object(console: Console) -> None:
     events = collect(console)
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([record(100)])
     updater.apply_records([record(300, delete_ts=300)])
     assert console.domains.by_id(DOM) is None
@@ -349,13 +290,13 @@ def test_records_from_before_a_deletion_do_not_resurrect_the_object(console: Con
     assert console.domains.by_id(DOM) is None
     assert [type(e) for e in events] == [ObjectAdded, ObjectRemoved]
     updater.apply_records([record(500, name="again")])  # defined again after the deletion
-    assert console.domains.by_id(DOM).name == "again"  # type: ignore[union-attr]
+    assert console.lookup(DOM).name == "again"
     assert [type(e) for e in events] == [ObjectAdded, ObjectRemoved, ObjectAdded]
 
 
 def test_state_change_reason_comes_from_the_lifecycle_event(console: Console) -> None:
     events = collect(console)
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([record(100, state=RUNNING)])
     updater.apply_events(AGENT, [lifecycle("suspended", "paused")])
     updater.apply_stats(AGENT, [stats(2_000, state=PAUSED)])
@@ -368,7 +309,7 @@ def test_a_late_lifecycle_event_does_not_explain_a_later_transition(console: Con
     """The state can be pushed before libvirt's event (a call samples at once): that event's reason
     must not be given to the next, unrelated, transition."""
     events = collect(console)
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([record(100, state=RUNNING)])
     updater.apply_stats(AGENT, [stats(2_000, state=PAUSED)])  # sampled before the event arrived
     updater.apply_events(AGENT, [lifecycle("suspended", "paused")])  # late
@@ -385,7 +326,7 @@ def test_a_lagging_event_does_not_explain_a_later_transition_to_the_same_state(c
     """Calls push their samples at once; libvirt's events may come several changes later. The resume's
     event, arriving after the domain was destroyed, must not explain the following create."""
     events = collect(console)
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([record(100, state=PAUSED)])
     updater.apply_stats(AGENT, [stats(3_000, state=RUNNING)])  # resumed (the call's own sample)
     updater.apply_stats(AGENT, [stats(4_000, state=SHUTOFF)])  # destroyed
@@ -402,7 +343,7 @@ def test_a_lagging_event_does_not_explain_a_later_transition_to_the_same_state(c
 
 def test_a_job_explains_the_change_its_call_caused(console: Console) -> None:
     events = collect(console)
-    updater = console._updater
+    updater = console.updater
     updater.apply_records([record(100, state=RUNNING)])
     with console.apartments.run(console, DOM, "suspend") as job:
         updater.apply_stats(AGENT, [stats(2_000, state=PAUSED)])
@@ -532,16 +473,29 @@ def test_config_events() -> None:
 
 def test_generations_persist_and_are_never_reused(tmp_path: Path) -> None:
     gens = ConfigGenerations(tmp_path)
-    a, b = gens.get("Domain:a"), gens.get("Domain:b")
-    assert a != b and gens.get("Domain:a") == a  # stable while nothing changes
+    a, b = gens.assign("Domain:a"), gens.assign("Domain:b")
+    assert a != b and gens.get("Domain:a") == gens.assign("Domain:a") == a  # stable while nothing changes
     bumped = gens.bump("Domain:a")
-    gens.forget(["Domain:b"])
+    gens.forget("Domain:b")
+    assert gens.get("Domain:b") == 0  # (none: what a record of a vanished object carries)
+    assert not (tmp_path / ConfigGenerations.FILE).exists()  # reading and changing write nothing ...
+    gens.save()  # ... until the registry saves, before it hands out records
     again = ConfigGenerations(tmp_path)  # the agent restarted
     assert again.get("Domain:a") == bumped
-    assert again.get("Domain:b") not in (a, b, bumped)  # a re-defined object gets a new value
+    assert again.assign("Domain:b") not in (a, b, bumped)  # a re-defined object gets a new value
     (tmp_path / ConfigGenerations.FILE).write_text("{not json")
     broken = ConfigGenerations(tmp_path)
-    assert broken.get("Domain:a") > bumped  # unreadable state: new values, still never an old one
+    assert broken.assign("Domain:a") > bumped  # unreadable state: new values, still never an old one
+
+
+def test_the_registry_saves_generations_before_it_returns_records(tmp_path: Path) -> None:
+    hv = FakeHypervisor.with_running_domains(2)
+    registry = Registry(SCHEMA, hv, AGENT, 3, ConfigGenerations(tmp_path))
+    records = registry.sync_all()
+    saved = ConfigGenerations(tmp_path)  # what a restart would read now
+    assert all(saved.get(r.object_id.object_name) == r.values["configGen"] != 0 for r in records)
+    (bumped,) = registry.bump_config(records[-1].object_id.object_name)
+    assert ConfigGenerations(tmp_path).get(bumped.object_id.object_name) == bumped.values["configGen"]
 
 
 # --- events: every kind libvirt has, and what the pump does with them --------------------------------
@@ -550,7 +504,8 @@ def test_generations_persist_and_are_never_reused(tmp_path: Path) -> None:
 def test_every_event_kind_of_this_libvirt_is_registered_and_in_the_schema() -> None:
     import libvirt
 
-    from virtq.agent.libvirt_adapter import DOMAIN_EVENT_KINDS, POOL_EVENT_KINDS, LibvirtHypervisor, event_name
+    from virtq.agent.libvirt_adapter import LibvirtHypervisor
+    from virtq.agent.libvirt_events import DOMAIN_EVENT_KINDS, POOL_EVENT_KINDS, event_name
 
     domain_ids = {n[len("VIR_DOMAIN_EVENT_ID_"):] for n in dir(libvirt) if n.startswith("VIR_DOMAIN_EVENT_ID_")}
     pool_ids = {n[len("VIR_STORAGE_POOL_EVENT_ID_"):] for n in dir(libvirt)
@@ -577,26 +532,32 @@ class Pushed:
         self.events: List[EventRecord] = []
         self.sampled: List[str] = []
 
+    def push_records(self, records: Sequence[DataRecord]) -> None:
+        self.records.append(list(records))
 
-def make_pump(hv: StatsHypervisor) -> "tuple[EventPump, Registry, Pushed]":
+
+def make_pump(hv: FakeHypervisor) -> "tuple[EventPump, Registry, Pushed]":
     registry = Registry(SCHEMA, hv, AGENT, 3)
     registry.sync_all()
     pushed = Pushed()
 
-    class NoSampler:
-        def sample(self, class_name: str, keys: Optional[Sequence[str]] = None) -> None:
-            pushed.sampled += list(keys or [])
+    class NoSampler(Sampler):
+        """Samples nothing: records the objects the pump asks it to sample."""
 
-    pump = EventPump(SCHEMA, registry, NoSampler(), pushed.records.append,  # type: ignore[arg-type]
+        def sample(self, class_name: str, keys: Optional[Sequence[str]] = None) -> SampleReport:
+            pushed.sampled += list(keys or [])
+            return SampleReport(class_name, 0, 0, (), 0)
+
+    pump = EventPump(registry, NoSampler(registry, hv, lambda batches: None), pushed.push_records,
                      pushed.events.extend)
     return pump, registry, pushed
 
 
 def test_an_object_someone_defined_is_pushed_once_with_its_first_generation() -> None:
-    hv = StatsHypervisor(1)
+    hv = FakeHypervisor.with_running_domains(1)
     pump, registry, pushed = make_pump(hv)
     new = uuid_of(7)
-    hv.info[new] = [SHUTOFF, 65536, 65536, 1, 0]
+    hv.domains.append(DomainIdentity(new, "dom7", -1))
     pump.handle(HypervisorEvent("Domain", new, "domainLifecycle", "defined", "added"))
     (records,) = pushed.records
     assert [r.object_id.object_name for r in records] == [f"Domain:{new}"]  # one record: no extra bump
@@ -607,7 +568,7 @@ def test_an_object_someone_defined_is_pushed_once_with_its_first_generation() ->
     assert record.values["configGen"] != first_gen
     pump.handle(HypervisorEvent("Domain", new, "domainLifecycle", "suspended", "paused"))
     assert pushed.records[2] == []  # no configuration change, nothing re-read changed
-    del hv.info[new]
+    hv.domains.pop()
     pump.handle(HypervisorEvent("Domain", new, "domainLifecycle", "undefined", "removed"))
     (gone,) = pushed.records[3]
     assert gone.deleted and registry.get(f"Domain:{new}") is None
@@ -618,14 +579,15 @@ def test_the_agent_pushes_deletions_before_updates() -> None:
     from virtq.agent import Agent
 
     transport = RecordingTransport()
-    agent = Agent(SCHEMA, StatsHypervisor(2), transport, instance="unit")
+    agent = Agent(SCHEMA, FakeHypervisor.with_running_domains(2), transport, instance="unit")
     updated = DataRecord(ObjectId("Domain:a", agent.name), SCHEMA.cls("Domain").schema_id, {"name": "a"}, 5, 1)
     pool = DataRecord(ObjectId("Pool:p", agent.name), SCHEMA.cls("Pool").schema_id, {"name": "p"}, 5, 1)
     deleted = DataRecord(ObjectId("Domain:b", agent.name), SCHEMA.cls("Domain").schema_id, {"name": "b"}, 5, 1, 5)
     agent.push([updated, pool, deleted])
     sent = transport.sent
     messages = [decode(roundtrip(w)) for w in sent]
-    assert [[r.object_id.object_name for r in m.records] for m in messages] == [  # type: ignore[attr-defined]
-        ["Domain:b"], ["Domain:a"], ["Pool:p"]]
-    assert messages[0].records[0].delete_ts == 5  # type: ignore[attr-defined]
+    assert all(isinstance(m, DataIndication) for m in messages)
+    records = [m.records for m in messages if isinstance(m, DataIndication)]
+    assert [[r.object_id.object_name for r in m] for m in records] == [["Domain:b"], ["Domain:a"], ["Pool:p"]]
+    assert records[0][0].delete_ts == 5
     assert all(w.subject.startswith("agent.ind.data.") for w in sent)

@@ -1,18 +1,23 @@
-"""schema/generate.py: the committed schema is the generated one, every in-scope function is accounted for,
-and the naming rule and the generator's refusals behave as docs/SCHEMA.md says."""
+"""tools/schemagen: the committed schema and coverage report are the generated ones, every in-scope function is
+accounted for, and the naming rule and the generator's refusals behave as docs/SCHEMA.md says."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 
-from virtq.schema import default_schema, generate, load
-from virtq.schema.generate import (CLASSES, GenerateError, build, coverage, load_api, load_exclusions,
-                                   load_overrides, method_name)
+from tools import schemagen
+from tools.schemagen import (CLASSES, GenerateError, build, coverage, load_api, load_exclusions, load_overrides,
+                             method_name)
+from virtq.schema import default_schema, load
+from virtq.schema.coverage import COVERAGE_FILE, format_coverage, load_coverage
 from virtq.schema.loader import SCHEMA_FILE
+
+from ..helpers import run_cli
 
 API = load_api()
 SCHEMA = default_schema()
@@ -24,35 +29,71 @@ BY_NAME = {c.name: c for c in CLASSES}
 
 
 def test_committed_schema_is_the_generated_one() -> None:
-    """Drift: org.libvirt.xml must be what `python -m virtq.schema.generate` writes from its inputs."""
+    """Drift: org.libvirt.xml must be what `python -m tools.schemagen` writes from its inputs."""
     generated = build()
     committed = SCHEMA_FILE.read_text(encoding="utf-8")
     assert generated == committed, ("schema/org.libvirt.xml is out of date with base.xml, overrides.xml, "
-                                    "exclusions.xml or libvirt-api.xml: run python -m virtq.schema.generate")
+                                    "exclusions.xml or libvirt-api.xml: run python -m tools.schemagen")
+
+
+def test_committed_coverage_is_the_generated_one() -> None:
+    """Drift: schema/coverage.json, which `virtq schema coverage` prints, is what the generator computes now."""
+    assert COVERAGE_FILE.read_text(encoding="utf-8") == coverage(SCHEMA, API).to_file_text(), \
+        "schema/coverage.json is out of date: run python -m tools.schemagen"
+
+
+def test_the_committed_report_reads_back_as_computed() -> None:
+    computed, committed = coverage(SCHEMA, API), load_coverage()
+    assert committed.to_json() == computed.to_json() and committed.ok
+    assert format_coverage(committed) == format_coverage(computed)
+    assert committed.api_sha256 == API.sha256 and len(API.sha256) == 64
+    assert json.loads(committed.to_file_text()) == json.loads(COVERAGE_FILE.read_text(encoding="utf-8"))
+
+
+def test_virtq_schema_coverage_prints_the_committed_report(tmp_path: Path) -> None:
+    """The CLI reads coverage.json (no generator, no libvirt-api.xml); --api only names the description it was
+    computed from: another one is refused, with the way to report on it."""
+    printed = run_cli(["schema", "coverage"])
+    assert printed.exit_code == 0 and printed.output == format_coverage(coverage(SCHEMA, API)) + "\n"
+    assert run_cli(["schema", "coverage", "--api", str(schemagen.API_XML)]).output == printed.output
+    other = tmp_path / "libvirt-api.xml"
+    other.write_text("<api/>")
+    refused = run_cli(["schema", "coverage", "--api", str(other)])
+    assert refused.exit_code == 1 and f"python -m tools.schemagen --report --api {other}" in refused.stderr
 
 
 def test_schema_doc_lists_what_is_generated() -> None:
     """Drift: docs/SCHEMA.md's generated part (coverage, exclusions, methods) matches the schema."""
     text = (ROOT / "docs" / "SCHEMA.md").read_text(encoding="utf-8")
-    assert generate.render_docs(text, SCHEMA, API) == text, \
-        "docs/SCHEMA.md is out of date: run python -m virtq.schema.generate"
+    assert schemagen.render_docs(text, SCHEMA, API) == text, \
+        "docs/SCHEMA.md is out of date: run python -m tools.schemagen"
     assert "| `virDomainOpenConsole` |" in text and "| `getXMLDesc` | `virDomainGetXMLDesc` |" in text
 
 
 def test_generator_check_mode(tmp_path: Path) -> None:
-    assert generate.main(["--check"]) == 0
-    stale, docs = tmp_path / "org.libvirt.xml", tmp_path / "SCHEMA.md"
+    assert schemagen.main(["--check"]) == 0
+    stale, report, docs = tmp_path / "org.libvirt.xml", tmp_path / "coverage.json", tmp_path / "SCHEMA.md"
     stale.write_text("<schema/>")
-    docs.write_text(f"# doc\n{generate.DOCS_BEGIN}\nold\n{generate.DOCS_END}\nend\n")
-    assert generate.main(["--check", "--output", str(stale), "--docs", str(docs)]) == 1
-    assert stale.read_text() == "<schema/>"  # --check writes nothing
-    assert generate.main(["--output", str(stale), "--docs", str(docs)]) == 0
+    docs.write_text(f"# doc\n{schemagen.DOCS_BEGIN}\nold\n{schemagen.DOCS_END}\nend\n")
+    outputs = ["--output", str(stale), "--coverage", str(report), "--docs", str(docs)]
+    assert schemagen.main(["--check", *outputs]) == 1
+    assert stale.read_text() == "<schema/>" and not report.exists()  # --check writes nothing
+    assert schemagen.main(outputs) == 0
     assert stale.read_text(encoding="utf-8") == SCHEMA_FILE.read_text(encoding="utf-8")
+    assert report.read_text(encoding="utf-8") == COVERAGE_FILE.read_text(encoding="utf-8")
     written = docs.read_text(encoding="utf-8")
-    assert written.startswith(f"# doc\n{generate.DOCS_BEGIN}\n\n### Coverage") and written.endswith(
-        f"{generate.DOCS_END}\nend\n")
+    assert written.startswith(f"# doc\n{schemagen.DOCS_BEGIN}\n\n### Coverage") and written.endswith(
+        f"{schemagen.DOCS_END}\nend\n")
     docs.write_text("no markers")
-    assert generate.main(["--output", str(stale), "--docs", str(docs)]) == 2
+    assert schemagen.main(outputs) == 2
+
+
+def test_generator_reports_the_coverage_of_an_api_description(capsys: pytest.CaptureFixture[str]) -> None:
+    """--report: the committed schema against a libvirt-api.xml, what `virtq schema coverage` prints for its own."""
+    assert schemagen.main(["--report"]) == 0
+    assert capsys.readouterr().out == format_coverage(load_coverage()) + "\n"
+    assert schemagen.main(["--report", "--api", "/no/such/libvirt-api.xml"]) == 2
+    assert "install libvirt-dev" in capsys.readouterr().err
 
 
 def test_every_in_scope_function_is_exposed_or_excluded() -> None:
@@ -89,7 +130,7 @@ def test_coverage_reports_what_is_missing() -> None:
     assert report.unaccounted == ("virDomainSuspend",) and not report.ok
     domain = next(r for r in report.rows if r.class_name == "Domain")
     assert domain.unaccounted == 1 and domain.percent < 100.0
-    assert "UNACCOUNTED (1)" in generate.format_coverage(report)
+    assert "UNACCOUNTED (1)" in format_coverage(report)
 
 
 def test_exclusions_have_reasons_and_categories_are_counted() -> None:
@@ -134,7 +175,7 @@ def test_naming_rule(function: str, class_name: str, expected: str) -> None:
 
 def test_generated_methods_keep_the_names_of_the_hand_written_schema() -> None:
     """Every method of the schema before generation is still there, with the same arguments."""
-    before: Dict[str, Dict[str, list]] = {
+    before: Dict[str, Dict[str, List[str]]] = {
         "Node": {"getCapabilities": ["capabilities"], "getInfo": ["info"], "getHostname": ["hostname"],
                  "getVersion": ["hvVer"], "getLibVersion": ["libVer"], "getFreeMemory": ["freeMemory"],
                  "domainDefineXML": ["xml", "domain"], "domainCreateXML": ["xmlDesc", "flags", "domain"],
@@ -167,7 +208,7 @@ def test_flags_are_uint32_default_0_with_their_constants() -> None:
 
 
 def _exclusions_without(tmp_path: Path, *functions: str) -> Path:
-    text = generate.EXCLUSIONS_XML.read_text(encoding="utf-8")
+    text = schemagen.EXCLUSIONS_XML.read_text(encoding="utf-8")
     for function in functions:
         line = next(l for l in text.splitlines() if f'function="{function}"' in l)
         text = text.replace(line + "\n", "")
@@ -178,24 +219,24 @@ def _exclusions_without(tmp_path: Path, *functions: str) -> Path:
 
 def test_a_function_that_cannot_be_shaped_is_refused_not_dropped(tmp_path: Path) -> None:
     with pytest.raises(GenerateError) as info:
-        generate.generate(API, exclusions=load_exclusions(_exclusions_without(tmp_path, "virDomainOpenConsole")))
+        schemagen.generate(API, exclusions=load_exclusions(_exclusions_without(tmp_path, "virDomainOpenConsole")))
     (problem,) = info.value.problems
     assert problem.startswith("virDomainOpenConsole") and "overrides.xml" in problem
 
 
 def test_a_function_without_binding_is_refused(tmp_path: Path) -> None:
     with pytest.raises(GenerateError, match="virConnectListDomains: libvirt-python has no binding"):
-        generate.generate(API, exclusions=load_exclusions(_exclusions_without(tmp_path, "virConnectListDomains")))
+        schemagen.generate(API, exclusions=load_exclusions(_exclusions_without(tmp_path, "virConnectListDomains")))
 
 
 def test_stale_rules_and_overrides_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "exclusions.xml"
-    path.write_text(generate.EXCLUSIONS_XML.read_text(encoding="utf-8").replace(
+    path.write_text(schemagen.EXCLUSIONS_XML.read_text(encoding="utf-8").replace(
         "</exclusions>", '<exclude function="virDomainFrobnicate" category="stream"/></exclusions>'))
     overrides = dict(load_overrides())
     overrides["virDomainFrob"] = overrides["virDomainGetInfo"]
     with pytest.raises(GenerateError) as info:
-        generate.generate(API, overrides=overrides, exclusions=load_exclusions(path))
+        schemagen.generate(API, overrides=overrides, exclusions=load_exclusions(path))
     assert sorted(info.value.problems) == [
         "exclusions.xml: rule 'virDomainFrobnicate' matches no in-scope function",
         "overrides.xml: virDomainFrob is not an in-scope libvirt function"]
@@ -205,12 +246,12 @@ def test_an_excluded_function_cannot_also_be_shaped() -> None:
     overrides = dict(load_overrides())
     overrides["virDomainOpenConsole"] = overrides["virDomainGetInfo"]
     with pytest.raises(GenerateError, match="virDomainOpenConsole: excluded .* but shaped in overrides.xml"):
-        generate.generate(API, overrides=overrides)
+        schemagen.generate(API, overrides=overrides)
 
 
 def test_base_must_not_declare_methods(tmp_path: Path) -> None:
     base = tmp_path / "base.xml"
-    base.write_text(generate.BASE_XML.read_text(encoding="utf-8").replace(
+    base.write_text(schemagen.BASE_XML.read_text(encoding="utf-8").replace(
         "</class>", '<method name="x" libvirt="virX"/></class>', 1), encoding="utf-8")
     with pytest.raises(GenerateError, match="methods are generated"):
         build(base=base)

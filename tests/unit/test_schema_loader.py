@@ -11,9 +11,9 @@ from typing import Dict, List, Tuple
 import libvirt
 import pytest
 
+from tools.schemagen import load_overrides
 from virtq.agent.libvirt_adapter import binding_table
 from virtq.schema import SchemaError, default_schema, load
-from virtq.schema.generate import load_overrides
 from virtq.schema.loader import SCHEMA_FILE
 from virtq.schema.model import NO_DEFAULT, Method
 
@@ -33,7 +33,7 @@ def all_methods() -> List[Tuple[str, Method]]:
 def test_packaged_schema_loads() -> None:
     assert SCHEMA.package == "org.libvirt"
     assert set(SCHEMA.classes) == {"Node", "Domain", "Pool", "Volume"}
-    from virtq.agent.libvirt_adapter import DOMAIN_EVENT_KINDS, POOL_EVENT_KINDS, event_name
+    from virtq.agent.libvirt_events import DOMAIN_EVENT_KINDS, POOL_EVENT_KINDS, event_name
     assert set(SCHEMA.events) == ({event_name("domain", k) for k in DOMAIN_EVENT_KINDS}
                                   | {event_name("pool", k) for k in POOL_EVENT_KINDS})
     for cls in SCHEMA.classes.values():

@@ -3,31 +3,25 @@ requests faster than the agent takes them; credit comes back once it has room ag
 
 from __future__ import annotations
 
-import socket
 import threading
-from typing import Any, List
+from typing import List
 
 import pytest
 from proton import Message, Timeout
 from proton.utils import BlockingConnection
 
 from virtq.schema.codec import WireMessage
-from virtq.transport import DirectListener, _connection
+from virtq.testing import free_port
+from virtq.transport import DirectListener, _client_handler
 from virtq.transport._connection import Connection
 from virtq.transport._reactor import PREFETCH
 from virtq.transport.profiles import QmfProfile
 
 
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_credit_is_granted_only_while_the_consumer_is_ready() -> None:
     room = threading.Event()
     received: List[WireMessage] = []
-    listener = DirectListener(f"amqp://127.0.0.1:{_port()}", on_death=lambda e: None)
+    listener = DirectListener(f"amqp://127.0.0.1:{free_port()}", on_death=lambda e: None)
     listener.set_ready(room.is_set)
     listener.start(received.append)
     connection = BlockingConnection(listener.url.split("://")[1], timeout=5)
@@ -65,7 +59,7 @@ def test_sender_links_are_bounded_least_recently_used_first(monkeypatch: pytest.
 
     connection = Connection(["amqp://127.0.0.1:1"], QmfProfile(), role="console")
     handler = connection._handler
-    created: List[Any] = []
+    created: List[Link] = []
     closed: List[str] = []
 
     class Container:
@@ -73,8 +67,8 @@ def test_sender_links_are_bounded_least_recently_used_first(monkeypatch: pytest.
             created.append(Link(target))
             return created[-1]
 
-    monkeypatch.setattr(_connection, "MAX_SENDER_LINKS", 3)
-    monkeypatch.setattr(connection._reactor, "_container", Container())
+    monkeypatch.setattr(_client_handler, "MAX_SENDER_LINKS", 3)
+    handler.container = Container()
     handler.connection = object()
     connection._connected = True
     for agent in ("a", "b", "c", "a", "d", "e"):

@@ -15,39 +15,25 @@ from typing import List
 import pytest
 
 from virtq.schema.errors import NotConnectedError
+from virtq.testing import free_port
 from virtq.transport import DirectListener, direct_connection
 from virtq.transport._direct import EXIT_REACTOR_DIED
 from virtq.transport._limits import SELECT_FD_LIMIT
 
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _poll_a_descriptor_out_of_range(listener: DirectListener) -> socket.socket:
-    """What ~1,017 connections did: a descriptor >= 1024 in proton's select()."""
-    sock = socket.socket()
-    high = socket.socket(fileno=os.dup2(sock.fileno(), SELECT_FD_LIMIT + 10))
-    sock.close()
-    container = listener._reactor.container
-
-    def register() -> None:
-        selectable = container.selectable(delegate=high)
-        selectable.reading = True
-        container.update(selectable)
-
-    listener._reactor.call(register)
-    return high
+from .select_limit import poll_a_descriptor_out_of_range
 
 
 def test_a_listener_whose_reactor_dies_calls_on_death() -> None:
     died: List[BaseException] = []
     done = threading.Event()
-    listener = DirectListener(f"amqp://127.0.0.1:{_port()}", on_death=lambda e: (died.append(e), done.set()))
+
+    def on_death(error: BaseException) -> None:
+        died.append(error)
+        done.set()
+
+    listener = DirectListener(f"amqp://127.0.0.1:{free_port()}", on_death=on_death)
     listener.start(lambda wire: None)
-    high = _poll_a_descriptor_out_of_range(listener)
+    high = poll_a_descriptor_out_of_range(listener)
     try:
         assert done.wait(5)
         assert "out of range" in str(died[0])
@@ -61,11 +47,11 @@ def test_a_listener_whose_reactor_dies_calls_on_death() -> None:
 def test_by_default_the_process_exits_when_the_listener_dies() -> None:
     script = f"""
 import socket, time
-from tests.unit.test_transport_death import _poll_a_descriptor_out_of_range
+from tests.unit.select_limit import poll_a_descriptor_out_of_range
 from virtq.transport import DirectListener
-listener = DirectListener("amqp://127.0.0.1:{_port()}")
+listener = DirectListener("amqp://127.0.0.1:{free_port()}")
 listener.start(lambda wire: None)
-_poll_a_descriptor_out_of_range(listener)
+poll_a_descriptor_out_of_range(listener)
 time.sleep(10)
 raise SystemExit(0)
 """
@@ -87,7 +73,7 @@ def test_a_console_in_a_process_out_of_select_range_gets_a_clear_error() -> None
             if sock.fileno() >= SELECT_FD_LIMIT:
                 break
         with pytest.raises(NotConnectedError, match="select()"):
-            direct_connection(f"amqp://127.0.0.1:{_port()}").start(lambda wire: None, timeout=2)
+            direct_connection(f"amqp://127.0.0.1:{free_port()}").start(lambda wire: None, timeout=2)
     finally:
         for sock in held:
             sock.close()

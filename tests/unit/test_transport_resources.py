@@ -12,6 +12,7 @@ import proton._reactor as proton_reactor
 import pytest
 from proton import SSLDomain
 
+from virtq.testing import free_port
 from virtq.transport import DirectListener
 from virtq.transport._direct import LISTEN_BACKLOG
 from virtq.transport._reactor import ReactorHandler, ReactorThread, _LazySSLConfig
@@ -24,17 +25,18 @@ def test_containers_make_ssl_contexts_only_when_used() -> None:
     assert ssl._client is None and ssl._server is None
     assert isinstance(ssl.client, SSLDomain) and isinstance(ssl.server, SSLDomain)  # amqps:// still works
     assert ssl.client is ssl.client
-    assert proton_reactor.SSLConfig is not _LazySSLConfig  # proton itself is left as it was
+    in_proton: object = proton_reactor.SSLConfig
+    assert in_proton is not _LazySSLConfig  # proton itself is left as it was
 
 
 def test_listener_backlog_is_raised() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     listener = DirectListener(f"amqp://127.0.0.1:{port}")
     listener.start(lambda wire: None)
     try:
+        assert listener.acceptor is not None
         sock = listener.acceptor._selectable._delegate
+        assert isinstance(sock, socket.socket)
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
         if shutil.which("ss") is None:
             pytest.skip("ss (iproute2) shows a listening socket's backlog; it is not installed")

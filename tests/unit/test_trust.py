@@ -11,8 +11,8 @@ from virtq.console.trust import AgentTrust, claimed_agents, parse_users
 from virtq.schema.codec import (AgentHeartbeat, AgentInfo, DataIndication, DataRecord, EventIndication, EventRecord,
                                 ObjectId, QueryRequest, QueryResponse, direct_address)
 from virtq.schema.model import SchemaId
+from virtq.testing import RecordingTransport
 
-from ..helpers import RecordingTransport
 
 HV01 = "libvirt.org:virtq:hv01"
 HV02 = "libvirt.org:virtq:hv02"
@@ -65,15 +65,15 @@ def test_an_answer_must_come_from_the_agent_asked() -> None:
     is right (every agent behind a broker learns a console's reply address from its locate)."""
     console = Console(timeout=1)
     transport = RecordingTransport()
-    first = console._send_request(transport, QueryRequest(what="OBJECT"), direct_address(HV01))
-    second = console._send_request(transport, QueryRequest(what="OBJECT"), direct_address(HV01))
+    first = console.requests.send(transport, QueryRequest(what="OBJECT"), direct_address(HV01))
+    second = console.requests.send(transport, QueryRequest(what="OBJECT"), direct_address(HV01))
     assert first.cid != second.cid and len(first.cid) > 16  # not c1, c2 …
 
     forged = QueryResponse(items=(record(HV02),), correlation_id=first.cid, agent=HV02).encode("replies")
-    console._ingest_one("url", transport, forged)
+    console.ingest.apply("url", transport, forged)
     assert not first.done.is_set() and console.untrusted == 1
     honest = QueryResponse(items=(record(HV01),), correlation_id=first.cid, agent=HV01).encode("replies")
-    console._ingest_one("url", transport, honest)
+    console.ingest.apply("url", transport, honest)
     assert first.done.is_set() and first.replies[0].agent == HV01
 
 
@@ -81,5 +81,5 @@ def test_a_console_with_a_rule_drops_what_an_agent_says_of_another() -> None:
     console = Console(timeout=1, agent_users="instance")
     transport = RecordingTransport()
     forged = dataclasses.replace(DataIndication(records=(record(HV01),), agent=HV02).encode("x"), principal="hv02")
-    console._ingest_one("url", transport, forged)
+    console.ingest.apply("url", transport, forged)
     assert console.untrusted == 1 and len(console.domains) == 0

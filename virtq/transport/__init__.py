@@ -7,8 +7,10 @@ whose address profile (``profiles``) maps QMF's addresses to what the peer accep
 ``MemoryBus`` gives in-process transports for unit tests.
 """
 
-from ._connection import Backoff, Connection, direct_connection
+from ._backoff import Backoff
+from ._connection import Connection, direct_connection
 from ._direct import EXIT_REACTOR_DIED, DirectListener
+from ._convert import encoded_size
 from ._limits import Limits
 from ._memory import MemoryBus, MemoryTransport
 from .base import UNDECODABLE, Audience, Deliver, StateListener, Transport, topic_matches
@@ -17,5 +19,5 @@ from .tls import TlsConfig, TlsError, is_loopback, is_tls
 
 __all__ = ["AddressProfile", "Audience", "Backoff", "Connection", "Deliver", "DirectListener", "EXIT_REACTOR_DIED",
            "Limits", "MemoryBus", "MemoryTransport", "QmfProfile", "RabbitMQProfile", "StateListener", "TlsConfig",
-           "TlsError", "Transport", "UNDECODABLE", "direct_connection", "is_loopback", "is_tls", "profile",
-           "topic_matches"]
+           "TlsError", "Transport", "UNDECODABLE", "direct_connection", "encoded_size", "is_loopback", "is_tls",
+           "profile", "topic_matches"]

@@ -27,6 +27,14 @@ None. Called on the transport's thread, once per principal and message; it must 
 class Transport(abc.ABC):
     """A message carrier with start / stop / kill, usable as a context manager."""
 
+    _consumer: Optional[Deliver] = None
+    """The ``deliver`` start() was given."""
+
+    def deliver(self, wire: WireMessage) -> None:
+        """Hand a received message to the ``deliver`` start() was given (on the transport's thread)."""
+        if self._consumer is not None:
+            self._consumer(wire)
+
     @abc.abstractmethod
     def start(self, deliver: Deliver, on_state: Optional[StateListener] = None, timeout: float = 10.0) -> None:
         """Begin carrying messages; raise NotConnectedError if that cannot happen within ``timeout``."""

@@ -18,11 +18,13 @@ from urllib.parse import urlsplit
 
 from proton import SSLDomain
 
+from virtq.schema.errors import TransportError
+
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 """Trusted when a client is given no CA of its own (Debian's bundle)."""
 
 
-class TlsError(ValueError):
+class TlsError(TransportError, ValueError):
     """A TLS configuration that cannot work (missing or unreadable files, amqps without them)."""
 
 

@@ -24,6 +24,11 @@ def _parts(url: str) -> Tuple[str, Optional[str], str]:
     return head, userinfo, host
 
 
+def host_port(url: str) -> str:
+    """``host:port`` of an AMQP URL, without scheme or user information."""
+    return url.split("://", 1)[-1].rsplit("@", 1)[-1]
+
+
 def with_credentials(url: str, user: Optional[str], password: Optional[str]) -> str:
     """Put user/password into the URL unless it already carries a user."""
     head, userinfo, host = _parts(url)

@@ -15,10 +15,14 @@ from typing import Any, Callable, Deque, Dict, Hashable, List, Tuple
 from virtq.logs import shown
 from virtq.schema import errors
 
+__all__ = ["Loader"]
+
 log = logging.getLogger(__name__)
 
 
 class Loader:
+    """A small pool of threads running keyed work, each key queued at most once."""
+
     def __init__(self, size: int, quiet: Callable[[], bool] = lambda: False) -> None:
         self.size = max(1, size)
         self._quiet = quiet  # failures are expected (debug) once the console closes

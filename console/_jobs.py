@@ -11,15 +11,17 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import CallTimeoutError
+from virtq.schema.states import STATE_CODES
 
-if TYPE_CHECKING:
-    from ._console import Console
-    from .events import Event
-    from .objects import RemoteObject
+from ._session import Session
+from .events import Event
+from .objects import RemoteObject
+
+__all__ = ["Apartments", "Job", "Key"]
 
 Key = Tuple[str, str]  # (agent, object name)
 
@@ -31,18 +33,16 @@ class Job:
     id: int
     object_id: ObjectId
     method: str
-    console: "Console" = field(repr=False)
-    transitions: List["Event"] = field(default_factory=list)
+    console: Session[RemoteObject] = field(repr=False)  # the console it runs on
+    transitions: List[Event] = field(default_factory=list)
     started: float = 0.0
     finished: Optional[float] = None
 
-    def wait_state(self, state: Union[str, int], timeout: Optional[float] = None) -> "RemoteObject":
+    def wait_state(self, state: Union[str, int], timeout: Optional[float] = None) -> RemoteObject:
         """Block until the object's pushed state is ``state`` ("running", "paused", … or a code).
 
         No polling: it waits on the console's updates. Raises CallTimeoutError on timeout.
         """
-        from .events import STATE_CODES
-
         wanted = STATE_CODES.get(state, -1) if isinstance(state, str) else state
         if wanted == -1:
             raise ValueError(f"unknown state {state!r}; one of {', '.join(STATE_CODES)}")
@@ -70,6 +70,8 @@ class _Apartment:
 
 
 class Apartments:
+    """The console's apartments, one per object called (made on first use)."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._apartments: Dict[Key, _Apartment] = {}
@@ -89,7 +91,8 @@ class Apartments:
             apartment = self._apartments.get((object_id.agent_name, object_id.object_name))
         return None if apartment is None else apartment.owner
 
-    def run(self, console: "Console", object_id: ObjectId, method: str) -> "_Holding":
+    def run(self, console: Session[RemoteObject], object_id: ObjectId, method: str) -> "_Holding":
+        """``with apartments.run(...) as job:`` — the job owns the object inside the block."""
         return _Holding(self, console, object_id, method)
 
     def _enter(self, job: Job) -> None:
@@ -112,7 +115,8 @@ class Apartments:
 
 
 class _Holding:
-    def __init__(self, apartments: Apartments, console: "Console", object_id: ObjectId, method: str) -> None:
+    def __init__(self, apartments: Apartments, console: Session[RemoteObject], object_id: ObjectId,
+                 method: str) -> None:
         self._apartments = apartments
         self.job = Job(next(apartments._ids), object_id, method, console)
 

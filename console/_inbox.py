@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Callable, Deque, Generic, Optional, Tuple, TypeVar
+from typing import Callable, Deque, Generic, Optional, Tuple, TypeVar, Union
+
+from virtq.schema.codec import WireMessage
+from virtq.transport import Transport
+
+__all__ = ["MIN_COST", "Delivery", "Inbox", "Step"]
 
 T = TypeVar("T")
+
+Step = Callable[[], None]
+"""Console work the ingest thread runs in arrival order with what was received (the end of a resync,
+a marker that says everything before it was applied)."""
+Delivery = Optional[Tuple[str, Optional[Transport], Union[WireMessage, Step]]]
+"""What the console's inbox holds: (URL, connection, a received message or a step); None stops ingest."""
 
 MIN_COST = 512
 """Bytes a message counts for at least (a transport that does not know its size says 0)."""
 
 
 class Inbox(Generic[T]):
+    """A FIFO bounded in bytes: put() waits for room, the ingest thread's get() makes it."""
+
     def __init__(self, limit: int, on_full: Callable[[int], None] = lambda held: None) -> None:
         self.limit = limit
         self._on_full = on_full  # told (with the bytes held) each time a delivery has to wait

@@ -11,32 +11,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from virtq.logs import shown
 from virtq.schema.codec import DataRecord, EventRecord, ObjectId, StatsBatch
 from virtq.schema.model import Schema
+from virtq.schema.states import DOMAIN_STATES, LIFECYCLE_STATES
 
-from .events import (DOMAIN_STATES, ConfigChanged, DomainStateChanged, Event, LibvirtEvent, ObjectAdded,
-                     ObjectEvent, ObjectRemoved, StatsUpdated)
-from .jobs import Apartments
+from ._jobs import Apartments
+from ._session import Session
+from .events import (ConfigChanged, DomainStateChanged, Event, LibvirtEvent, ObjectAdded, ObjectEvent, ObjectRemoved,
+                     StatsUpdated)
 from .limits import Limits, LimitWatch
 from .objects import RemoteObject
 from .repository import AgentRepository, Repository
 
-if TYPE_CHECKING:
-    from ._console import Console
+__all__ = ["EARLY_LIMIT", "PRUNE_EVERY", "Emit", "Updater"]
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
-
-LIFECYCLE_STATES: Dict[str, FrozenSet[int]] = {
-    "started": frozenset({1}), "resumed": frozenset({1}), "suspended": frozenset({3}),
-    "stopped": frozenset({5}), "shutdown": frozenset({4, 5}), "crashed": frozenset({5, 6}),
-    "pmsuspended": frozenset({7}),
-}
-"""The virDomainState codes a lifecycle event leads to: its reason explains only a change to one of them."""
 
 EARLY_LIMIT = Limits.held_samples
 """Samples of not-yet-known objects held at most (a console that starts amid a fleet hears samples of every
@@ -46,12 +40,14 @@ PRUNE_EVERY = 1.0
 
 
 class Updater:
-    """Owned by the console; only its ingest thread calls it."""
+    """Owned by the console; only its ingest thread calls it. ``session``: what the snapshots it makes
+    belong to; ``clock``: the console's (tombstones age by it)."""
 
-    def __init__(self, console: "Console", schema: Schema, agents: AgentRepository,
-                 repos: Dict[str, Repository], apartments: Apartments, emit: Emit,
+    def __init__(self, session: Session[RemoteObject], clock: Callable[[], float], schema: Schema,
+                 agents: AgentRepository, repos: Dict[str, Repository], apartments: Apartments, emit: Emit,
                  limits: Optional[Limits] = None, watch: Optional[LimitWatch] = None) -> None:
-        self._console = console
+        self._session = session
+        self._clock = clock
         self._schema = schema
         self._agents = agents
         self._repos = repos
@@ -63,7 +59,10 @@ class Updater:
         self._tombstones: Dict[Tuple[str, str], Tuple[int, float]] = {}
         self._pruned = 0.0
         self._objects: Dict[str, int] = {}  # agent -> objects held (every class)
-        self._held: Dict[str, int] = {}  # agent -> samples held for its unknown objects
+        self.held_per_agent: Dict[str, int] = {}  # agent -> samples held for its unknown objects
+        self.stats_observers: List[Callable[[str, Sequence[StatsBatch]], None]] = []
+        """Called on the ingest thread after each statistics message is applied (benchmarks measure the lag
+        from sample to repository with it); an observer must be quick and must not raise."""
         # declared statistics per class: nothing else is kept (a sample's names are the agent's to choose)
         self._statistics: Dict[str, FrozenSet[str]] = {
             name: frozenset(s.name for s in cls.statistics) for name, cls in schema.classes.items()}
@@ -77,7 +76,7 @@ class Updater:
         # statistics of objects not known yet, held until their record arrives: through a broker a query's
         # answer (on the console's reply queue) can come after the first samples (on its topic queue), and
         # an agent pushes only what changed, so a dropped first sample would be missing until the next change
-        self._early: Dict[Tuple[str, str], Tuple[Dict[str, Any], int, int]] = {}  # -> (stats, sample_ts, epoch)
+        self.held: Dict[Tuple[str, str], Tuple[Dict[str, Any], int, int]] = {}  # -> (stats, sample_ts, epoch)
         self.records_applied = 0
         self.samples_applied = 0
 
@@ -120,7 +119,7 @@ class Updater:
             if old is None and not self._room_for(key[0]):
                 continue
             if old is None:
-                obj = RemoteObject(self._console, cls, record.object_id, record.values, record.update_ts,
+                obj = RemoteObject(self._session, cls, record.object_id, record.values, record.update_ts,
                                    record.create_ts)
                 held = self._unhold(key)
                 if held is not None and held[2] == record.object_id.agent_epoch:
@@ -135,7 +134,7 @@ class Updater:
                 # are the agent's latest when it answered (a resync after an outage needs them: the record
                 # of an object whose state alone changed is older than the sample we hold): they apply
                 # unless a sample of the object came in after the query went out.
-                fresh = RemoteObject(self._console, cls, record.object_id, record.values)
+                fresh = RemoteObject(self._session, cls, record.object_id, record.values)
                 obj = old.with_values(fresh.values, record.update_ts, record.create_ts, record.object_id)
                 if answered_after is not None:
                     current = self._sampled.get(key, float("-inf")) < answered_after
@@ -158,8 +157,8 @@ class Updater:
 
         Statistics still held for unknown objects of the agent go too: whatever the agent had when it
         answered has arrived by now, and samples of objects it creates later follow their records."""
-        if self._held.get(agent):
-            for key in [k for k in self._early if k[0] == agent]:
+        if self.held_per_agent.get(agent):
+            for key in [k for k in self.held if k[0] == agent]:
                 self._unhold(key)
         for repo in self._repos.values():
             for obj in repo.of_agent(agent):
@@ -196,7 +195,7 @@ class Updater:
 
     def _bury(self, key: Tuple[str, str], delete_ts: int) -> None:
         """Remember a deletion (oldest first; pruned by age, capped by the ``tombstones`` limit)."""
-        now = self._console.clock()
+        now = self._clock()
         self._tombstones.pop(key, None)
         self._tombstones[key] = (delete_ts, now)
         if now - self._pruned >= PRUNE_EVERY:
@@ -224,21 +223,27 @@ class Updater:
 
     @property
     def held_samples(self) -> int:
-        return len(self._early)
+        return len(self.held)
 
     def _unhold(self, key: Tuple[str, str]) -> Optional[Tuple[Dict[str, Any], int, int]]:
-        held = self._early.pop(key, None)
+        held = self.held.pop(key, None)
         if held is not None:
-            count = self._held.get(key[0], 0) - 1
+            count = self.held_per_agent.get(key[0], 0) - 1
             if count > 0:
-                self._held[key[0]] = count
+                self.held_per_agent[key[0]] = count
             else:
-                self._held.pop(key[0], None)
+                self.held_per_agent.pop(key[0], None)
         return held
 
     # --- statistics ----------------------------------------------------------------------------
 
     def apply_stats(self, agent: str, batches: Iterable[StatsBatch]) -> None:
+        batches = tuple(batches)
+        self._apply_stats(agent, batches)
+        for observe in self.stats_observers:
+            observe(agent, batches)
+
+    def _apply_stats(self, agent: str, batches: Sequence[StatsBatch]) -> None:
         view = self._agents.by_name(agent)
         for batch in batches:
             if view is not None and batch.epoch != view.epoch:
@@ -270,24 +275,24 @@ class Updater:
         key = (agent, name)
         if batch.sample_ts <= self._deleted_at(key):
             return  # of an object removed since
-        held = self._early.get(key)
-        if held is None and self._held.get(agent, 0) >= self._limits.held_samples_per_agent:
+        held = self.held.get(key)
+        if held is None and self.held_per_agent.get(agent, 0) >= self._limits.held_samples_per_agent:
             self._watch.hit("held_samples_per_agent", self._limits.held_samples_per_agent,
                             f"samples of unknown objects of agent {shown(agent)} dropped", scope=agent)
             return
         if held is None or held[2] != batch.epoch:
-            if held is None and len(self._early) >= min(EARLY_LIMIT, self._limits.held_samples):
+            if held is None and len(self.held) >= min(EARLY_LIMIT, self._limits.held_samples):
                 self._watch.hit("held_samples", self._limits.held_samples, "the oldest held samples dropped")
-                self._unhold(next(iter(self._early)))  # the oldest held
-            elif held is None and len(self._early) < self._limits.held_samples // 2:
+                self._unhold(next(iter(self.held)))  # the oldest held
+            elif held is None and len(self.held) < self._limits.held_samples // 2:
                 self._watch.clear("held_samples")
             if held is None:
-                self._held[agent] = self._held.get(agent, 0) + 1
-            self._early[key] = (dict(changed), batch.sample_ts, batch.epoch)
+                self.held_per_agent[agent] = self.held_per_agent.get(agent, 0) + 1
+            self.held[key] = (dict(changed), batch.sample_ts, batch.epoch)
         elif batch.sample_ts >= held[1]:
-            self._early[key] = ({**held[0], **changed}, batch.sample_ts, batch.epoch)
+            self.held[key] = ({**held[0], **changed}, batch.sample_ts, batch.epoch)
         else:
-            self._early[key] = ({**changed, **held[0]}, held[1], batch.epoch)
+            self.held[key] = ({**changed, **held[0]}, held[1], batch.epoch)
 
     def _state_change(self, old: Optional[RemoteObject], new: RemoteObject) -> None:
         if new.class_name != "Domain" or old is None:
@@ -335,7 +340,7 @@ class Updater:
                 log.debug("event %s without an object reference", record.schema_id.class_name)
                 continue
             object_id = ObjectId(object_id.object_name, agent, object_id.agent_epoch)
-            obj = self._console.find(object_id)
+            obj = self._session.find(object_id)
             name = record.schema_id.class_name
             event, detail = str(values.get("event", "")), str(values.get("detail", ""))
             if name == "domainLifecycle":

@@ -1,0 +1,27 @@
+"""The connections a console follows agents on, opened from its URLs.
+
+Direct mode: one connection per URL, each to one agent's listener. Through a broker: one connection,
+the URLs being its failover list. Transports made elsewhere (tests, tools) are added as they are.
+Each is named by its URL with credentials removed.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+from virtq.transport import Connection, TlsConfig, Transport, direct_connection, profile
+from virtq.transport.urls import redact
+
+__all__ = ["open_connections"]
+
+
+def open_connections(urls: Sequence[str], addressing: str, tls: TlsConfig,
+                     transports: Sequence[Transport] = ()) -> List[Tuple[str, Transport]]:
+    """(name, transport) of each connection, not started yet."""
+    if addressing == "direct":
+        opened: List[Tuple[str, Transport]] = [(redact(u), direct_connection(u, tls=tls)) for u in urls]
+    elif urls:
+        opened = [(" ".join(redact(u) for u in urls), Connection(urls, profile(addressing), role="console", tls=tls))]
+    else:
+        opened = []
+    return opened + [(f"transport-{i}", t) for i, t in enumerate(transports, 1)]

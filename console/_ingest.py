@@ -1,0 +1,183 @@
+"""Ingest: the one thread that applies what transports received, in arrival order.
+
+Each transport's reactor only puts received messages in the inbox. This thread decodes them, drops what
+may not be believed (a sender speaking for an agent that is not its own; in direct mode, anything on a
+connection that names another agent than the one bound to it), hands answers to the requests they
+answer, heartbeats to the loading, and pushes to the updater; then wakes whoever waits for a change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Dict, Optional
+
+from virtq.logs import RateLimited, shown
+from virtq.schema import errors
+from virtq.schema.codec import (AgentHeartbeat, AgentLocateResponse, DataIndication, DataRecord, EventIndication,
+                                Message, QueryResponse, StatsIndication, WireMessage, decode)
+from virtq.transport import Transport
+
+from ._inbox import Delivery, Inbox
+from ._loading import AgentLoading
+from ._requests import Pending, Requests
+from ._updater import Updater
+from .limits import Limits, LimitWatch
+from .trust import AgentTrust, claimed_agents
+
+__all__ = ["Ingest"]
+
+log = logging.getLogger(__name__)
+
+_warn = RateLimited(log)
+
+
+class Ingest:
+    def __init__(self, inbox: Inbox[Delivery], requests: Requests, loading: AgentLoading, updater: Updater,
+                 trust: AgentTrust, limits: Limits, watch: LimitWatch, changed: threading.Condition,
+                 direct: bool) -> None:
+        self.inbox = inbox
+        self._requests = requests
+        self._loading = loading
+        self._updater = updater
+        self._trust = trust
+        self._limits = limits
+        self._watch = watch
+        self._changed = changed  # notified after each item
+        self._direct = direct
+        self.bound: Dict[Transport, str] = {}
+        """Direct mode: connection -> the one agent it speaks for."""
+        self._bound_to: Dict[str, Transport] = {}  # ... and agent -> its connection
+        self.untrusted = 0
+        """Messages dropped because their sender may not speak for the agent they name."""
+        self.unbound = 0
+        """Direct mode: messages dropped because they came on a connection before any agent answered on it."""
+        self.thread = threading.Thread(target=self._loop, name="virtq-console-ingest", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.inbox.close(None)
+        if self.thread.is_alive():
+            self.thread.join(5)
+
+    def deliverer(self, url: str, transport: Transport) -> Callable[[WireMessage], None]:
+        """What a transport calls on its own thread: queue for the ingest thread, nothing more."""
+        return lambda wire: self.inbox.put((url, transport, wire), wire.size)
+
+    def settle(self, timeout: float) -> None:
+        """Wait until everything received so far is applied."""
+        if threading.current_thread() is self.thread:
+            return
+        marker = threading.Event()
+        self.inbox.put(("", None, marker.set), wait=False)
+        marker.wait(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                return
+            if self.inbox.held < self._limits.inbox_bytes // 2 and self._watch.active("inbox_bytes"):
+                self._watch.clear("inbox_bytes")
+            url, transport, wire = item
+            try:
+                if not isinstance(wire, WireMessage):
+                    wire()
+                elif transport is not None:
+                    self.apply(url, transport, wire)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop ingest
+                # a peer may trigger it at will: one line per window, the traceback at debug
+                if _warn.warning("ingest", "ingesting a message from %s failed: %s", shown(url),
+                                 shown(repr(exc))):
+                    log.debug("ingesting a message from %s", shown(url), exc_info=True)
+            with self._changed:
+                self._changed.notify_all()
+
+    def apply(self, url: str, transport: Transport, wire: WireMessage) -> None:
+        """Decode one message received on ``transport`` and apply it (the ingest thread's work; tests that
+        play agents by hand feed messages through it)."""
+        try:
+            message = decode(wire)
+        except errors.ProtocolError as exc:
+            _warn.warning("malformed", "dropping malformed message from %s: %s", shown(url), shown(str(exc)))
+            return
+        if self._trust.enabled:
+            impostor = self._trust.check(wire.principal, message)
+            if impostor is not None:
+                self._distrust(wire.principal, impostor, f"a message about agent {impostor}")
+                return
+        pending = self._requests.correlate(message.correlation_id)
+        if self._direct and not self._bound_ok(url, transport, wire, message, pending):
+            return
+        if pending is not None and pending.agent and message.agent != pending.agent:
+            self._distrust(wire.principal, message.agent or "(none)", f"an answer to a request to {pending.agent}")
+            return
+        if pending is not None:
+            if pending.apply and isinstance(message, QueryResponse):
+                self._updater.apply_records(message.records, answered_after=pending.sent)
+            pending.add(message)
+        elif isinstance(message, AgentHeartbeat):
+            self._loading.heartbeat(message.info, url, transport)
+        elif isinstance(message, StatsIndication):
+            self._updater.apply_stats(message.agent, message.batches)
+        elif isinstance(message, EventIndication):
+            self._updater.apply_events(message.agent, message.events)
+        elif isinstance(message, DataIndication):
+            self._updater.apply_records(message.records)
+        else:
+            log.debug("unsolicited %s from %s", message.OPCODE, url)
+
+    def _distrust(self, principal: Optional[str], agent: str, what: str) -> None:
+        """Drop a message whose sender may not speak for the agent it names (counted, logged sparingly)."""
+        self.untrusted += 1
+        if self.untrusted in (1, 10, 100) or self.untrusted % 1000 == 0:
+            log.warning("dropping %s from agent %s (user %s): not the agent's (%d so far)", shown(what),
+                        shown(agent), shown(principal or "(none)"), self.untrusted)
+
+    def _bound_ok(self, url: str, transport: Transport, wire: WireMessage, message: Message,
+                  pending: Optional[Pending]) -> bool:
+        """Direct mode: whether a message may be believed on the connection it came in on.
+
+        A connection is bound to the first agent that answers on it — its locate answer or heartbeat, or
+        an answer from the agent a request on it was sent to — unless that agent is bound to another
+        connection already. Until then nothing on it is believed; afterwards only what names that agent."""
+        claimed = claimed_agents(message)
+        if isinstance(message, (DataIndication, QueryResponse)) and any(
+                isinstance(i, DataRecord) and not i.object_id.agent_name
+                for i in (message.records if isinstance(message, DataIndication) else message.items)):
+            claimed.add("")  # an object of no agent: never one of the bound agent's
+        if not claimed:
+            return True
+        bound = self.bound.get(transport)
+        if bound is None:
+            return self._bind(url, transport, wire, message, pending, claimed)
+        if claimed != {bound}:
+            other = sorted(claimed - {bound})[0]
+            self._distrust(wire.principal, other, f"a message on the connection of {bound} ({url})")
+            return False
+        return True
+
+    def _bind(self, url: str, transport: Transport, wire: WireMessage, message: Message,
+              pending: Optional[Pending], claimed: set[str]) -> bool:
+        """The first message that names an agent on a connection not bound yet: bind it, or drop it."""
+        name: Optional[str] = None
+        if isinstance(message, (AgentLocateResponse, AgentHeartbeat)):
+            name = message.info.name
+        elif pending is not None and pending.agent and pending.transport is transport:
+            name = pending.agent
+        if name is None:
+            self.unbound += 1
+            log.debug("dropping %s from %s: no agent answered on this connection yet", message.OPCODE, shown(url))
+            return False
+        if claimed != {name} or self._bound_to.get(name, transport) is not transport:
+            self._distrust(wire.principal, name, f"a message on {url}, whose agent is not {name}")
+            if pending is not None and not pending.agent and isinstance(message, AgentLocateResponse):
+                # our locate on a second connection to an agent we follow already: say so at once
+                pending.fail(errors.NotConnectedError(f"{shown(url)}: agent {shown(name)} already answered "
+                                                      "on another connection; not followed twice"))
+            return False
+        self.bound[transport] = name
+        self._bound_to[name] = transport
+        return True

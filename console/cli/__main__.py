@@ -1,0 +1,5 @@
+"""``python -m virtq.console.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,7 @@
+"""``python -m tools.schemagen``."""
+
+import sys
+
+from .command import main
+
+sys.exit(main())
