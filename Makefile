@@ -3,7 +3,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bootstrap-stamp
 
-.PHONY: all bootstrap demo schema test unit integration realhv realhv-deps broker broker-deps typecheck bench clean
+.PHONY: all bootstrap demo schema test unit integration realhv realhv-deps broker broker-deps typecheck bench clean \
+	install-unit
 
 all: test
 
@@ -62,13 +63,21 @@ broker: $(STAMP) broker-deps
 # about 2.5 minutes); bigger fleets: bench/fleet --agents N --domains M --duration S --via direct|rabbitmq.
 PUSH_ARGS ?=
 LATENCY_ARGS ?=
+INGEST_ARGS ?=
 FLEET_ARGS ?= --agents 50 --domains 40 --interval 5 --duration 60 --churn 1
 bench: $(STAMP)
 	$(PY) -m bench.push_vs_poll $(PUSH_ARGS)
 	@echo
 	$(PY) -m bench.event_latency $(LATENCY_ARGS)
 	@echo
+	$(PY) -m bench.ingest $(INGEST_ARGS)
+	@echo
 	$(PY) -m bench.fleetsim $(FLEET_ARGS)
+
+# The systemd unit, with ExecStart pointing at the virtq-agent pip installed (docs/OPERATIONS.md). As root;
+# AGENT=/path/to/virtq-agent picks another one, ROOT=DIR installs under DIR (no user made, no systemctl).
+install-unit:
+	bash scripts/install-unit.sh $(if $(AGENT),--agent $(AGENT)) $(if $(ROOT),--root $(ROOT))
 
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache *.egg-info

@@ -10,11 +10,15 @@ console and agent: message bytes plus AMQP framing (transfer frames, flow, dispo
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import math
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Set, Tuple
 
 from bench.fleetsim.metering import category
 from virtq.schema import errors
@@ -219,3 +223,31 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else math.inf
 
 
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+class Outcome(Protocol):
+    """What a benchmark's run gives: a printed report, JSON, and the functional problems it met."""
+
+    problems: List[str]
+
+    def report(self) -> str: ...
+
+    def to_json(self) -> Dict[str, Any]: ...
+
+
+def bench_main(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
+               run: Callable[[argparse.Namespace], Outcome]) -> int:
+    """A benchmark's main(): adds ``--json`` and ``-v``, runs, prints the report, writes the JSON; the exit
+    status is 1 when something functionally broke (never for a timing)."""
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = run(args)
+    print(result.report())
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return 1 if result.problems else 0

@@ -13,9 +13,13 @@ the agent puts on the event (wall clock, same host; taken when libvirt's event l
 event to the agent); and that timestamp → the subscriber (the agent's event pump, its push,
 AMQP over loopback, the console's decode, updater and subscriber queue).
 
-Baseline in the same run: the request/response round trip of ``getInfo`` through the same
+Baselines in the same run: the request/response round trip of ``getInfo`` through the same
 console (``--rtt`` calls). A poller at interval T notices a change after T/2 on average
-(plus a round trip), at worst after T; the report puts that beside the push latency.
+(plus a round trip), at worst after T; the report puts that beside the push latency. And,
+before the agent starts, a bare proton echo (``bench.proton_echo``: two processes, each a
+MessagingHandler on its own reactor, ``--echo`` round trips): what the wire and proton cost
+alone. The getInfo round trip and the event → subscriber latency are reported as ratios of
+its p50 — what virtq's own hops (thread hand-offs, codec) add (issue 12).
 
     python -m bench.event_latency                  # the make bench run (500 cycles)
     python -m bench.event_latency --cycles 5000
@@ -24,8 +28,6 @@ console (``--rtt`` calls). A poller at interval T notices a change after T/2 on 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import math
 import os
 import sys
@@ -46,12 +48,15 @@ from virtq.transport import DirectListener
 
 import libvirt  # connections are opened after ensure_event_loop() registered the event loop
 
-from .common import percentile
+from .common import bench_main, percentile, ratio
 from .fleetsim.tables import table
+from .proton_echo import echo_rtts
 
 URI = "test:///default"
 DOMAIN = "test"
 TARGET_P99_MS = 20.0
+TARGET_RTT_RATIO = 1.5  # issue 12: getInfo RTT p50 ≤ 1.5× the bare proton echo's p50
+TARGET_EVENT_RATIO = 2.0  # issue 12: libvirt event → subscriber p50 ≤ 2× the bare proton echo's p50
 POLL_INTERVALS = (3.0, 15.0)  # VDSM's engine polled every 3 s (statistics) to 15 s
 
 
@@ -82,14 +87,20 @@ class Result:
     to_agent: Series  # call start -> the agent's timestamp on the event (wall clock)
     to_subscriber: Series  # the agent's timestamp -> subscriber
     rtt: Series  # getInfo request -> response, through the console
+    echo: Series = field(default_factory=Series)  # a bare proton echo's round trip (two processes, no virtq)
     load: Tuple[float, float] = (math.nan, math.nan)  # 1-minute load average before and after the run
     problems: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
-        for name in ("total", "call", "to_agent", "to_subscriber", "rtt"):
+        for name in ("total", "call", "to_agent", "to_subscriber", "rtt", "echo"):
             data[name] = getattr(self, name).summary()
+        data.update(rtt_over_echo=self.over_echo(self.rtt), event_over_echo=self.over_echo(self.total))
         return data
+
+    def over_echo(self, series: Series) -> float:
+        """A series' p50 as a multiple of the bare proton echo's p50 (NaN without an echo)."""
+        return ratio(series.p(50), self.echo.p(50)) if self.echo.values else math.nan
 
     def report(self) -> str:
         rows = [(label, s.p(50), s.p(99), max(s.values) if s.values else math.nan, len(s.values))
@@ -97,7 +108,8 @@ class Result:
                                  ("  the libvirt call (suspend/resume) returns", self.call),
                                  ("  call → the agent's timestamp on the event", self.to_agent),
                                  ("  the agent's timestamp → subscriber", self.to_subscriber),
-                                 ("baseline: getInfo round trip (request → answer)", self.rtt))]
+                                 ("baseline: getInfo round trip (request → answer)", self.rtt),
+                                 ("baseline: bare proton echo round trip (no virtq)", self.echo))]
         p50, p99 = self.total.p(50), self.total.p(99)
         polls = [(f"poller every {t:g} s: detection after (T/2 + RTT, T + RTT)",
                   t / 2 * 1000 + self.rtt.p(50), t * 1000 + self.rtt.p(99),
@@ -115,10 +127,23 @@ class Result:
             "",
             f"target (issue 4): p99 ≤ {TARGET_P99_MS:g} ms: {p99:.2f} ms "
             f"({'met' if p99 <= TARGET_P99_MS else 'NOT met'})",
-        ]
+        ] + self._hops()
         if self.problems:
             lines += ["", "FUNCTIONAL PROBLEMS:"] + [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+    def _hops(self) -> List[str]:
+        """What virtq adds to the wire: p50s over the bare proton echo's p50, against issue 12's targets."""
+        if not self.echo.values:
+            return []
+        lines = ["", f"over the bare proton echo (p50 {self.echo.p(50):.2f} ms):"]
+        for label, series, target in (("getInfo round trip", self.rtt, TARGET_RTT_RATIO),
+                                      ("libvirt event → subscriber", self.total, TARGET_EVENT_RATIO)):
+            over = self.over_echo(series)
+            lines.append(f"  {label}: p50 {series.p(50):.2f} ms = {over:.1f}× the echo "
+                         f"(target, issue 12: ≤ {target:g}×: {'met' if over <= target else 'NOT met'})")
+        return lines
 
 
 def _running(dom: Any) -> None:
@@ -131,11 +156,14 @@ def _running(dom: Any) -> None:
 
 
 def run(cycles: int = 500, rtt_calls: int = 200, warmup: int = 20, timeout: float = 5.0,
-        workdir: Optional[Path] = None) -> Result:
+        workdir: Optional[Path] = None, echo_calls: int = 500) -> Result:
     problems: List[str] = []
     total, call, to_agent, to_subscriber, rtt = Series(), Series(), Series(), Series(), Series()
     received = missing = overflowed = 0
     load_before = os.getloadavg()[0]
+    echo = Series(echo_rtts(echo_calls, warmup) if echo_calls else [])  # before the agent: an idle process
+    if len(echo.values) < echo_calls:
+        problems.append(f"the bare proton echo answered {len(echo.values)} of {echo_calls} round trips")
     ensure_event_loop()
     conn = libvirt.open(URI)  # keeps the process's test:///default driver alive for the whole run
     try:
@@ -199,25 +227,17 @@ def run(cycles: int = 500, rtt_calls: int = 200, warmup: int = 20, timeout: floa
     if overflowed:
         problems.append(f"the subscriber's queue overflowed ({overflowed} events dropped)")
     return Result(cycles, 2 * cycles, received, missing, overflowed, total, call, to_agent, to_subscriber, rtt,
-                  (load_before, os.getloadavg()[0]), problems)
+                  echo, (load_before, os.getloadavg()[0]), problems)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=500, help="suspend/resume cycles (default 500)")
     parser.add_argument("--rtt", type=int, default=200, help="getInfo round trips for the baseline (default 200)")
+    parser.add_argument("--echo", type=int, default=500,
+                        help="bare proton echo round trips for the wire's baseline (default 500; 0: none)")
     parser.add_argument("--warmup", type=int, default=20, help="cycles before measuring (default 20)")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = run(args.cycles, args.rtt, args.warmup)
-    print(result.report())
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    return 1 if result.problems else 0
-
+    return bench_main(parser, argv, lambda args: run(args.cycles, args.rtt, args.warmup, echo_calls=args.echo))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -97,7 +97,7 @@ class Console:
         self.apartments = Apartments()
         self._changed = threading.Condition()  # notified after every update
         self.updater = Updater(self, self._now, self.schema, self.agents, self._repos, self.apartments,
-                               self.subscribers.emit, self.limits, self.limit_watch)
+                               self.subscribers.emit, self.limits, self.limit_watch, self.subscribers.wanted)
         self.requests = Requests()
         self.tracker = AgentTracker(self.agents, self.limits, self.limit_watch, self.subscribers.emit, self._now,
                                     self._changed)
@@ -193,7 +193,8 @@ class Console:
     def subscribe(self, callback: Optional[Callable[[Event], None]] = None, *,
                   kinds: Union[None, Type[Event], Tuple[Type[Event], ...], List[Type[Event]]] = None,
                   maxsize: int = 10_000) -> Subscription:
-        """Receive typed events (``kinds``: event classes to keep; None for all).
+        """Receive typed events (``kinds``: event classes to keep; None for all but the opt-in per-object
+        ``StatsUpdated``, see virtq.console.subscriptions).
 
         With a callback, events are delivered on the subscription's own thread; without
         one, read them with ``subscription.get(timeout)`` or iterate. Each subscription

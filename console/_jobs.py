@@ -75,6 +75,7 @@ class Apartments:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._apartments: Dict[Key, _Apartment] = {}
+        self._owned: Dict[Key, Job] = {}  # the objects jobs own now
         self._ids = itertools.count(1)
         self.completed = 0
 
@@ -91,6 +92,11 @@ class Apartments:
             apartment = self._apartments.get((object_id.agent_name, object_id.object_name))
         return None if apartment is None else apartment.owner
 
+    def owners(self) -> Dict[Key, Job]:
+        """The objects jobs own now, and their jobs (the updater checks a batch of statistics against them)."""
+        with self._lock:
+            return dict(self._owned)
+
     def run(self, console: Session[RemoteObject], object_id: ObjectId, method: str) -> "_Holding":
         """``with apartments.run(...) as job:`` — the job owns the object inside the block."""
         return _Holding(self, console, object_id, method)
@@ -102,12 +108,16 @@ class Apartments:
             apartment.next_ticket += 1
             apartment.cond.wait_for(lambda: apartment.serving == ticket)
             apartment.owner = job
+            with self._lock:
+                self._owned[(job.object_id.agent_name, job.object_id.object_name)] = job
         job.started = time.monotonic()
 
     def _leave(self, job: Job) -> None:
         apartment = self._apartment((job.object_id.agent_name, job.object_id.object_name))
         job.finished = time.monotonic()
         with apartment.cond:
+            with self._lock:
+                self._owned.pop((job.object_id.agent_name, job.object_id.object_name), None)
             apartment.owner = None
             apartment.serving += 1
             apartment.cond.notify_all()

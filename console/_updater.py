@@ -4,6 +4,10 @@ Staleness guards: a record or sample older than what the repository holds never 
 it; statistics from an epoch other than the agent's current one are dropped; an object
 removed at time T is not brought back by a record from before T. Every change becomes
 typed events for the subscribers.
+
+Statistics are applied a batch at a time (the repository's columns, checked for the whole batch and
+row by row only where a row needs it) and told as one ``StatsApplied`` per batch; per object only
+``StatsUpdated`` when a subscriber asked for it or a job owns the object, and ``DomainStateChanged``.
 """
 
 from __future__ import annotations
@@ -11,26 +15,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Type, Union
 
 from virtq.logs import shown
 from virtq.schema.codec import DataRecord, EventRecord, ObjectId, StatsBatch
 from virtq.schema.model import Schema
 from virtq.schema.states import DOMAIN_STATES, LIFECYCLE_STATES
 
+from ._columns import SampleApplied
 from ._jobs import Apartments
 from ._session import Session
 from .events import (ConfigChanged, DomainStateChanged, Event, LibvirtEvent, ObjectAdded, ObjectEvent, ObjectRemoved,
-                     StatsUpdated)
+                     StatsApplied, StatsUpdated)
 from .limits import Limits, LimitWatch
 from .objects import RemoteObject
 from .repository import AgentRepository, Repository
 
-__all__ = ["EARLY_LIMIT", "PRUNE_EVERY", "Emit", "Updater"]
+__all__ = ["EARLY_LIMIT", "PRUNE_EVERY", "Emit", "Updater", "Wanted"]
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
+Wanted = Callable[[Type[Event]], bool]
 
 EARLY_LIMIT = Limits.held_samples
 """Samples of not-yet-known objects held at most (a console that starts amid a fleet hears samples of every
@@ -41,11 +47,13 @@ PRUNE_EVERY = 1.0
 
 class Updater:
     """Owned by the console; only its ingest thread calls it. ``session``: what the snapshots it makes
-    belong to; ``clock``: the console's (tombstones age by it)."""
+    belong to; ``clock``: the console's (tombstones age by it); ``wanted``: whether any subscriber takes
+    events of a kind (per-object statistics events are made only then)."""
 
     def __init__(self, session: Session[RemoteObject], clock: Callable[[], float], schema: Schema,
                  agents: AgentRepository, repos: Dict[str, Repository], apartments: Apartments, emit: Emit,
-                 limits: Optional[Limits] = None, watch: Optional[LimitWatch] = None) -> None:
+                 limits: Optional[Limits] = None, watch: Optional[LimitWatch] = None,
+                 wanted: Optional[Wanted] = None) -> None:
         self._session = session
         self._clock = clock
         self._schema = schema
@@ -53,6 +61,7 @@ class Updater:
         self._repos = repos
         self._apartments = apartments
         self._emit = emit
+        self._wanted: Wanted = wanted or (lambda kind: True)
         self._limits = limits or Limits()
         self._watch = watch or LimitWatch(emit)
         # (agent, name) -> (delete_ts, console clock when buried), oldest first
@@ -69,7 +78,6 @@ class Updater:
         # per domain: the last lifecycle event not yet matched by a pushed state: its reason, the states it
         # leads to and when it happened
         self._reasons: Dict[Tuple[str, str], Tuple[str, FrozenSet[int], int]] = {}
-        self._sampled: Dict[Tuple[str, str], float] = {}  # (agent, name) -> when a sample was last applied
         # (agent, name) -> when a record was last applied, by the console's clock: a resync compares it with
         # when its query went out (the agent's timestamps come from another machine's clock)
         self._recorded: Dict[Tuple[str, str], float] = {}
@@ -104,7 +112,6 @@ class Updater:
             key = (record.object_id.agent_name, record.object_id.object_name)
             if record.deleted:
                 self._bury(key, record.delete_ts)
-                self._sampled.pop(key, None)
                 self._recorded.pop(key, None)
                 self._unhold(key)
                 self._reasons.pop(key, None)
@@ -118,13 +125,14 @@ class Updater:
             old = repo.by_id(record.object_id)
             if old is None and not self._room_for(key[0]):
                 continue
+            sampled: Optional[float] = None
             if old is None:
                 obj = RemoteObject(self._session, cls, record.object_id, record.values, record.update_ts,
                                    record.create_ts)
                 held = self._unhold(key)
                 if held is not None and held[2] == record.object_id.agent_epoch:
                     obj = obj.with_stats(held[0], held[1])
-                    self._sampled[key] = time.monotonic()
+                    sampled = time.monotonic()
             else:
                 if record.update_ts and old.update_ts > record.update_ts:
                     continue  # an older record than the one we hold
@@ -137,19 +145,20 @@ class Updater:
                 fresh = RemoteObject(self._session, cls, record.object_id, record.values)
                 obj = old.with_values(fresh.values, record.update_ts, record.create_ts, record.object_id)
                 if answered_after is not None:
-                    current = self._sampled.get(key, float("-inf")) < answered_after
+                    current = repo.sampled_at(record.object_id) < answered_after
                 else:
                     current = not old.stats_ts or record.update_ts >= old.stats_ts
                 if fresh.stats and current:
                     obj = obj.with_stats(fresh.stats, old.stats_ts)
-            repo.upsert(obj)
+            repo.upsert(obj, sampled)
             self._recorded[key] = time.monotonic()
             if old is None:
                 self._objects[key[0]] = self._objects.get(key[0], 0) + 1
                 self._tell(ObjectAdded(obj))
             elif old.values.get("configGen") != obj.values.get("configGen"):
                 self._tell(ConfigChanged(obj, old.values.get("configGen"), obj.values.get("configGen")))
-            self._state_change(old, obj)
+            if old is not None:
+                self._state_change(obj, old.stats.get("state"), old.stats_ts)
 
     def remove_missing(self, agent: str, seen: Set[str], before: float) -> None:
         """After a full resync: objects the agent no longer has go — unless a record of theirs was applied
@@ -164,7 +173,6 @@ class Updater:
             for obj in repo.of_agent(agent):
                 key = (agent, obj.object_id.object_name)
                 if key[1] not in seen and self._recorded.get(key, float("-inf")) <= before:
-                    self._sampled.pop(key, None)
                     self._recorded.pop(key, None)
                     if repo.remove(obj.object_id) is not None:
                         self._forget(agent)
@@ -249,26 +257,46 @@ class Updater:
             if view is not None and batch.epoch != view.epoch:
                 log.debug("dropping statistics of %s from epoch %d (now %d)", agent, batch.epoch, view.epoch)
                 continue
-            repo = self._repos.get(batch.schema_id.class_name)
-            declared = self._statistics.get(batch.schema_id.class_name, frozenset())
+            class_name = batch.schema_id.class_name
+            repo = self._repos.get(class_name)
             if repo is None:
                 continue
-            for name, changed in batch.rows():
-                if not declared.issuperset(changed):
-                    changed = {k: v for k, v in changed.items() if k in declared}
-                old = repo.by_id(ObjectId(name, agent))
-                if old is None:
-                    self._hold(agent, name, batch, changed)
-                    continue
-                if old.stats_ts and old.stats_ts > batch.sample_ts:
-                    continue  # an older sample than the one we hold
-                obj = old.with_stats(changed, batch.sample_ts)
-                repo.upsert(obj)
-                self._sampled[(agent, name)] = time.monotonic()
-                self.samples_applied += 1
-                if changed:
-                    self._tell(StatsUpdated(obj, changed))
-                self._state_change(old, obj)
+            columns = batch.columns
+            declared = self._statistics.get(class_name, frozenset())
+            if not declared.issuperset(columns):
+                columns = {k: v for k, v in columns.items() if k in declared}
+            applied = repo.apply_sample(agent, batch.keys, columns, batch.sample_ts, time.monotonic(),
+                                        "state" if class_name == "Domain" else None)
+            for index in applied.unknown:
+                self._hold(agent, batch.object_name(index), batch,
+                           {k: v[index] for k, v in columns.items() if v[index] is not None})
+            if applied.keys:
+                self.samples_applied += len(applied.keys)
+                self._announce(agent, batch, repo, applied)
+
+    def _announce(self, agent: str, batch: StatsBatch, repo: Repository, applied: SampleApplied) -> None:
+        """The events of one applied batch: one StatsApplied; per object only StatsUpdated when someone asked
+        for it or a job owning the object records it, and the rare DomainStateChanged."""
+        event = StatsApplied(agent, batch.schema_id.class_name, batch.epoch, batch.sample_ts, applied.keys,
+                             applied.columns)
+        if applied.columns and self._wanted(StatsApplied):
+            self._emit(event)
+        per_object = self._wanted(StatsUpdated)
+        owners = self._apartments.owners()
+        moved = applied.moved()
+        if not (per_object or owners or moved):
+            return
+        for index in range(len(applied.keys)) if per_object or owners else sorted(moved):
+            object_id = event.object_id(index)
+            told = per_object or (agent, object_id.object_name) in owners
+            obj = repo.by_id(object_id) if told or index in moved else None
+            if obj is None:
+                continue
+            changed = event.changed(index)
+            if told and changed:
+                self._tell(StatsUpdated(obj, changed))
+            if index in moved:
+                self._state_change(obj, *moved[index])
 
     def _hold(self, agent: str, name: str, batch: StatsBatch, changed: Mapping[str, Any]) -> None:
         """Keep a sample of an object not known yet (merged with any held before, newest values winning)."""
@@ -294,17 +322,16 @@ class Updater:
         else:
             self.held[key] = ({**changed, **held[0]}, held[1], batch.epoch)
 
-    def _state_change(self, old: Optional[RemoteObject], new: RemoteObject) -> None:
-        if new.class_name != "Domain" or old is None:
-            return
-        before, after = old.stats.get("state"), new.stats.get("state")
-        if after is None or before == after:
+    def _state_change(self, new: RemoteObject, before: Any, before_ts: int) -> None:
+        """Tell a domain's state change (``before``: the state it had, sampled at ``before_ts``)."""
+        after = new.stats.get("state")
+        if new.class_name != "Domain" or after is None or before == after:
             return
         pending = self._reasons.pop((new.agent, new.object_id.object_name), None)
         reason = ""
         # An event explains the change only if it leads to the new state and happened after the sample
         # that still showed the old one (events can lag behind samples: one from an earlier change would lie).
-        if pending is not None and after in pending[1] and not (pending[2] and pending[2] < old.stats_ts):
+        if pending is not None and after in pending[1] and not (pending[2] and pending[2] < before_ts):
             reason = pending[0]
         if not reason:  # observed before libvirt's event arrived: a job's own call explains it
             job = self._apartments.owner(new.object_id)

@@ -8,7 +8,7 @@ and ``job``: the id of the job that owned the object when the change was observe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from virtq.schema.codec import ObjectId
 
@@ -18,7 +18,7 @@ from .repository import AgentView
 __all__ = [
     "AgentAdded", "AgentDegraded", "AgentEvent", "AgentLost", "AgentRecovered", "AgentRestarted", "ConfigChanged",
     "DomainStateChanged", "Event", "LibvirtEvent", "LimitReached", "ObjectAdded", "ObjectEvent", "ObjectRemoved",
-    "Overflowed", "StatsUpdated",
+    "Overflowed", "StatsApplied", "StatsUpdated",
 ]
 
 
@@ -99,7 +99,43 @@ class ConfigChanged(ObjectEvent):
 
 
 @dataclass(frozen=True)
+class StatsApplied(Event):
+    """One pushed statistics batch applied: the samples of some objects of one class on one agent.
+
+    ``keys`` name the objects (a domain's uuid, a volume's key …), ``columns`` hold one value per key for
+    each statistic the batch carries, None where that object's value did not change. Only objects whose
+    sample was applied are in it (not those holding a newer sample, nor those not known yet). Read the
+    objects themselves through the repositories (``console.find(event.object_id(i))``): the console
+    makes their snapshots only when they are read. Delivered by default; per object, ask for
+    ``StatsUpdated``."""
+
+    agent: str
+    class_name: str
+    epoch: int
+    sample_ts: int
+    keys: Tuple[str, ...]
+    columns: Mapping[str, Sequence[Any]]
+
+    def object_name(self, index: int) -> str:
+        return f"{self.class_name}:{self.keys[index]}"
+
+    def object_id(self, index: int) -> ObjectId:
+        return ObjectId(self.object_name(index), self.agent, self.epoch)
+
+    def changed(self, index: int) -> Dict[str, Any]:
+        """The statistics that changed for object ``index``."""
+        return {name: values[index] for name, values in self.columns.items() if values[index] is not None}
+
+    def changes(self) -> Iterator[Tuple[ObjectId, Dict[str, Any]]]:
+        """(object id, changed statistics) for each object, made as they are iterated."""
+        return ((self.object_id(i), self.changed(i)) for i in range(len(self.keys)))
+
+
+@dataclass(frozen=True)
 class StatsUpdated(ObjectEvent):
+    """The statistics of one object changed: ``obj`` is its snapshot with them. Opt-in: delivered only to
+    subscriptions whose ``kinds`` name it (or a base class); it costs a snapshot per object per sample."""
+
     changed: Mapping[str, Any]
 
 

@@ -56,15 +56,19 @@ class RemoteObject:
             object.__setattr__(self, name, value)
 
     def with_stats(self, changed: Mapping[str, Any], stats_ts: int) -> "RemoteObject":
-        """A new snapshot with these statistics merged in.
+        """A new snapshot with these statistics merged in."""
+        return self.with_sample({**self.stats, **changed}, stats_ts)
 
-        The hot path of a console (one per pushed sample): the properties are already split and
-        converted, so the new snapshot shares them instead of going through __init__ again.
+    def with_sample(self, stats: Dict[str, Any], stats_ts: int) -> "RemoteObject":
+        """A new snapshot whose statistics are ``stats`` (taken over, not copied: the caller gives it away).
+
+        How a repository makes the snapshot of an object whose statistics moved: the properties are
+        already split and converted, so the new snapshot shares them instead of going through __init__.
         """
         new = object.__new__(RemoteObject)
         for name, value in (("_session", self._session), ("_schema", self._schema), ("object_id", self.object_id),
-                            ("values", self.values), ("stats", {**self.stats, **changed}),
-                            ("update_ts", self.update_ts), ("create_ts", self.create_ts), ("stats_ts", stats_ts)):
+                            ("values", self.values), ("stats", stats), ("update_ts", self.update_ts),
+                            ("create_ts", self.create_ts), ("stats_ts", stats_ts)):
             object.__setattr__(new, name, value)
         return new
 

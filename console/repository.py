@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar
 
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import AmbiguousRefError, UnknownRefError
 
+from ._columns import SampleApplied, StatColumns
 from .health import AgentHealth
 from .objects import RemoteObject
 
@@ -46,13 +47,26 @@ class AgentView:
 T = TypeVar("T")
 
 
-class _Store(Generic[T]):
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._lock = threading.Lock()
-        self._items: Dict[Any, T] = {}
+def _pick(kind: str, ref: str, items: List[T], tests: List[Callable[[T], bool]]) -> T:
+    """The one item the first matching test selects; typed errors for none or several."""
+    for test in tests:
+        found = [item for item in items if test(item)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise AmbiguousRefError(f"{ref!r} matches {len(found)} {kind}: use <agent>/<name> or a uuid")
+    raise UnknownRefError(f"no {kind[:-1] if kind.endswith('s') else kind} matches {ref!r}")
 
-    def __iter__(self) -> Iterator[T]:
+
+class AgentRepository:
+    """The agents the console follows, by name."""
+
+    def __init__(self) -> None:
+        self.kind = "agents"
+        self._lock = threading.Lock()
+        self._items: Dict[str, AgentView] = {}
+
+    def __iter__(self) -> Iterator[AgentView]:
         with self._lock:
             return iter(list(self._items.values()))
 
@@ -63,81 +77,71 @@ class _Store(Generic[T]):
     def __bool__(self) -> bool:
         return True
 
-    def _put(self, key: Any, item: T) -> Optional[T]:
-        with self._lock:
-            old = self._items.get(key)
-            self._items[key] = item
-            return old
-
-    def _pop(self, key: Any) -> Optional[T]:
-        with self._lock:
-            return self._items.pop(key, None)
-
-    def _peek(self, key: Any) -> Optional[T]:
-        with self._lock:
-            return self._items.get(key)
-
-    def _pick(self, ref: str, tests: List[Callable[[T], bool]]) -> T:
-        """The one item the first matching test selects; typed errors for none or several."""
-        items = list(self)
-        for test in tests:
-            found = [item for item in items if test(item)]
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise AmbiguousRefError(f"{ref!r} matches {len(found)} {self.kind}: use <agent>/<name> or a uuid")
-        raise UnknownRefError(f"no {self.kind[:-1] if self.kind.endswith('s') else self.kind} matches {ref!r}")
-
-
-class AgentRepository(_Store[AgentView]):
-    def __init__(self) -> None:
-        super().__init__("agents")
-
     def get(self, ref: str) -> AgentView:
-        return self._pick(ref, [lambda a: ref in (a.name, a.instance), lambda a: ref == a.hostname,
-                                lambda a: ref == a.url])
+        return _pick(self.kind, ref, list(self), [lambda a: ref in (a.name, a.instance), lambda a: ref == a.hostname,
+                                                  lambda a: ref == a.url])
 
     def by_name(self, name: str) -> Optional[AgentView]:
-        return self._peek(name)
+        with self._lock:
+            return self._items.get(name)
 
     def put(self, name: str, view: AgentView) -> Optional[AgentView]:
         """The console's side: record what it knows of an agent now; returns what it knew before."""
-        return self._put(name, view)
+        with self._lock:
+            old = self._items.get(name)
+            self._items[name] = view
+            return old
 
 
-class Repository(_Store[RemoteObject]):
-    """Objects of one class across every agent the console follows."""
+class Repository:
+    """Objects of one class across every agent the console follows.
+
+    An object's properties live in its last snapshot, its statistics in the class's columns
+    (console/_columns.py), which the updater writes a batch at a time; a snapshot is made again from
+    them only when the object is read after its statistics moved."""
 
     IDENTITY = ("uuid", "key", "path")
 
     def __init__(self, class_name: str, agents: AgentRepository) -> None:
-        super().__init__(class_name.lower() + "s")
+        self.kind = class_name.lower() + "s"
         self.class_name = class_name
         self._agents = agents
         self._name = "hostname" if class_name == "Node" else "name"  # nodes have no name property
-        # agent -> object name -> snapshot: of_agent() without a scan of every agent's objects (a resync of
+        self._lock = threading.Lock()
+        self._slots: Dict[Tuple[str, str], int] = {}  # (agent, object name) -> slot
+        # agent -> object name -> slot: of_agent() without a scan of every agent's objects (a resync of
         # each of 1,000 agents scanned 40,000 domains)
-        self._by_agent: Dict[str, Dict[str, RemoteObject]] = {}
+        self._by_agent: Dict[str, Dict[str, int]] = {}
+        # agent -> key -> slot, for names "<class>:<key>": how a statistics batch names its objects
+        self._by_key: Dict[str, Dict[str, int]] = {}
+        self._snapshots: List[Optional[RemoteObject]] = []  # slot -> the last snapshot made
+        self._moved: Set[int] = set()  # slots whose statistics moved since their snapshot was made
+        self._stats = StatColumns()
 
-    def _put(self, key: Any, item: RemoteObject) -> Optional[RemoteObject]:
+    def __iter__(self) -> Iterator[RemoteObject]:
         with self._lock:
-            old = self._items.get(key)
-            self._items[key] = item
-            self._by_agent.setdefault(key[0], {})[key[1]] = item
-            return old
+            return iter([self._snapshot(slot) for slot in self._slots.values()])
 
-    def _pop(self, key: Any) -> Optional[RemoteObject]:
+    def __len__(self) -> int:
         with self._lock:
-            item = self._items.pop(key, None)
-            objects = self._by_agent.get(key[0])
-            if item is not None and objects is not None:
-                objects.pop(key[1], None)
-                if not objects:
-                    del self._by_agent[key[0]]
-            return item
+            return len(self._slots)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def _snapshot(self, slot: int) -> RemoteObject:
+        """The object in ``slot`` as it is now (made again only if its statistics moved); under the lock."""
+        snapshot = self._snapshots[slot]
+        assert snapshot is not None
+        if slot in self._moved:
+            self._moved.discard(slot)
+            snapshot = self._snapshots[slot] = snapshot.with_sample(self._stats.row(slot), self._stats.stats_ts[slot])
+        return snapshot
 
     def by_id(self, object_id: ObjectId) -> Optional[RemoteObject]:
-        return self._peek((object_id.agent_name, object_id.object_name))
+        with self._lock:
+            slot = self._slots.get((object_id.agent_name, object_id.object_name))
+            return None if slot is None else self._snapshot(slot)
 
     def _scope_matches(self, scope: str, obj: RemoteObject) -> bool:
         agent = self._agents.by_name(obj.agent)
@@ -152,22 +156,74 @@ class Repository(_Store[RemoteObject]):
         if "/" in ref:
             scope, _, name = ref.partition("/")
             tests.append(lambda o: o.values.get(self._name) == name and self._scope_matches(scope, o))
-        return self._pick(ref, tests)
+        return _pick(self.kind, ref, list(self), tests)
 
     def of_agent(self, agent_name: str) -> List[RemoteObject]:
         with self._lock:
-            return list(self._by_agent.get(agent_name, {}).values())
+            return [self._snapshot(slot) for slot in self._by_agent.get(agent_name, {}).values()]
+
+    def sampled_at(self, object_id: ObjectId) -> float:
+        """When a sample of the object was last applied (the console's monotonic clock; -inf: never)."""
+        with self._lock:
+            slot = self._slots.get((object_id.agent_name, object_id.object_name))
+            return float("-inf") if slot is None else self._stats.sampled[slot]
 
     # --- the updater's side -------------------------------------------------------------------
 
-    def upsert(self, obj: RemoteObject) -> Tuple[Optional[RemoteObject], bool]:
-        """Store a newer snapshot; returns (previous, stored). Older samples never replace newer ones."""
-        key = (obj.object_id.agent_name, obj.object_id.object_name)
-        old = self._peek(key)
-        if old is not None and obj.update_ts and old.update_ts > obj.update_ts:
-            return old, False
-        self._put(key, obj)
-        return old, True
+    def upsert(self, obj: RemoteObject, sampled_at: Optional[float] = None) -> Tuple[Optional[RemoteObject], bool]:
+        """Store a newer snapshot, statistics and all (``sampled_at``: it brings a sample applied now, by the
+        console's monotonic clock); returns (previous, stored). Older records never replace newer ones."""
+        agent, name = key = (obj.object_id.agent_name, obj.object_id.object_name)
+        with self._lock:
+            slot = self._slots.get(key)
+            old = None if slot is None else self._snapshot(slot)
+            if old is not None and obj.update_ts and old.update_ts > obj.update_ts:
+                return old, False
+            if slot is None:
+                slot = self._slots[key] = self._stats.allocate()
+                self._by_agent.setdefault(agent, {})[name] = slot
+                prefix, colon, wire_key = name.partition(":")
+                if colon and prefix == self.class_name:
+                    self._by_key.setdefault(agent, {})[wire_key] = slot
+                if slot == len(self._snapshots):
+                    self._snapshots.append(None)
+            self._snapshots[slot] = obj
+            self._moved.discard(slot)
+            self._stats.replace(slot, obj.stats, obj.stats_ts)
+            if sampled_at is not None:
+                self._stats.sampled[slot] = sampled_at
+            return old, True
+
+    def apply_sample(self, agent: str, keys: Tuple[str, ...], columns: Mapping[str, Sequence[Any]], sample_ts: int,
+                     now: float, watch: Optional[str] = None) -> SampleApplied:
+        """Apply one statistics batch of ``agent`` (its objects' keys, a column per statistic, None for
+        "unchanged") at once; ``now``: the console's monotonic clock. See StatColumns.apply."""
+        with self._lock:
+            index = self._by_key.get(agent, {})
+            slots = list(map(index.get, keys))
+            applied = self._stats.apply(slots, keys, columns, sample_ts, now, watch)
+            self._moved.update(applied.slots)
+            return applied
 
     def remove(self, object_id: ObjectId) -> Optional[RemoteObject]:
-        return self._pop((object_id.agent_name, object_id.object_name))
+        agent, name = key = (object_id.agent_name, object_id.object_name)
+        with self._lock:
+            slot = self._slots.pop(key, None)
+            if slot is None:
+                return None
+            old = self._snapshot(slot)
+            self._unindex(self._by_agent, agent, name)
+            prefix, _, wire_key = name.partition(":")
+            if prefix == self.class_name and self._by_key.get(agent, {}).get(wire_key) == slot:
+                self._unindex(self._by_key, agent, wire_key)
+            self._snapshots[slot] = None
+            self._stats.release(slot)
+            return old
+
+    @staticmethod
+    def _unindex(index: Dict[str, Dict[str, int]], agent: str, name: str) -> None:
+        objects = index.get(agent)
+        if objects is not None:
+            objects.pop(name, None)
+            if not objects:
+                del index[agent]

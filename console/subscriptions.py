@@ -3,6 +3,10 @@
 Overflow policy: when a subscriber's queue is full the OLDEST queued event is dropped
 (the newest state is worth more than an old one) and the subscriber receives one
 :class:`Overflowed` event with the count before its next event.
+
+Kinds: a subscription without ``kinds`` receives every kind but the opt-in ones (:data:`OPT_IN`:
+``StatsUpdated``, one event per object per sample, where ``StatsApplied`` is one per batch); with
+``kinds`` it receives the events that are instances of them, opt-in kinds included.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ import logging
 import threading
 from typing import Callable, Deque, Iterator, List, Optional, Tuple, Type, Union
 
-from .events import Event, Overflowed
+from .events import Event, Overflowed, StatsUpdated
 
-__all__ = ["Kinds", "Subscribers", "Subscription", "normalize_kinds"]
+__all__ = ["OPT_IN", "Kinds", "Subscribers", "Subscription", "normalize_kinds"]
 
 log = logging.getLogger(__name__)
 
 Kinds = Optional[Tuple[Type[Event], ...]]
 KindsArgument = Union[None, Type[Event], Tuple[Type[Event], ...], List[Type[Event]]]
+OPT_IN: Tuple[Type[Event], ...] = (StatsUpdated,)
+"""Kinds delivered only to subscriptions that name them (or a base class of them) in ``kinds``."""
 
 
 class Subscription:
@@ -46,7 +52,11 @@ class Subscription:
         return self._closed
 
     def wants(self, event: Event) -> bool:
-        return self.kinds is None or isinstance(event, self.kinds)
+        return self.wants_kind(type(event))
+
+    def wants_kind(self, kind: Type[Event]) -> bool:
+        """Whether events of this class are delivered to this subscription."""
+        return not issubclass(kind, OPT_IN) if self.kinds is None else issubclass(kind, self.kinds)
 
     def offer(self, event: Event) -> None:
         """Called by the console's ingest thread: never blocks."""
@@ -132,6 +142,11 @@ class Subscribers:
             if subscription in self._subscriptions:
                 self._subscriptions.remove(subscription)
         subscription.close()
+
+    def wanted(self, kind: Type[Event]) -> bool:
+        """Whether any subscription takes events of this class (the updater makes per-object events only then)."""
+        with self._lock:
+            return any(subscription.wants_kind(kind) for subscription in self._subscriptions)
 
     def emit(self, event: Event) -> None:
         with self._lock:

@@ -6,11 +6,11 @@ Each is a frozen dataclass with ``to_wire()`` and ``from_wire()``; ``from_wire``
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._addresses import PRODUCT, VENDOR
+from ._packed import LAYOUT, pack_column, pack_keys, unpack_column, unpack_keys
 from .errors import InvalidParameterError, ProtocolError
 from .model import SchemaId
 
@@ -190,19 +190,7 @@ class EventRecord:
 
 
 UUID_KEYED = ("Node", "Domain", "Pool")
-
-
-def key_to_wire(class_name: str, key: str) -> Any:
-    """uuids travel as 16 bytes (AMQP binary), other keys as strings."""
-    return uuid.UUID(key).bytes if class_name in UUID_KEYED else key
-
-
-def key_from_wire(value: Any) -> str:
-    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) == 16:  # proton gives memoryview
-        return str(uuid.UUID(bytes=bytes(value)))
-    if isinstance(value, str):
-        return value
-    raise ProtocolError("stats: object keys must be 16-byte uuids or strings")
+"""Classes whose objects are keyed by uuid: their statistics keys travel as 16 bytes each."""
 
 
 @dataclass(frozen=True)
@@ -211,14 +199,15 @@ class StatsBatch:
 
     ``keys`` name the objects (uuid or volume key); each column holds one value per key,
     None where that object's value did not change since the agent last pushed it. Only
-    columns with at least one change are present.
+    columns with at least one change are present. On the wire it is the ``packed-1`` layout
+    (:mod:`._packed`, PROTOCOL.md section 10); query answers carry statistics in data maps instead.
     """
 
     schema_id: SchemaId
     epoch: int
     sample_ts: int
     keys: Tuple[str, ...]
-    columns: Mapping[str, Sequence[Any]]
+    columns: Mapping[str, Sequence[Optional[int]]]
 
     def object_name(self, index: int) -> str:
         return f"{self.schema_id.class_name}:{self.keys[index]}"
@@ -229,18 +218,29 @@ class StatsBatch:
                 for i in range(len(self.keys))]
 
     def to_wire(self) -> Dict[str, Any]:
-        body: Dict[str, Any] = {"_schema_id": schema_id_to_wire(self.schema_id), "_agent_epoch": self.epoch,
-                                "_sample_ts": self.sample_ts,
-                                "_keys": [key_to_wire(self.schema_id.class_name, k) for k in self.keys]}
-        body.update({name: list(values) for name, values in self.columns.items()})
-        return body
+        """The packed map; ValueError for what cannot be packed (a column not one value per key, a value
+        beyond 64 bits, a key that is no uuid in a uuid-keyed class)."""
+        if any(len(values) != len(self.keys) for values in self.columns.values()):
+            raise ValueError("stats: every column needs one value per key")
+        return {"_layout": LAYOUT, "_schema_id": schema_id_to_wire(self.schema_id), "_agent_epoch": self.epoch,
+                "_sample_ts": self.sample_ts, "_count": len(self.keys),
+                "_keys": pack_keys(self.keys, self.schema_id.class_name in UUID_KEYED),
+                "_columns": {name: pack_column(values) for name, values in self.columns.items()}}
 
     @classmethod
     def from_wire(cls, value: Any) -> "StatsBatch":
+        layout = value.get("_layout") if isinstance(value, Mapping) else None
+        if layout != LAYOUT:
+            shown = "(none: the map form of earlier virtq agents)" if layout is None else repr(layout)
+            raise ProtocolError(f"stats layout {shown} is not supported by this console (supports {LAYOUT})")
         epoch = require(value, "_agent_epoch", int, "stats")
         sample_ts = require(value, "_sample_ts", int, "stats")
-        keys = tuple(key_from_wire(k) for k in require(value, "_keys", (list, tuple), "stats"))
-        columns = {str(k): list(v) for k, v in value.items() if not str(k).startswith("_")}
-        if any(not isinstance(v, list) or len(v) != len(keys) for v in columns.values()):
-            raise ProtocolError("stats: every column needs one value per key")
-        return cls(schema_id_from_wire(value.get("_schema_id")), epoch, sample_ts, keys, columns)
+        count = require(value, "_count", int, "stats")
+        if count < 0:
+            raise ProtocolError(f"stats: _count {count} is negative")
+        keys = unpack_keys(value.get("_keys"), count)
+        columns = require(value, "_columns", Mapping, "stats")
+        if not all(isinstance(name, str) for name in columns):
+            raise ProtocolError("stats: column names must be strings")
+        return cls(schema_id_from_wire(value.get("_schema_id")), epoch, sample_ts, keys,
+                   {name: unpack_column(raw, count, name) for name, raw in columns.items()})

@@ -3,8 +3,8 @@
 push  the ordinary :class:`virtq.console.Console`, which loads every agent's objects once and
       then only listens. Measured: ingest (records and samples applied per second), lag from
       the agent's sample time (a statistics batch's ``_sample_ts``) to the repository update
-      (the updater's ``apply_stats`` returned) and to subscriber delivery (a ``StatsUpdated``
-      callback), lag from a libvirt event's timestamp to its subscriber, XML fetches (a consumer
+      (the updater's ``apply_stats`` returned) and to subscriber delivery (a ``StatsApplied``
+      callback, one per batch, its lag counted once per object in it), lag from a libvirt event's timestamp to its subscriber, XML fetches (a consumer
       fetches a domain's XML through the console's fetcher when it is added or its configGen
       moves: never otherwise).
 poll  what an engine did before push: every cycle (one per interval, back to back when a cycle
@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from virtq.console import Console, RemoteObject
 from virtq.console.events import (AgentAdded, AgentLost, AgentRestarted, ConfigChanged, Event, LibvirtEvent,
-                                  ObjectAdded, StatsUpdated)
+                                  ObjectAdded, StatsApplied)
 from virtq.schema import errors
 from virtq.schema.codec import (ExceptionResponse, MethodRequest, MethodResponse, QueryRequest,
                                 QueryResponse, StatsBatch, WireMessage, direct_address)
@@ -232,7 +232,7 @@ class PushConsole(Measured):
     def __init__(self, config: ConsoleConfig, conn: Connection) -> None:
         super().__init__(config, conn)
         self.lag_repo: List[float] = []  # ms, one per statistics batch
-        self.lag_sub: List[float] = []  # ms, one per StatsUpdated
+        self.lag_sub: List[float] = []  # ms, one per object of each StatsApplied
         self.lag_event: List[float] = []  # ms, one per libvirt event
         self.recent: collections.deque[float] = collections.deque(maxlen=20_000)  # for the live line
         self.config_changes = 0
@@ -247,16 +247,16 @@ class PushConsole(Measured):
 
         self.console.updater.stats_observers.append(applied)
         self.agent_events: Dict[str, int] = collections.Counter()  # AgentLost, AgentAdded, AgentRestarted
-        self.subscription = self.console.subscribe(self._on_event, kinds=(StatsUpdated, LibvirtEvent, ConfigChanged,
+        self.subscription = self.console.subscribe(self._on_event, kinds=(StatsApplied, LibvirtEvent, ConfigChanged,
                                                                           ObjectAdded, AgentLost, AgentAdded,
                                                                           AgentRestarted), maxsize=1_000_000)
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, StatsUpdated):
-            lag = (time.time_ns() - event.obj.stats_ts) / 1e6
-            self.recent.append(lag)
+        if isinstance(event, StatsApplied):
+            lags = [(time.time_ns() - event.sample_ts) / 1e6] * len(event.keys)
+            self.recent.extend(lags)
             if self.window_open:
-                self.lag_sub.append(lag)
+                self.lag_sub.extend(lags)
         elif isinstance(event, (AgentLost, AgentAdded, AgentRestarted)):
             if self.window_open:  # an agent lost (no heartbeat for 3 intervals) or back: a resync follows
                 self.agent_events[type(event).__name__] += 1

@@ -5,12 +5,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from bench import event_latency, fleetxml, push_vs_poll
+from bench import event_latency, fleetxml, ingest, push_vs_poll
+from bench.ingest import cli as ingest_cli
 
 pytestmark = pytest.mark.integration
+
+Main = Callable[[Optional[Sequence[str]]], int]
+
+
+def run_main(main: Main, args: List[str], tmp_path: Path,
+             capsys: pytest.CaptureFixture[str]) -> Tuple[Dict[str, Any], str]:
+    """A benchmark's main() with ``--json``: its JSON result and what it printed; it must have found no problem."""
+    out = tmp_path / "result.json"
+    code = main(args + ["--json", str(out)])
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert code == 0, printed
+    assert result["problems"] == []
+    return result, printed
 
 
 def test_fleetxml_generates_the_requested_mix(tmp_path: Path) -> None:
@@ -30,13 +46,8 @@ def test_fleetxml_generates_the_requested_mix(tmp_path: Path) -> None:
 
 
 def test_push_vs_poll(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "push.json"
-    code = push_vs_poll.main(["--running", "3", "--paused", "1", "--shutoff", "1", "--interval", "0.3",
-                              "--intervals", "4", "--cycles", "2", "--json", str(out)])
-    printed = capsys.readouterr().out
-    result = json.loads(out.read_text())
-    assert code == 0, printed
-    assert result["problems"] == []
+    result, printed = run_main(push_vs_poll.main, ["--running", "3", "--paused", "1", "--shutoff", "1", "--interval",
+                                                   "0.3", "--intervals", "4", "--cycles", "2"], tmp_path, capsys)
     push, poll = result["push"], result["poll"]
     assert push["passes"] >= 4
     assert push["running_rows_per_pass"] == 3  # every running VM's cpuTime changes at every pass
@@ -51,12 +62,26 @@ def test_push_vs_poll(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_event_latency(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "latency.json"
-    code = event_latency.main(["--cycles", "10", "--rtt", "5", "--warmup", "2", "--json", str(out)])
-    printed = capsys.readouterr().out
-    result = json.loads(out.read_text())
-    assert code == 0, printed
-    assert result["problems"] == []
+    result, printed = run_main(event_latency.main, ["--cycles", "10", "--rtt", "5", "--echo", "5", "--warmup", "2"],
+                               tmp_path, capsys)
     assert result["received"] == 20 and result["missing"] == 0 and result["overflowed"] == 0
-    assert result["total"]["samples"] == 20 and result["rtt"]["samples"] == 5
-    assert "p99" in printed
+    assert result["total"]["samples"] == 20 and result["rtt"]["samples"] == 5 and result["echo"]["samples"] == 5
+    assert result["rtt_over_echo"] > 0 and result["event_over_echo"] > 0
+    assert "p99" in printed and "bare proton echo" in printed
+
+
+def test_ingest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result, printed = run_main(ingest_cli.main, ["--agents", "2", "--domains", "40", "--batches", "10,40",
+                                                 "--subscribers", "0,2", "--seconds", "0.2", "--warmup", "0.1"],
+                               tmp_path, capsys)
+    runs = {(r["encoding"], r["rows"], r["subscribers"]): r for r in result["runs"]}
+    assert set(runs) == {(e, b, s) for e in ("new", "old") for b in (10, 40) for s in (0, 2)}
+    for run in runs.values():
+        assert run["messages"] > 0 and run["applied"] == run["records"] > 0  # every row sent was applied
+        assert run["rate"] > 0 and run["cpu"] > 0
+        assert (run["events"] > 0) == (run["subscribers"] > 0) and run["dropped"] == 0
+    for encoding in ("new", "old"):
+        sizes = {s["rows"]: s for s in result["sizes"][encoding]}
+        assert 0 < sizes[40]["fixed"] < sizes[40]["message"]
+        assert sizes[40]["per_vm"] < sizes[10]["per_vm"]  # the fixed part spread over more rows
+    assert "new/old" in printed and ingest.__doc__

@@ -22,8 +22,8 @@ from virtq.agent.hypervisor import DomainIdentity, HypervisorEvent
 from virtq.agent.registry import Registry
 from virtq.agent.sampler import SampleReport, Sampler
 from virtq.console import Console
-from virtq.console.events import (DomainStateChanged, Event, LibvirtEvent, ObjectAdded, ObjectRemoved, Overflowed,
-                                  StatsUpdated)
+from virtq.console.events import (DomainStateChanged, Event, LibvirtEvent, ObjectAdded, ObjectEvent, ObjectRemoved,
+                                  Overflowed, StatsUpdated)
 from virtq.console._jobs import Apartments
 from virtq.console.repository import AgentView
 from virtq.console.subscriptions import Subscription
@@ -210,11 +210,11 @@ def console() -> Console:
 
 
 class Collected:
-    """The events a console emitted, in order: a queue subscription (filled on the emitting thread),
-    drained whenever it is read."""
+    """The per-object events a console emitted, in order (StatsUpdated, opt-in, included; the per-batch
+    StatsApplied not): a queue subscription (filled on the emitting thread), drained whenever it is read."""
 
     def __init__(self, console: Console) -> None:
-        self._subscription = console.subscribe()
+        self._subscription = console.subscribe(kinds=(ObjectEvent, LibvirtEvent))
         self._seen: List[Event] = []
 
     def __iter__(self) -> Iterator[Event]:
