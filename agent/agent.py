@@ -43,6 +43,7 @@ from .hypervisor import Hypervisor, HypervisorError
 from .liveness import Liveness
 from .policy import Policy, default_policy
 from .publisher import Publisher
+from .reconnector import Reconnector
 from .registry import Registry, can_look_up, class_of
 from .sampler import Sampler
 
@@ -122,6 +123,7 @@ class Agent:
                                      access=self.access)
         self._stop = threading.Event()
         self.liveness = Liveness(self._beat, self.libvirt.probe, heartbeat, self._stop)
+        self.reconnector = Reconnector(self.libvirt, self.reconcile, self.liveness.beat_now, self._stop)
         self._reconciler = threading.Thread(target=self._reconcile_loop, name="virtq-reconcile", daemon=True)
         self._started = False
         self.reconnects = 0
@@ -139,6 +141,7 @@ class Agent:
         self.transport.start(self._receive, self._on_transport_state)
         self._started = True
         self.liveness.start()
+        self.reconnector.start()
         self.sampler.start()
         self._reconciler.start()
         log.info("agent %s (epoch %d) serving %s: %d objects", self.name, self.epoch,
@@ -149,6 +152,7 @@ class Agent:
         self._stop.set()
         self.hypervisor.unwatch()
         self.liveness.stop(timeout)
+        self.reconnector.stop(timeout)
         if self._reconciler.is_alive():
             self._reconciler.join(timeout)
         self.sampler.stop(timeout)
@@ -197,7 +201,8 @@ class Agent:
                          self.schema.hash, instance=self.instance,
                          attributes={"hostname": node.hostname, "uri": node.uri,
                                      "node": self.registry.node_name, "reconnects": self.reconnects,
-                                     **self.tracker.health(self.stuck_after).attributes()})
+                                     **self.tracker.health(self.stuck_after).attributes(),
+                                     **self.reconnector.attributes()})
 
     def _beat(self) -> None:
         self._send(AgentHeartbeat(self.info(), agent=self.name).encode())

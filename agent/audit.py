@@ -15,8 +15,9 @@ import logging
 import re
 from typing import Any, Mapping, Optional
 
-NOTICE = 25
-logging.addLevelName(NOTICE, "NOTICE")
+from .logformat import NOTICE, JournalFormatter  # the audit trail's level and its journald form
+
+__all__ = ["LOG", "NOTICE", "JournalFormatter", "record", "redact"]
 
 LOG = logging.getLogger("virtq.audit")
 
@@ -64,17 +65,3 @@ def record(principal: Optional[str], agent: str, object_name: str, method: str, 
     text += f" duration_ms={duration * 1000:.1f} arguments={_quote(redact(dict(arguments)))}"
     level = logging.WARNING if outcome == "denied" else NOTICE
     LOG.log(level, "audit %s", text, extra={"audit": {**fields, "duration": duration}})
-
-
-PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (NOTICE, 5), (logging.INFO, 6))
-
-
-class JournalFormatter(logging.Formatter):
-    """``<priority>name: message`` — journald reads the prefix as the line's syslog priority."""
-
-    def __init__(self) -> None:
-        super().__init__("%(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        priority = next((p for level, p in PRIORITIES if record.levelno >= level), 7)
-        return f"<{priority}>{super().format(record)}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import configparser
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict
+
+import click
 
 SECTION = "agent"
 
@@ -32,3 +34,19 @@ def read_config(path: Path, known: Dict[str, str]) -> Dict[str, str]:
     if unknown:
         raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
     return {known[key]: value for key, value in options.items()}
+
+
+def long_options(command: click.Command) -> Dict[str, str]:
+    """The command's long option names (``state-dir``) and their parameter names (``state_dir``), but
+    ``--config`` (a file does not name another)."""
+    return {opt[2:]: p.name for p in command.params if p.name and p.name != "config"
+            for opt in p.opts if opt.startswith("--")}
+
+
+def read_options(path: Path, command: click.Command) -> Dict[str, Any]:
+    """``read_config`` for ``command``: a repeatable option's values are separated by spaces."""
+    options: Dict[str, Any] = dict(read_config(path, long_options(command)))
+    for option in command.params:
+        if option.name in options and option.multiple:
+            options[option.name] = options[option.name].split()
+    return options

@@ -95,6 +95,10 @@ class HypervisorEvent:
 
 EventSink = Callable[[HypervisorEvent], None]
 
+CloseListener = Callable[[str], None]
+"""Told why the connection closed by itself: "eof" (libvirtd went away), "keepalive" (it stopped answering
+its pings), "error" or "client"."""
+
 DOMAIN_INFO_FIELDS = ("state", "maxMem", "memory", "nrVirtCpu", "cpuTime")
 """virDomainGetInfo's fields, in libvirt's order."""
 
@@ -164,6 +168,15 @@ class Hypervisor(abc.ABC):
     def reconnect(self) -> None:
         """Open the connection again after it was lost."""
 
+    def connected(self) -> bool:
+        """False from the moment the connection closed by itself (libvirt's close callback) until a reconnect
+        succeeds; True for a hypervisor that cannot tell. Never asks libvirt: heartbeats read it."""
+        return True
+
+    def on_close(self, listener: Optional[CloseListener]) -> None:
+        """Have ``listener(reason)`` called when the connection closes by itself (not when close() or
+        reconnect() close it); None removes it. It runs on libvirt's event thread: it must only record."""
+
     def probe(self) -> None:
         """A cheap call that needs libvirtd to answer (virConnectGetLibVersion): the agent makes one per
         heartbeat, so a hung libvirtd shows in its health even when nothing else is asking it."""
@@ -216,6 +229,12 @@ class ForwardingHypervisor(Hypervisor):
 
     def reconnect(self) -> None:
         self.inner.reconnect()
+
+    def connected(self) -> bool:
+        return self.inner.connected()
+
+    def on_close(self, listener: Optional[CloseListener]) -> None:
+        self.inner.on_close(listener)
 
     def probe(self) -> None:
         self.inner.probe()

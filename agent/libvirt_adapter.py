@@ -14,13 +14,14 @@ import functools
 import inspect
 import logging
 import re
+import threading
 import uuid as uuidlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import libvirt
 
-from .hypervisor import (DomainIdentity, EventSink, Hypervisor, HypervisorError, Identity, NodeIdentity, ObjectRef,
-                         PoolIdentity, VolumeIdentity)
+from .hypervisor import (CloseListener, DomainIdentity, EventSink, Hypervisor, HypervisorError, Identity, NodeIdentity,
+                         ObjectRef, PoolIdentity, VolumeIdentity)
 from .libvirt_events import DOMAIN_EVENT_KINDS, POOL_EVENT_KINDS, EventKind, describe, ensure_event_loop
 
 __all__ = ["LibvirtHypervisor", "binding_method", "binding_table", "ensure_event_loop"]
@@ -36,6 +37,14 @@ libvirt.registerErrorHandler(_quiet, None)
 
 PY_CLASS = {"Node": "virConnect", "Domain": "virDomain", "Pool": "virStoragePool", "Volume": "virStorageVol"}
 HOST_UUID_NAMESPACE = uuidlib.UUID("7b0cbc5b-3a4e-4b7f-9a2e-6b1d0f5e9c11")
+KEEPALIVE = (5, 3)
+"""libvirt's keepalive on the agent's connection (interval s, count): a ping after 5 s without traffic, the
+connection closed (reason "keepalive") after 3 unanswered ones, so a libvirtd that vanished without closing
+its socket (a frozen host, a cut network) is noticed in ~20 s. A libvirtd that exits is noticed at once (EOF)."""
+CLOSE_REASONS = {libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error", libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "eof",
+                 libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive",
+                 libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "client"}
+"""libvirt's close reasons by name, as CloseListeners are told them."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,15 +93,21 @@ class LibvirtHypervisor(Hypervisor):
     """A libvirt connection opened with libvirt.open(uri).
 
     Opening the first one starts libvirt's event loop thread: libvirt delivers a connection's events only
-    when the loop was registered before the connection was opened.
+    when the loop was registered before the connection was opened. That loop also runs the connection's
+    keepalive (``keepalive``: interval, count) and its close callback, which makes ``connected()`` False.
     """
 
     @_translate
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, keepalive: Tuple[int, int] = KEEPALIVE) -> None:
         self.uri = uri
+        self.keepalive = keepalive
         binding_table()  # read the binding once up front, not inside the first (time-boxed) sample
         ensure_event_loop()
-        self._conn = libvirt.open(uri)
+        self._close_listener: Optional[CloseListener] = None
+        self._connected = True
+        self._reconnecting = threading.Lock()
+        self._conn: Any = None
+        self._conn = self._open()
         self._node: Optional[NodeIdentity] = None
         self._sink: Optional[EventSink] = None
         self._callbacks: List[Tuple[str, int]] = []
@@ -213,10 +228,50 @@ class LibvirtHypervisor(Hypervisor):
 
     def close(self) -> None:
         self.unwatch()
+        self._drop(self._conn)
+
+    # --- the connection itself ---------------------------------------------------------------------
+
+    def _open(self) -> Any:
+        """A new connection with libvirt's keepalive and our close callback (drivers without them, like the
+        test driver, which cannot lose a daemon, refuse quietly)."""
+        conn = libvirt.open(self.uri)
+        steps: Tuple[Tuple[str, Callable[[], object]], ...] = (
+            ("keepalive", lambda: conn.setKeepAlive(*self.keepalive)),
+            ("close callback", lambda: conn.registerCloseCallback(self._closed, None)))
+        for what, step in steps:
+            try:
+                step()
+            except libvirt.libvirtError as exc:
+                log.debug("%s: no %s: %s", self.uri, what, exc.get_error_message())
+        return conn
+
+    def _drop(self, conn: Any) -> None:
+        """Close a connection we are done with; its close callback goes first (this closing is not a loss)."""
+        for step in (conn.unregisterCloseCallback, conn.close):
+            try:
+                step()
+            except libvirt.libvirtError:
+                log.debug("closing %s", self.uri, exc_info=True)
+
+    def _closed(self, conn: Any, reason: int, opaque: object) -> None:
+        """libvirt's close callback, on its event thread: record the loss and tell the listener."""
+        if conn is not self._conn:
+            return  # a connection already replaced
+        self._connected = False
+        listener = self._close_listener
+        if listener is None:
+            return
         try:
-            self._conn.close()
-        except libvirt.libvirtError:
-            log.debug("closing %s", self.uri, exc_info=True)
+            listener(CLOSE_REASONS.get(reason, f"reason {reason}"))
+        except Exception:  # noqa: BLE001 - never raise into libvirt's loop
+            log.exception("close listener of %s", self.uri)
+
+    def connected(self) -> bool:
+        return self._connected
+
+    def on_close(self, listener: Optional[CloseListener]) -> None:
+        self._close_listener = listener
 
     # --- push support ------------------------------------------------------------------------------
 
@@ -323,12 +378,12 @@ class LibvirtHypervisor(Hypervisor):
 
     @_translate
     def reconnect(self) -> None:
-        sink = self._sink
-        self.unwatch()
-        try:
-            self._conn.close()
-        except libvirt.libvirtError:
-            pass
-        self._conn = libvirt.open(self.uri)
-        if sink is not None:
-            self.watch(sink)
+        with self._reconnecting:  # the reconnector and the reconcile may both try
+            sink = self._sink
+            self.unwatch()
+            self._sink = sink  # kept across failed attempts: the one that succeeds watches again
+            self._drop(self._conn)
+            self._conn = self._open()
+            self._connected = True
+            if sink is not None:
+                self.watch(sink)

@@ -2,14 +2,16 @@
 
 A heartbeat goes out every interval, and at once when asked (after a reconnect). Right after each, one
 cheap libvirt call runs on a thread of its own: when nothing else asks libvirt, a hung libvirtd still
-shows as that call stuck in the next heartbeat (agent/health.py).
+shows as that call stuck in the next heartbeat (agent/health.py). A libvirtd that is gone shows at once, as
+``libvirt_connected: false`` (agent/reconnector.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+import time
+from typing import Callable, Optional
 
 from .hypervisor import HypervisorError
 
@@ -27,6 +29,7 @@ class Liveness:
         self._stopping = stopping
         self._beat_now = threading.Event()
         self._probe_now = threading.Event()
+        self._probe_started: Optional[float] = None  # time.monotonic() when the running probe began
         self._beats = threading.Thread(target=self._beat_loop, name="virtq-heartbeat", daemon=True)
         self._prober = threading.Thread(target=self._probe_loop, name="virtq-probe", daemon=True)
 
@@ -36,6 +39,16 @@ class Liveness:
 
     def beat_now(self) -> None:
         self._beat_now.set()
+
+    @property
+    def alive(self) -> bool:
+        """Both threads run (the watchdog asks: agent/watchdog.py)."""
+        return self._beats.is_alive() and self._prober.is_alive()
+
+    def probing_for(self) -> float:
+        """Seconds the running probe has waited for libvirt (0 when none runs)."""
+        started = self._probe_started
+        return 0.0 if started is None else time.monotonic() - started
 
     def stop(self, timeout: float) -> None:
         """After ``stopping`` is set: wake both threads and wait for them (the probe only briefly: it may be
@@ -60,9 +73,12 @@ class Liveness:
             self._probe_now.clear()
             if self._stopping.is_set():
                 return
+            self._probe_started = time.monotonic()
             try:
                 self._probe()
-            except HypervisorError as exc:  # a lost connection: the reconcile reconnects
+            except HypervisorError as exc:  # a lost connection: agent/reconnector.py reconnects
                 log.debug("liveness probe: %s", exc.message)
             except Exception:  # noqa: BLE001 - the probe must keep probing
                 log.exception("liveness probe failed")
+            finally:
+                self._probe_started = None

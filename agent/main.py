@@ -1,4 +1,8 @@
-"""``virtq-agent``: the daemon. Options come from the command line, else from ``--config FILE``."""
+"""``virtq-agent``: the daemon. Options come from the command line, else from ``--config FILE``.
+
+Under systemd (contrib/systemd/virtq-agent.service, docs/OPERATIONS.md) it speaks the notify protocol: READY once
+libvirt is open and the transport runs, STATUS, RELOADING around a SIGHUP reload, STOPPING, and the watchdog.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ import logging
 import os
 import signal
 import stat
-import sys
+import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import click
 
@@ -20,42 +24,31 @@ from virtq.transport.urls import redact, split_credentials, with_credentials
 
 from .agent import CALL_TIMEOUT, LOOKUP_TIMEOUT, Agent
 from .apartments import MAX_THREADS, OBJECT_QUEUE
-from .audit import JournalFormatter
-from .config import ConfigError, read_config
+from .config import ConfigError, read_options
 from .hypervisor import HypervisorError
+from .logformat import FORMATS, LEVELS, setup_logging
+from .notify import Notifier, watchdog_interval
 from .policy import Policy, PolicyError
+from .reload import CONFIG_PATH, Reloader
+from .watchdog import Watchdog, agent_checks, agent_status
 
 log = logging.getLogger("virtq.agent")
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
     if value:
-        known = {opt[2:]: p.name for p in ctx.command.params if p.name and p.name != "config"
-                 for opt in p.opts if opt.startswith("--")}
         try:
-            options: Dict[str, Any] = dict(read_config(Path(value), known))
+            options = read_options(Path(value), ctx.command)
         except ConfigError as exc:
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
-        for option in ctx.command.params:  # a repeatable option's values are separated by spaces
-            if option.name in options and option.multiple:
-                options[option.name] = options[option.name].split()
         ctx.default_map = options
+        ctx.meta[CONFIG_PATH] = value  # a reload (SIGHUP) reads it again
         holds_password = "broker_password" in options or any(
             split_credentials(u)[2] for u in options.get("brokers", []))
         if holds_password and os.stat(value).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             click.echo(f"warning: {value} holds a broker password and is readable by others than its owner "
                        f"(chmod 600 {value})", err=True)
     return value
-
-
-def _setup_logging(level: str) -> None:
-    """To stderr; under systemd (JOURNAL_STREAM) with syslog priority prefixes journald understands."""
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(JournalFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 @click.command(context_settings={"auto_envvar_prefix": "VIRTQ_AGENT", "help_option_names": ["-h", "--help"]})
@@ -113,16 +106,19 @@ def _setup_logging(level: str) -> None:
 @click.option("--policy", type=click.Path(dir_okay=False), default=None,
               help="Access policy (INI): principals, roles, scopes (docs/SECURITY.md). Without it: everything on "
                    "the test driver on loopback, read-only on a real hypervisor on loopback, nothing otherwise.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)
+@click.option("--log-level", type=click.Choice(LEVELS), default="info", show_default=True,
+              help="trace adds proton's own debug logging to debug.")
+@click.option("--log-format", type=click.Choice(FORMATS), default="auto", show_default=True,
+              help="text; journal (syslog priority prefixes); json (one object per line, for log shippers); "
+                   "auto: journal when stderr is systemd's journal, else text.")
 def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str, broker_user: Optional[str],
          broker_password: Optional[str], heartbeat: float, interval: float, slow_interval: float,
          reconcile: float, instance: Optional[str], workers: int, call_timeout: float, lookup_timeout: float,
          object_queue: int, max_calls: int, stuck_after: Optional[float], state_dir: Optional[str],
          tls_cert: Optional[str], tls_key: Optional[str], tls_ca: Optional[str], insecure_listen: bool,
-         policy: Optional[str], log_level: str) -> None:
+         policy: Optional[str], log_level: str, log_format: str) -> None:
     """Serve the local libvirt's Node, Domains, Pools and Volumes over AMQP 1.0 (QMFv2 maps)."""
-    _setup_logging(log_level)
+    handler = setup_logging(log_level, log_format)
     tls = TlsConfig(tls_cert, tls_key, tls_ca)
     urls = [with_credentials(u, broker_user, broker_password) for b in brokers for u in b.split()]
     if not urls and listen.startswith("amqp://") and not is_loopback(listen):
@@ -177,17 +173,24 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
         log.info("signal %d: stopping", signum)
         agent.request_stop()
 
+    notifier = Notifier.from_environment()
+    serving = threading.Event()  # READY was said: a reload says RELOADING, then READY again
+    reloader = Reloader(click.get_current_context(), agent, handler)
+    watchdog_every = watchdog_interval()
+    watchdog = Watchdog(notifier, lambda: agent_status(agent), agent_checks(agent, probe_limit=watchdog_every or 0.0),
+                        interval=watchdog_every, status_period=heartbeat)
+
     def on_hangup(signum: int, frame: Any) -> None:
-        """SIGHUP (systemctl reload): read the policy again; an unusable file keeps the one in force.
-        Other options need a restart. (Python's default for SIGHUP ended the agent with a status that
-        systemd counts as a clean exit, so Restart=on-failure never brought it back.)"""
-        if not policy:
-            log.info("SIGHUP: no --policy to read again (other options need a restart)")
-            return
+        """SIGHUP (systemctl reload): agent/reload.py. (Python's default for SIGHUP ended the agent with a
+        status that systemd counts as a clean exit, so Restart=on-failure never brought it back.)"""
+        if serving.is_set():
+            notifier.reloading()
         try:
-            agent.set_policy(Policy.from_file(Path(policy), default_schema()))
-        except PolicyError as exc:
-            log.error("SIGHUP: keeping the policy in force: %s", exc)
+            reloader.reload()
+        except Exception:  # noqa: BLE001 - a reload never ends the daemon
+            log.exception("SIGHUP: reload failed; what is in force stays")
+        if serving.is_set():
+            notifier.ready(agent_status(agent))
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -199,7 +202,12 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
         raise click.ClickException(str(exc)) from exc
     where = f"through {' '.join(redact(u) for u in urls)} ({addressing})" if urls else f"listening on {listen}"
     click.echo(f"virtq-agent {agent.name} {where}", err=True)
+    notifier.ready(agent_status(agent))
+    serving.set()
+    watchdog.start()
     agent.wait()
+    notifier.stopping()
+    watchdog.stop()
     agent.stop()
 
 

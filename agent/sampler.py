@@ -84,6 +84,11 @@ class Sampler:
             self._thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def alive(self) -> bool:
+        """The periodic passes' thread runs (the systemd watchdog asks: agent/watchdog.py)."""
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         next_slow = 0.0
         elapsed = 0.0

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libvirt-dev pkg-config python3-venv gcc)
+# systemd: systemd-analyze, which checks the unit offline (tests/integration/test_systemd_unit.py).
+APT_PACKAGES=(libvirt-dev pkg-config python3-venv gcc systemd)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

@@ -319,8 +319,9 @@ class LibvirtDaemons:
                 raise HarnessError(f"{daemon.name} not ready in time\n{daemon.tail()}")
             time.sleep(0.05)
 
-    def restart_libvirtd(self, timeout: float = 30.0) -> None:
-        """Stop libvirtd and start it again (virtlogd and running guests stay), as an admin would.
+    def restart_libvirtd(self, timeout: float = 30.0, while_down: Optional[Callable[[], None]] = None) -> None:
+        """Stop libvirtd and start it again (virtlogd and running guests stay), as an admin would;
+        ``while_down`` runs in between (libvirtd starts again whatever it raises).
 
         Only for daemons this object spawned itself, and only while no other test session uses
         them: Unavailable otherwise (a reused or adopted daemon is never restarted).
@@ -334,11 +335,15 @@ class LibvirtDaemons:
         try:
             daemon.stop()
             self._daemons.remove(daemon)
-            conf = self.workdir / "libvirtd.conf"
-            programs = find_programs()
-            fresh = self._spawn("libvirtd", [programs["tini"], "-s", "--", programs["libvirtd"], "-f", str(conf)])
-            self._wait(lambda: answers(self.uri), fresh, time.monotonic() + timeout)
-            self._write_state()
+            try:
+                if while_down is not None:
+                    while_down()
+            finally:
+                conf = self.workdir / "libvirtd.conf"
+                programs = find_programs()
+                fresh = self._spawn("libvirtd", [programs["tini"], "-s", "--", programs["libvirtd"], "-f", str(conf)])
+                self._wait(lambda: answers(self.uri), fresh, time.monotonic() + timeout)
+                self._write_state()
         finally:
             fcntl.flock(self._lock, fcntl.LOCK_SH)
 

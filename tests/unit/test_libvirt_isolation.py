@@ -115,7 +115,7 @@ def test_more_stuck_calls_than_workers_leave_the_agent_answering(setup: Setup, g
         assert isinstance(done, MethodResponse)
     wait_until(lambda: agent.info().attributes["stuck"] == 0)
     health = {k: v for k, v in agent.info().attributes.items() if k.startswith(("libvirt", "stuck"))}
-    assert health == {"libvirt": "ok", "stuck": 0, "stuck_age": 0.0, "stuck_call": ""}
+    assert health == {"libvirt": "ok", "libvirt_connected": True, "stuck": 0, "stuck_age": 0.0, "stuck_call": ""}
 
 
 def test_a_hung_libvirtd_is_reported_by_the_probe_within_two_heartbeats(setup: Setup, gates: CallGates) -> None:

@@ -4,8 +4,8 @@ It behaves as libvirt's test driver does where the agent can tell (``HypervisorC
 to the same checks): domains start, pause and stop at once, with the test driver's errors and
 lifecycle events (delivered on a thread of their own, as libvirt's event loop does). What the real
 driver cannot do on demand is the point of the fake: its lists and getInfo values are plain
-attributes a test changes, any call can be held at a gate (``gates``) and every call is recorded
-(``calls``).
+attributes a test changes, any call can be held at a gate (``gates``), every call is recorded
+(``calls``) and libvirtd can go away and come back (``disconnect``, ``down``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from virtq.agent.hypervisor import (DomainIdentity, EventSink, Hypervisor, HypervisorError, HypervisorEvent,
-                                    Identity, NodeIdentity, PoolIdentity, VolumeIdentity)
+from virtq.agent.hypervisor import (CloseListener, DomainIdentity, EventSink, Hypervisor, HypervisorError,
+                                    HypervisorEvent, Identity, NodeIdentity, PoolIdentity, VolumeIdentity)
 
 from .call_gates import CallGates
 from .libvirt_xml import domain_xml
@@ -30,7 +30,7 @@ RUNNING, PAUSED, SHUTOFF = 1, 3, 5
 POOL_RUNNING = 2
 FREE_MEMORY = 1 << 30
 NO_DOMAIN, NO_POOL, NO_VOLUME = 42, 49, 50
-INTERNAL_ERROR, OPERATION_FAILED, XML_ERROR, OPERATION_INVALID = 1, 9, 27, 55
+INTERNAL_ERROR, OPERATION_FAILED, XML_ERROR, OPERATION_INVALID, SYSTEM_ERROR = 1, 9, 27, 55, 38
 
 FAKE_NODE = NodeIdentity("11111111-1111-4111-8111-111111111111", "fakehost", "fake:///")
 
@@ -77,7 +77,11 @@ class FakeHypervisor(Hypervisor):
         """(function, key) of every ``invoke``, in order."""
         self.gates = gates or CallGates()
         self.closed = False
+        self.down = False
+        """libvirtd is gone: reconnect() fails while it is True (``disconnect`` sets it; a test clears it)."""
         self.events = events
+        self._connected = True
+        self._close_listener: Optional[CloseListener] = None
         self._transient: Set[str] = set()  # undefined while running: gone once stopped
         self._lock = threading.RLock()
         self._sink: Optional[EventSink] = None
@@ -107,14 +111,17 @@ class FakeHypervisor(Hypervisor):
         return self.node_identity
 
     def list_domains(self) -> List[DomainIdentity]:
+        self._reachable()
         with self._lock:
             return list(self.domains)
 
     def list_pools(self) -> List[PoolIdentity]:
+        self._reachable()
         with self._lock:
             return list(self.pools)
 
     def list_volumes(self, pool_uuid: str) -> List[VolumeIdentity]:
+        self._reachable()
         with self._lock:
             if not any(p.uuid == pool_uuid for p in self.pools):
                 raise self._not_found("Pool", pool_uuid)
@@ -122,6 +129,7 @@ class FakeHypervisor(Hypervisor):
 
     def lookup(self, class_name: str, key: str) -> Optional[Identity]:
         self.gates.passing("lookup", key)
+        self._reachable()
         if class_name not in ("Node", "Domain", "Pool", "Volume"):
             raise LookupError(f"unknown class {class_name}")
         return self._find(class_name, key)
@@ -156,6 +164,7 @@ class FakeHypervisor(Hypervisor):
     def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
         self.calls.append((function, key))
         self.gates.passing(function, key)
+        self._reachable()
         spec = self._functions.get(function)
         if spec is None or spec.class_name != class_name:
             raise LookupError(f"libvirt-python has no {function} on {class_name}")
@@ -325,20 +334,49 @@ class FakeHypervisor(Hypervisor):
 
     def bulk_domain_info(self) -> Dict[str, Dict[str, int]]:
         self.gates.passing("bulk", None)
+        self._reachable()
         return {key: dict(values) for key, values in self.bulk.items()}
 
     def bulk_domain_info_of(self, keys: Sequence[str]) -> Dict[str, Dict[str, int]]:
         self.gates.passing("bulk", None)
+        self._reachable()
         return {key: dict(self.bulk[key]) for key in keys if key in self.bulk}
 
     def alive(self) -> bool:
-        return not self.closed
+        return not self.closed and self._connected
 
     def probe(self) -> None:
         self.gates.passing("probe", None)
+        self._reachable()
+
+    # --- the connection --------------------------------------------------------------------------------
 
     def reconnect(self) -> None:
+        if self.down:
+            raise HypervisorError(SYSTEM_ERROR, "Failed to connect socket to '/run/libvirt/libvirt-sock': "
+                                                "No such file or directory")
         self.closed = False
+        self._connected = True
+
+    def connected(self) -> bool:
+        return self._connected
+
+    def on_close(self, listener: Optional[CloseListener]) -> None:
+        self._close_listener = listener
+
+    def disconnect(self, reason: str = "eof", down: bool = True) -> None:
+        """The connection closes by itself, as when libvirtd exits ("eof") or stops answering its keepalive
+        ("keepalive"): calls fail until a reconnect, which fails while ``down``. The close listener is told
+        on the calling thread."""
+        self.down = down
+        self._connected = False
+        listener = self._close_listener
+        if listener is not None:
+            listener(reason)
+
+    def _reachable(self) -> None:
+        if not self._connected:
+            raise HypervisorError(INTERNAL_ERROR, "internal error: client socket is closed")
 
 
 def _key(identity: Identity) -> str:

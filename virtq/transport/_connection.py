@@ -262,6 +262,12 @@ class Connection(Transport):
         self._reactor.stop(None, timeout)
         self._connected = False
 
+    def on_own_thread(self, fn: Callable[[], None]) -> bool:
+        if not self._reactor.running:
+            return False
+        self._reactor.call(fn)
+        return True
+
     @property
     def reply_address(self) -> str:
         return self._reply_address

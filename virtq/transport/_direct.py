@@ -152,6 +152,12 @@ class DirectListener(Transport):
         if self.acceptor is not None:
             self.acceptor.release_all()
 
+    def on_own_thread(self, fn: Callable[[], None]) -> bool:
+        if not self._reactor.running:
+            return False
+        self._reactor.call(fn)
+        return True
+
     @property
     def alive(self) -> bool:
         """The reactor thread runs (False after stop, or if it died)."""

@@ -68,8 +68,17 @@ class _ProtonLogLimit(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         kind = f"{record.msg}".split(":", 1)[0][:60]
-        self.limited.log(record.levelno, kind, "%s", shown(record.getMessage()))
+        text = record.getMessage()
+        level = logging.INFO if routine_disconnect(text) else record.levelno
+        self.limited.log(level, kind, "%s", shown(text))
         return False
+
+
+def routine_disconnect(text: str) -> bool:
+    """proton's ERROR for a peer that closed its socket without closing AMQP first (a console killed, a
+    network gone): part of running a server, said at INFO."""
+    return text.startswith(("Couldn't recv:", "Couldn't send:")) and any(
+        error in text for error in ("ConnectionResetError", "BrokenPipeError", "ConnectionAbortedError"))
 
 
 def _limit_proton_logs() -> None:

@@ -68,6 +68,13 @@ class Transport(abc.ABC):
         """Back-pressure: grant peers credit for more messages only while ``ready()`` (called on the transport's
         thread; it must be cheap, e.g. "my work queue is below its bound"). By default credit is always granted."""
 
+    def on_own_thread(self, fn: Callable[[], None]) -> bool:
+        """Run ``fn`` on the transport's own thread, soon; False when that thread does not run. A supervisor's
+        round trip (the agent's systemd watchdog): ``fn`` not run in time means the thread is wedged. A
+        transport without a thread of its own runs ``fn`` at once."""
+        fn()
+        return True
+
     @property
     @abc.abstractmethod
     def reply_address(self) -> str:

@@ -238,5 +238,21 @@ class HypervisorContract:
         assert hypervisor.bulk_domain_info_of([UNKNOWN]) == {}
 
     def test_a_working_connection_is_alive_and_answers_the_probe(self, hypervisor: Hypervisor) -> None:
-        assert hypervisor.alive()
+        assert hypervisor.alive() and hypervisor.connected()
         hypervisor.probe()
+
+    def test_a_reconnect_is_not_a_loss_and_events_flow_again(self, hypervisor: Hypervisor) -> None:
+        """The close listener hears only of connections that closed by themselves, not of one reconnect()
+        closed; the watch carries over to the new connection."""
+        closes: List[str] = []
+        hypervisor.on_close(closes.append)
+        try:
+            with self.watched(hypervisor) as log:
+                hypervisor.reconnect()
+                assert hypervisor.connected() and hypervisor.alive()
+                hypervisor.probe()
+                with self.defined(hypervisor) as dom:
+                    wait_until(lambda: log.of(dom.uuid), self.timeout, message="an event after the reconnect")
+        finally:
+            hypervisor.on_close(None)
+        assert closes == []
