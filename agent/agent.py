@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+from virtq import __version__
 from virtq.logs import RateLimited, shown
 from virtq.schema import errors
 from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, AgentHeartbeat, AgentInfo,
@@ -40,7 +41,7 @@ from .epoch import load_epoch
 from .events import EventPump
 from .health import CallTracker, TrackedHypervisor
 from .hypervisor import Hypervisor, HypervisorError
-from .liveness import Liveness
+from .liveness import Liveness, object_counts
 from .policy import Policy, default_policy
 from .publisher import Publisher
 from .reconnector import Reconnector
@@ -201,6 +202,8 @@ class Agent:
                          self.schema.hash, instance=self.instance,
                          attributes={"hostname": node.hostname, "uri": node.uri,
                                      "node": self.registry.node_name, "reconnects": self.reconnects,
+                                     "version": __version__, "hypervisor_reconnects": self.reconnector.reconnects,
+                                     "objects": object_counts(e.class_name for e in self.registry.entries()),
                                      **self.tracker.health(self.stuck_after).attributes(),
                                      **self.reconnector.attributes()})
 

@@ -8,14 +8,20 @@ shows as that call stuck in the next heartbeat (agent/health.py). A libvirtd tha
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 from .hypervisor import HypervisorError
 
 log = logging.getLogger(__name__)
+
+
+def object_counts(class_names: Iterable[str]) -> Dict[str, int]:
+    """Objects per class, as heartbeats carry them (``objects``): what ``virtq agents`` shows of each host."""
+    return dict(collections.Counter(class_names))
 
 
 class Liveness:

@@ -17,6 +17,8 @@ from virtq.schema import errors
 from virtq.schema.codec import AgentInfo
 from virtq.transport import Transport
 
+from ._contract import SchemaCheck
+from ._conflicts import Conflicts, seen_as
 from .events import AgentAdded, AgentDegraded, AgentLost, AgentRecovered, AgentRestarted, Event
 from .limits import Limits, LimitWatch
 from .repository import AgentRepository, AgentView
@@ -38,12 +40,14 @@ class Heard(enum.Enum):
     BACK = "back"  # lost, and back with the same epoch: catch up on what was missed
     RECONNECTED = "reconnected"  # it reconnected (a broker failover) while the console did not
     KNOWN = "known"  # nothing new
+    CONFLICT = "conflict"  # another agent answering with a followed agent's name: ignored
 
 
 class AgentTracker:
     def __init__(self, agents: AgentRepository, limits: Limits, watch: LimitWatch, emit: Callable[[Event], None],
-                 clock: Callable[[], float], changed: threading.Condition) -> None:
+                 clock: Callable[[], float], changed: threading.Condition, schema_hash: str = "") -> None:
         self._agents = agents
+        self.schema_check = SchemaCheck(schema_hash)
         self._limits = limits
         self._watch = watch
         self._emit = emit
@@ -54,6 +58,8 @@ class AgentTracker:
         self._lost: Dict[str, bool] = {}
         self._degraded: Dict[str, str] = {}  # agent -> why, while its heartbeats say it is degraded
         self._health_lock = threading.Lock()
+        self.conflicts = Conflicts(emit, clock)
+        """Agents other agents answer as (virtq.console._conflicts)."""
         self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._monitor_loop, name="virtq-console-monitor", daemon=True)
 
@@ -91,9 +97,10 @@ class AgentTracker:
     def follow(self, info: AgentInfo, url: str, transport: Transport) -> None:
         """Record an agent found by its locate answer or heartbeat: AgentAdded when it is new."""
         self.reserve(info.name, url, transport)
+        was_lost = self.is_lost(info.name)
         old = self._see(info, url)
         view = self._agents.by_name(info.name)
-        if old is None and view is not None:
+        if (old is None or was_lost) and view is not None:
             self._emit(AgentAdded(view))
         if view is not None:
             self._check_health(view)
@@ -103,6 +110,11 @@ class AgentTracker:
         known = self._agents.by_name(info.name)
         if known is None and info.name not in self.routes:
             return Heard.NEW if self.admit(info.name) else Heard.REFUSED
+        if known is not None and info.epoch < known.epoch:
+            # not a restart (epochs only grow): another live agent with its name, whose heartbeats would
+            # otherwise flap the console between the two
+            self.conflicts.seen(known, seen_as(info.epoch, url))
+            return Heard.CONFLICT
         was_lost = self.is_lost(info.name)
         self._see(info, url)
         view = self._agents.by_name(info.name)
@@ -123,7 +135,8 @@ class AgentTracker:
 
     def _see(self, info: AgentInfo, url: str) -> Optional[AgentView]:
         view = AgentView(info.name, info.epoch, info.heartbeat_interval, str(info.attributes.get("hostname", "")),
-                         str(info.attributes.get("uri", "")), url, self._clock(), dict(info.attributes))
+                         str(info.attributes.get("uri", "")), url, self._clock(), dict(info.attributes),
+                         info.schema_hash, self.schema_check.mismatch(info.name, info.schema_hash))
         self._lost[info.name] = False
         return self._agents.put(info.name, view)
 
@@ -140,6 +153,12 @@ class AgentTracker:
             else:
                 self._degraded[view.name] = health.reason
         self._emit(AgentRecovered(view) if health.ok else AgentDegraded(view, health.reason))
+
+    def conflict(self, info: AgentInfo, url: str) -> None:
+        """An agent answered as one followed through another connection (direct mode): not followed twice."""
+        view = self._agents.by_name(info.name)
+        if view is not None:
+            self.conflicts.seen(view, seen_as(info.epoch, url))
 
     # --- loss ---------------------------------------------------------------------------------------
 
@@ -160,6 +179,18 @@ class AgentTracker:
                 self._changed.notify_all()
         return lost
 
+    def forget(self, agent_name: str) -> None:
+        """Stop following an agent (its URL was removed): AgentLost, as when it goes away; its objects are kept,
+        marked stale, until it is reached again."""
+        self.routes.pop(agent_name, None)
+        self.conflicts.end(agent_name)
+        view = self._agents.by_name(agent_name)
+        if view is not None and not self._lost.get(agent_name):
+            self._lost[agent_name] = True
+            self._emit(AgentLost(view))
+            with self._changed:
+                self._changed.notify_all()
+
     @property
     def monitoring(self) -> bool:
         """True between start_monitor() and stop()."""
@@ -176,3 +207,9 @@ class AgentTracker:
     def _monitor_loop(self) -> None:
         while not self._stopping.wait(MONITOR_EVERY):
             self.check_lost()
+            self.conflicts.expire(self._quiet_after)
+
+    def _quiet_after(self, agent_name: str) -> float:
+        """Seconds without a conflicting answer after which a conflict is over."""
+        view = self._agents.by_name(agent_name)
+        return LOST_AFTER * max(view.heartbeat_interval if view is not None else 1, 0.001)

@@ -23,16 +23,18 @@ from virtq.schema import default_schema, errors
 from virtq.schema.codec import Message, ObjectId, QueryRequest, direct_address
 from virtq.schema.model import Schema
 from virtq.transport import TlsConfig, Transport
+from virtq.transport.urls import redact
 
 from ._agents import AgentTracker
 from ._calls import MethodCalls
-from ._connections import open_connections
+from ._connections import open_connections, open_direct
 from ._fetcher import XmlFetcher
 from ._inbox import Delivery, Inbox
 from ._ingest import Ingest
 from ._jobs import Apartments, Job
 from ._loader import Loader
 from ._loading import AgentLoading
+from ._redial import Redialer
 from ._requests import Requests
 from ._scope import Scope
 from ._updater import Updater
@@ -83,11 +85,16 @@ class Console:
         self.addressing = addressing
         self.discovery = discovery if discovery is not None else min(timeout, 1.0)
         """With a broker: how long to collect agents' answers to the first locate (heartbeats add later ones)."""
-        self.connections = open_connections([urls] if isinstance(urls, str) else urls, addressing,
-                                            TlsConfig(tls_cert, tls_key, tls_ca), transports)
+        url_list = [urls] if isinstance(urls, str) else list(urls)
+        self._tls = TlsConfig(tls_cert, tls_key, tls_ca)
+        self.connections = open_connections(url_list, addressing, self._tls, transports)
         """(URL, transport) of every connection the console follows agents on."""
+        self._urls: Dict[str, str] = {redact(u): u for u in url_list} if addressing == "direct" else {}
+        """Direct mode: the URLs followed (redialed while down), by name."""
         self.unreachable: Dict[str, str] = {}
-        """URLs that could not be reached at start, with the reason."""
+        """URLs that could not be reached (at start, or since added), with the reason; direct ones are retried
+        in the background and leave this when they join."""
+        self._redial = Redialer(self._join)
         self.agents = AgentRepository()
         self.nodes, self.domains, self.pools, self.volumes = (Repository(name, self.agents)
                                                               for name in ("Node", "Domain", "Pool", "Volume"))
@@ -100,7 +107,7 @@ class Console:
                                self.subscribers.emit, self.limits, self.limit_watch, self.subscribers.wanted)
         self.requests = Requests()
         self.tracker = AgentTracker(self.agents, self.limits, self.limit_watch, self.subscribers.emit, self._now,
-                                    self._changed)
+                                    self._changed, schema_hash=self.schema.hash)
         inbox: Inbox[Delivery] = Inbox(self.limits.inbox_bytes, lambda held: self.limit_watch.hit(
             "inbox_bytes", self.limits.inbox_bytes, f"{held} bytes received and not yet applied: reading waits"))
         self.loading = AgentLoading(self.tracker, self.requests, Loader(self.limits.loaders, lambda: self.closed),
@@ -127,6 +134,17 @@ class Console:
     def xml_fetches(self) -> int:
         """How many times the console asked an agent for XML (the fetcher's cache misses)."""
         return self._fetcher.fetches
+
+    @property
+    def conflicts(self) -> Dict[str, Tuple[str, ...]]:
+        """Agent name -> the agents answering with it ("epoch N via URL", the followed one first), while two or
+        more do (see ``AgentConflict``)."""
+        return self.tracker.conflicts.current()
+
+    @property
+    def redialing(self) -> List[str]:
+        """Direct URLs that could not be reached, waiting for their next try."""
+        return self._redial.pending
 
     @property
     def closed(self) -> bool:
@@ -162,6 +180,60 @@ class Console:
             self.close()
             raise errors.NotConnectedError("; ".join(self.unreachable.values()) or "no agent answered")
         self.tracker.start_monitor()
+        for url, transport in list(self.connections):
+            if url in self.unreachable and url in self._urls and not transport.connected:
+                self.connections.remove((url, transport))
+                self._redial.add(url)
+
+    def add_urls(self, *urls: str) -> None:
+        """Direct mode: follow the agents at more URLs, after start(). Each is connected, located and loaded
+        now (AgentAdded); one that cannot be reached goes to ``unreachable`` and is retried in the background."""
+        if self.addressing != "direct":
+            raise ValueError("add_urls: direct mode only (through a broker, URLs are one connection's failovers)")
+        for url in urls:
+            name = redact(url)
+            if name in self._urls:
+                continue
+            self._urls[name] = url
+            if not self._join(name):
+                self._redial.add(name)
+
+    def remove_urls(self, *urls: str) -> None:
+        """Direct mode: stop following the agents at these URLs: their connections are closed, retries stop,
+        and the agents reached through them are lost (AgentLost; their objects are kept, marked stale)."""
+        for name in (redact(u) for u in urls):
+            if self._urls.pop(name, None) is None:
+                raise ValueError(f"remove_urls: {shown(name)} is not followed")
+            self._redial.discard(name)
+            self.unreachable.pop(name, None)
+            for entry in [c for c in self.connections if c[0] == name]:
+                self.connections.remove(entry)
+                self._drop(entry[1])
+
+    def _join(self, name: str) -> bool:
+        """Connect to a direct URL and follow its agent; False (and why in ``unreachable``) when down."""
+        url, transport = open_direct(self._urls.get(name, name), self._tls)
+        try:
+            self._start(url, transport, self.timeout)
+        except errors.NotConnectedError as exc:
+            self.unreachable[url] = str(exc)
+            log.info("%s (retrying in the background)", shown(str(exc)))
+            return False
+        if self.closed or url not in self._urls:  # closed or removed meanwhile
+            transport.kill()
+            return True
+        self.connections.append((url, transport))
+        self.unreachable.pop(url, None)
+        # nothing may answer its locate yet: then its agent joins by its first heartbeat
+        self.loading.discover([(url, transport)], False, self.timeout, {})
+        return True
+
+    def _drop(self, transport: Transport) -> None:
+        transport.kill()
+        self.requests.fail(transport, errors.NotConnectedError("connection removed (remove_urls)"))
+        self.ingest.unbind(transport)
+        for agent_name in self.tracker.behind(transport):
+            self.tracker.forget(agent_name)
 
     def attach(self, url: str, transport: Transport, timeout: Optional[float] = None) -> None:
         """Follow agents on one more connection, after start() (tests attach a rogue agent's)."""
@@ -180,6 +252,7 @@ class Console:
         if self.requests.closed:
             return
         self.requests.closed = True
+        self._redial.close()
         self.tracker.stop()
         self.loading.close()
         for _, transport in self.connections:

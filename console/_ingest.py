@@ -66,6 +66,12 @@ class Ingest:
         """What a transport calls on its own thread: queue for the ingest thread, nothing more."""
         return lambda wire: self.inbox.put((url, transport, wire), wire.size)
 
+    def unbind(self, transport: Transport) -> None:
+        """Direct mode: a connection was removed; its agent may answer on another one."""
+        name = self.bound.pop(transport, None)
+        if name is not None and self._bound_to.get(name) is transport:
+            del self._bound_to[name]
+
     def settle(self, timeout: float) -> None:
         """Wait until everything received so far is applied."""
         if threading.current_thread() is self.thread:
@@ -173,6 +179,8 @@ class Ingest:
             return False
         if claimed != {name} or self._bound_to.get(name, transport) is not transport:
             self._distrust(wire.principal, name, f"a message on {url}, whose agent is not {name}")
+            if isinstance(message, (AgentLocateResponse, AgentHeartbeat)) and claimed == {name}:
+                self._loading.conflict(message.info, url)  # another agent with a followed one's name
             if pending is not None and not pending.agent and isinstance(message, AgentLocateResponse):
                 # our locate on a second connection to an agent we follow already: say so at once
                 pending.fail(errors.NotConnectedError(f"{shown(url)}: agent {shown(name)} already answered "

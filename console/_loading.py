@@ -97,6 +97,10 @@ class AgentLoading:
             # lost connection): try again at each heartbeat until one succeeds.
             self.workers.submit(("retry", info.name), self.read, info.name, True)
 
+    def conflict(self, info: AgentInfo, url: str) -> None:
+        """An agent answered on ``url`` as one followed through another connection (direct mode)."""
+        self._tracker.conflict(info, url)
+
     def reconnected(self, transport: Transport) -> None:
         """A connection came back: read every agent behind it again."""
         for name in self._tracker.behind(transport):

@@ -16,9 +16,9 @@ from .objects import RemoteObject
 from .repository import AgentView
 
 __all__ = [
-    "AgentAdded", "AgentDegraded", "AgentEvent", "AgentLost", "AgentRecovered", "AgentRestarted", "ConfigChanged",
-    "DomainStateChanged", "Event", "LibvirtEvent", "LimitReached", "ObjectAdded", "ObjectEvent", "ObjectRemoved",
-    "Overflowed", "StatsApplied", "StatsUpdated",
+    "AgentAdded", "AgentConflict", "AgentDegraded", "AgentEvent", "AgentLost", "AgentRecovered", "AgentRestarted",
+    "ConfigChanged", "DomainStateChanged", "Event", "LibvirtEvent", "LimitReached", "ObjectAdded", "ObjectEvent",
+    "ObjectRemoved", "Overflowed", "StatsApplied", "StatsUpdated",
 ]
 
 
@@ -56,6 +56,16 @@ class AgentDegraded(AgentEvent):
     """The agent's heartbeat says libvirt is not responsive or calls are stuck (``agent.health``)."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class AgentConflict(AgentEvent):
+    """Two or more live agents answer with this agent's name (e.g. the same host UUID): the console keeps
+    following the one it followed (``agent``) and ignores the others rather than merge them. ``instances``
+    tells each apart ("epoch N via URL"), the followed one first. Once per episode: again only after no
+    other agent answered as it for 3 heartbeat intervals (``console.conflicts`` lists those going on)."""
+
+    instances: Tuple[str, ...]
 
 
 @dataclass(frozen=True)

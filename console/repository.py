@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar
 
+from virtq.logs import shown
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import AmbiguousRefError, UnknownRefError
 
@@ -33,15 +34,51 @@ class AgentView:
     url: str = ""  # the console URL it was reached through
     last_seen: float = 0.0  # the console's monotonic clock
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    schema_hash: str = ""  # the hash of the agent's schema ("" when it sent none)
+    schema_mismatch: bool = False  # its schema hash differs from the console's (the console warned once)
 
     @property
     def instance(self) -> str:
         return self.name.rsplit(":", 1)[-1]
 
+    def heartbeat_age(self, now: float) -> float:
+        """Seconds since its last heartbeat or answer; ``now``: the console's clock (``Console.clock()``)."""
+        return max(0.0, now - self.last_seen)
+
+    @property
+    def version(self) -> str:
+        """The agent's virtq version ("" for agents that do not say)."""
+        version = self.attributes.get("version", "")
+        return shown(version, 40) if isinstance(version, str) else ""
+
+    @property
+    def libvirt_reconnects(self) -> Optional[int]:
+        """Times its libvirt connection came back since it started (None: the agent does not say)."""
+        return _count(self.attributes.get("hypervisor_reconnects"))
+
+    @property
+    def transport_reconnects(self) -> Optional[int]:
+        """Times its own AMQP connection came back this epoch (None: the agent does not say)."""
+        return _count(self.attributes.get("reconnects"))
+
+    @property
+    def objects(self) -> Dict[str, int]:
+        """Objects per class (``{"Domain": 40, ...}``) as its last heartbeat counted them; ill-typed ones left out."""
+        counts = self.attributes.get("objects")
+        if not isinstance(counts, Mapping):
+            return {}
+        valid = {str(k): _count(v) for k, v in counts.items()}
+        return {k: v for k, v in valid.items() if v is not None}
+
     @property
     def health(self) -> AgentHealth:
         """What its last heartbeat said of libvirt and of stuck calls (ok for agents that say nothing)."""
         return AgentHealth.from_attributes(self.attributes)
+
+
+def _count(value: Any) -> Optional[int]:
+    """A count an agent sent, or None when it is absent or not a non-negative integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 T = TypeVar("T")

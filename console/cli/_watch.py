@@ -12,9 +12,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Type
 import click
 
 from virtq.console import LOST_AFTER, Console, RemoteObject
-from virtq.console.events import (AgentAdded, AgentDegraded, AgentLost, AgentRecovered, AgentRestarted, ConfigChanged,
-                                  DomainStateChanged, Event, LibvirtEvent, LimitReached, ObjectAdded, ObjectEvent,
-                                  ObjectRemoved, Overflowed, StatsUpdated)
+from virtq.console.events import (AgentAdded, AgentConflict, AgentDegraded, AgentLost, AgentRecovered, AgentRestarted,
+                                  ConfigChanged, DomainStateChanged, Event, LibvirtEvent, LimitReached, ObjectAdded,
+                                  ObjectEvent, ObjectRemoved, Overflowed, StatsUpdated)
 
 from ._app import CLASSES, state_of
 from ._errors import EXIT_TIMEOUT, EXIT_UNREACHABLE, cli_error
@@ -22,14 +22,15 @@ from ._output import echo_line, host_name, object_label, plain
 
 KINDS: Dict[str, Type[Event]] = {
     "agent-added": AgentAdded, "agent-lost": AgentLost, "agent-restarted": AgentRestarted,
-    "agent-degraded": AgentDegraded, "agent-recovered": AgentRecovered, "limit": LimitReached,
+    "agent-degraded": AgentDegraded, "agent-recovered": AgentRecovered, "agent-conflict": AgentConflict,
+    "limit": LimitReached,
     "added": ObjectAdded, "removed": ObjectRemoved, "state": DomainStateChanged, "config": ConfigChanged,
     "stats": StatsUpdated, "libvirt": LibvirtEvent,
 }
 """``virtq watch --kind`` names and the console events they select."""
 CHATTY_KINDS = frozenset({"stats"})
 """Left out unless asked for with --kind."""
-AGENT_KINDS = (AgentAdded, AgentLost, AgentRestarted, AgentDegraded, AgentRecovered)
+AGENT_KINDS = (AgentAdded, AgentLost, AgentRestarted, AgentDegraded, AgentRecovered, AgentConflict)
 
 
 def _kind_of(event: Event) -> str:
@@ -87,6 +88,9 @@ class Watcher:
             return f"degraded: {event.reason}"
         if isinstance(event, AgentRecovered):
             return "recovered (libvirt ok, no call stuck)"
+        if isinstance(event, AgentConflict):
+            return (f"WARNING conflict: {len(event.instances)} agents answer with this name ("
+                    + "; ".join(event.instances) + "); following the first")
         if isinstance(event, ObjectAdded):
             return "added"
         if isinstance(event, ObjectRemoved):
@@ -127,6 +131,8 @@ class Watcher:
             data["epoch"] = event.agent.epoch
             if isinstance(event, AgentRestarted):
                 data["old_epoch"] = event.old_epoch
+            if isinstance(event, AgentConflict):
+                data["instances"] = list(event.instances)
             if isinstance(event, (AgentDegraded, AgentRecovered)):
                 data["health"] = dataclasses.asdict(event.agent.health)
             return data
@@ -162,6 +168,8 @@ Kinds (--kind, repeat for several; default: every kind but stats):
   agent-restarted  the agent's epoch changed; the console re-reads it all
   agent-degraded   its heartbeat says libvirt is unresponsive or calls are stuck
   agent-recovered  its heartbeat says libvirt is ok again, no call stuck
+  agent-conflict   two live agents answer with one name (same host UUID):
+                   the first is followed, the others ignored
   limit            a console bound was hit (agents, objects, tombstones …)
   added            an object appeared (defined, created, found)
   removed          an object went away
