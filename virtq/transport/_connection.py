@@ -263,10 +263,7 @@ class Connection(Transport):
         self._connected = False
 
     def on_own_thread(self, fn: Callable[[], None]) -> bool:
-        if not self._reactor.running:
-            return False
-        self._reactor.call(fn)
-        return True
+        return self._reactor.call_while_running(fn)
 
     @property
     def reply_address(self) -> str:

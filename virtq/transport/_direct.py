@@ -153,10 +153,7 @@ class DirectListener(Transport):
             self.acceptor.release_all()
 
     def on_own_thread(self, fn: Callable[[], None]) -> bool:
-        if not self._reactor.running:
-            return False
-        self._reactor.call(fn)
-        return True
+        return self._reactor.call_while_running(fn)
 
     @property
     def alive(self) -> bool:

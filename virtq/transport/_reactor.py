@@ -293,15 +293,24 @@ class ReactorThread:
                     pass
 
     def call(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the reactor thread (soon); safe from any thread."""
+        """Run ``fn`` on the reactor thread (soon; queued until it starts); safe from any thread."""
+        self._submit(fn, before_start=True)
+
+    def call_while_running(self, fn: Callable[[], None]) -> bool:
+        """Like call(), but only while the thread runs: False (``fn`` dropped) before start and after stop."""
+        return self._submit(fn, before_start=False)
+
+    def _submit(self, fn: Callable[[], None], before_start: bool) -> bool:
         if self._stopped.is_set():
-            return
+            return False
         if threading.current_thread() is self._thread:
             fn()
-            return
-        with self._pipe_lock:
-            if not self._stopped.is_set():
-                self._injector.trigger(ApplicationEvent("virtq_call", subject=fn))
+            return True
+        with self._pipe_lock:  # checked and queued in one step: the thread cannot stop in between
+            if self._stopped.is_set() or not (before_start or self._thread.is_alive()):
+                return False
+            self._injector.trigger(ApplicationEvent("virtq_call", subject=fn))
+            return True
 
     @property
     def running(self) -> bool:

@@ -26,7 +26,7 @@ def _parts(url: str) -> Tuple[str, Optional[str], str]:
 
 def host_port(url: str) -> str:
     """``host:port`` of an AMQP URL, without scheme or user information."""
-    return url.split("://", 1)[-1].rsplit("@", 1)[-1]
+    return _parts(url)[2]
 
 
 def with_credentials(url: str, user: Optional[str], password: Optional[str]) -> str:
