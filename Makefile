@@ -3,8 +3,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bootstrap-stamp
 
-.PHONY: all bootstrap demo schema test unit integration realhv realhv-deps broker broker-deps typecheck bench clean \
-	install-unit
+.PHONY: all bootstrap demo schema test unit integration realhv realhv-deps broker broker-deps prometheus \
+	prometheus-deps typecheck bench clean install-unit
 
 all: test
 
@@ -41,7 +41,13 @@ broker-deps:
 	@bash scripts/install-rabbitmq.sh || { [ "$${CI:-}" != true ] && \
 	  echo "broker-deps: rabbitmq-server could not be installed; tests/broker will be skipped" >&2; }
 
-test: $(STAMP) typecheck realhv-deps broker-deps
+# tests/prometheus needs prometheus and promtool; the tests start private servers (never the system service).
+# In CI (CI=true) a failed install fails `make test`; elsewhere it is reported and the tier skips itself.
+prometheus-deps:
+	@bash scripts/install-prometheus.sh || { [ "$${CI:-}" != true ] && \
+	  echo "prometheus-deps: prometheus could not be installed; tests/prometheus will be skipped" >&2; }
+
+test: $(STAMP) typecheck realhv-deps broker-deps prometheus-deps
 	$(PY) -m pytest -q
 
 unit: $(STAMP)
@@ -56,6 +62,9 @@ realhv: $(STAMP) realhv-deps
 broker: $(STAMP) broker-deps
 	$(PY) -m pytest -q tests/broker
 
+prometheus: $(STAMP) prometheus-deps
+	$(PY) -m pytest -q tests/prometheus
+
 # Benchmarks, not tests: they print measurements (and ratios against a poll baseline measured in the
 # same run) and fail only when something functionally broke. Bigger runs: pass arguments, e.g.
 # make bench PUSH_ARGS="--running 300 --paused 50 --shutoff 50" LATENCY_ARGS="--cycles 5000"
@@ -65,12 +74,15 @@ PUSH_ARGS ?=
 LATENCY_ARGS ?=
 INGEST_ARGS ?=
 FLEET_ARGS ?= --agents 50 --domains 40 --interval 5 --duration 60 --churn 1
+EXPORTER_ARGS ?= --domains 40000
 bench: $(STAMP)
 	$(PY) -m bench.push_vs_poll $(PUSH_ARGS)
 	@echo
 	$(PY) -m bench.event_latency $(LATENCY_ARGS)
 	@echo
 	$(PY) -m bench.ingest $(INGEST_ARGS)
+	@echo
+	$(PY) -m bench.exporter_scrape $(EXPORTER_ARGS)
 	@echo
 	$(PY) -m bench.fleetsim $(FLEET_ARGS)
 

@@ -37,9 +37,9 @@ def read_config(path: Path, known: Dict[str, str]) -> Dict[str, str]:
 
 
 def long_options(command: click.Command) -> Dict[str, str]:
-    """The command's long option names (``state-dir``) and their parameter names (``state_dir``), but
-    ``--config`` (a file does not name another)."""
-    return {opt[2:]: p.name for p in command.params if p.name and p.name != "config"
+    """The command's long option names (``state-dir``) and their parameter names (``state_dir``): the settings,
+    whose values reach the command, not ``--config`` (a file does not name another) or ``--version``."""
+    return {opt[2:]: p.name for p in command.params if p.name and p.expose_value
             for opt in p.opts if opt.startswith("--")}
 
 

@@ -12,10 +12,11 @@ import signal
 import stat
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import click
 
+from virtq import package_version
 from virtq.schema import default_schema
 from virtq.schema.errors import NotConnectedError
 from virtq.transport import Connection, DirectListener, TlsConfig, TlsError, Transport, is_loopback, profile
@@ -27,6 +28,7 @@ from .apartments import MAX_THREADS, OBJECT_QUEUE
 from .config import ConfigError, read_options
 from .hypervisor import HypervisorError
 from .logformat import FORMATS, LEVELS, setup_logging
+from .metrics import listen_address
 from .notify import Notifier, watchdog_interval
 from .policy import Policy, PolicyError
 from .reload import CONFIG_PATH, Reloader
@@ -51,10 +53,24 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
     return value
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"virtq-agent {package_version()} (schema {default_schema().hash})")
+        ctx.exit()
+
+
+def _metrics_address(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[Tuple[str, int]]:
+    try:
+        return listen_address(value) if value else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
 @click.command(context_settings={"auto_envvar_prefix": "VIRTQ_AGENT", "help_option_names": ["-h", "--help"]})
 @click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
               callback=_load_config, help="INI file with an [agent] section; keys are these long options.")
 @click.option("--libvirt", "libvirt_uri", default="qemu:///system", show_default=True,
+              envvar=["VIRTQ_AGENT_LIBVIRT", "VIRTQ_AGENT_LIBVIRT_URI"],  # the documented name; the old one too
               help="libvirt connection URI (test:///default for the built-in test hypervisor).")
 @click.option("--listen", default="amqp://127.0.0.1:5672", show_default=True,
               help="Direct mode: be an AMQP 1.0 endpoint at this address (no broker).")
@@ -106,18 +122,26 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
 @click.option("--policy", type=click.Path(dir_okay=False), default=None,
               help="Access policy (INI): principals, roles, scopes (docs/SECURITY.md). Without it: everything on "
                    "the test driver on loopback, read-only on a real hypervisor on loopback, nothing otherwise.")
+@click.option("--metrics-listen", default=None, metavar="HOST:PORT", callback=_metrics_address,
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics (port 0: any free port; off by default). "
+                   "Unauthenticated: keep it on loopback or a management network (docs/OPERATIONS.md).")
 @click.option("--log-level", type=click.Choice(LEVELS), default="info", show_default=True,
               help="trace adds proton's own debug logging to debug.")
 @click.option("--log-format", type=click.Choice(FORMATS), default="auto", show_default=True,
               help="text; journal (syslog priority prefixes); json (one object per line, for log shippers); "
                    "auto: journal when stderr is systemd's journal, else text.")
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              allow_from_autoenv=False, help="Print the virtq version and the schema's hash, and exit.")
 def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str, broker_user: Optional[str],
          broker_password: Optional[str], heartbeat: float, interval: float, slow_interval: float,
          reconcile: float, instance: Optional[str], workers: int, call_timeout: float, lookup_timeout: float,
          object_queue: int, max_calls: int, stuck_after: Optional[float], state_dir: Optional[str],
          tls_cert: Optional[str], tls_key: Optional[str], tls_ca: Optional[str], insecure_listen: bool,
-         policy: Optional[str], log_level: str, log_format: str) -> None:
-    """Serve the local libvirt's Node, Domains, Pools and Volumes over AMQP 1.0 (QMFv2 maps)."""
+         policy: Optional[str], metrics_listen: Optional[Tuple[str, int]], log_level: str, log_format: str) -> None:
+    """Serve the local libvirt's Node, Domains, Pools and Volumes over AMQP 1.0 (QMFv2 maps).
+
+    Each option comes from the command line, else from VIRTQ_AGENT_<OPTION> (VIRTQ_AGENT_SLOW_INTERVAL …), else
+    from --config's file."""
     handler = setup_logging(log_level, log_format)
     tls = TlsConfig(tls_cert, tls_key, tls_ca)
     urls = [with_credentials(u, broker_user, broker_password) for b in brokers for u in b.split()]
@@ -157,6 +181,12 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
                   interval=interval, slow_interval=slow_interval, reconcile=reconcile, policy=access_policy,
                   call_timeout=call_timeout, lookup_timeout=lookup_timeout, object_queue=object_queue,
                   max_calls=max_calls, stuck_after=stuck_after)
+    if metrics_listen is not None:
+        try:
+            agent.metrics.serve(*metrics_listen)
+        except OSError as exc:
+            hypervisor.close()
+            raise click.ClickException(f"cannot serve metrics on {':'.join(map(str, metrics_listen))}: {exc}") from exc
     if listener is not None:
         log.info("security: %s", f"mutual TLS on {listen} (certificate {tls_cert}, client CA {tls_ca}); principals "
                  "are client certificate CNs" if listener.tls else f"plain AMQP on {listen}: every console is "
@@ -198,6 +228,7 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
     try:
         agent.start()
     except NotConnectedError as exc:
+        agent.metrics.close()
         hypervisor.close()
         raise click.ClickException(str(exc)) from exc
     where = f"through {' '.join(redact(u) for u in urls)} ({addressing})" if urls else f"listening on {listen}"

@@ -11,13 +11,14 @@ import concurrent.futures
 import dataclasses
 import logging
 import threading
-from typing import Dict, Iterable, List, Sequence, Set
+from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 from virtq.schema import errors
 from virtq.schema.codec import (TOPIC, DataIndication, DataRecord, EventIndication, EventRecord, StatsBatch,
                                 StatsIndication, WireMessage, data_subject, event_subject, now_ns, stats_subject)
 from virtq.transport.base import Transport
 
+from .metrics import AgentMetrics
 from .registry import Registry
 from .sampler import Sampler
 
@@ -28,7 +29,7 @@ class Publisher:
     """Sends for one agent; the pushes are thread-safe (callers order them, see Agent)."""
 
     def __init__(self, transport: Transport, agent_name: str, registry: Registry, sampler: Sampler,
-                 pool: concurrent.futures.Executor) -> None:
+                 pool: concurrent.futures.Executor, metrics: Optional[AgentMetrics] = None) -> None:
         self.transport = transport
         self.agent_name = agent_name
         self.registry = registry
@@ -36,10 +37,12 @@ class Publisher:
         self._pool = pool  # where the coalesced re-push runs (never on the transport's thread)
         self._dirty: Set[str] = set()  # objects changed while the transport was down
         self._dirty_lock = threading.Lock()
+        self.metrics = metrics or AgentMetrics()  # (counts replies and pushes)
 
     def send(self, wire: WireMessage) -> bool:
         try:
             self.transport.send(wire)
+            self.metrics.sent(wire)
             return True
         except errors.NotConnectedError as exc:
             log.debug("not sent: %s", exc)

@@ -13,9 +13,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from virtq.logs import shown
 from virtq.schema.codec import ObjectId
-from virtq.schema.errors import AmbiguousRefError, UnknownRefError
+from virtq.schema.errors import AmbiguousRefError, NotStartedError, UnknownRefError
 
-from ._columns import SampleApplied, StatColumns
+from ._columns import ABSENT, SampleApplied, StatColumns
 from .health import AgentHealth
 from .objects import RemoteObject
 
@@ -139,8 +139,9 @@ class Repository:
 
     IDENTITY = ("uuid", "key", "path")
 
-    def __init__(self, class_name: str, agents: AgentRepository) -> None:
+    def __init__(self, class_name: str, agents: AgentRepository, started: Callable[[], bool] = lambda: True) -> None:
         self.kind = class_name.lower() + "s"
+        self._started = started  # False: reading raises NotStartedError (a console used before start())
         self.class_name = class_name
         self._agents = agents
         self._name = "hostname" if class_name == "Node" else "name"  # nodes have no name property
@@ -154,17 +155,27 @@ class Repository:
         self._snapshots: List[Optional[RemoteObject]] = []  # slot -> the last snapshot made
         self._moved: Set[int] = set()  # slots whose statistics moved since their snapshot was made
         self._stats = StatColumns()
+        self.changes = 0
+        """Bumped under the lock by every change (a stored snapshot, a statistics batch, a removal): a reader
+        that saw the same number before reading saw the same objects (the exporter reuses its last scrape)."""
 
     def __iter__(self) -> Iterator[RemoteObject]:
+        self._check_started()
         with self._lock:
             return iter([self._snapshot(slot) for slot in self._slots.values()])
 
     def __len__(self) -> int:
+        self._check_started()
         with self._lock:
             return len(self._slots)
 
     def __bool__(self) -> bool:
         return True
+
+    def _check_started(self) -> None:
+        if not self._started():
+            raise NotStartedError(f"console.{self.kind} read before console.start() (or `with Console(...)`): "
+                                  "nothing is loaded yet")
 
     def _snapshot(self, slot: int) -> RemoteObject:
         """The object in ``slot`` as it is now (made again only if its statistics moved); under the lock."""
@@ -199,6 +210,18 @@ class Repository:
         with self._lock:
             return [self._snapshot(slot) for slot in self._by_agent.get(agent_name, {}).values()]
 
+    def statistics(self, names: Sequence[str]) -> Tuple[List[RemoteObject], Dict[str, List[Any]]]:
+        """Every object's last snapshot (for its properties: the statistics in it may be older) and, in the same
+        order, the current value of each named statistic (None: never sampled). The columns are copied under the
+        lock in C-level passes and no snapshot is made: how an exporter reads 400,000 domains per scrape."""
+        with self._lock:
+            slots = list(self._slots.values())
+            snapshots = list(filter(None, map(self._snapshots.__getitem__, slots)))  # a held slot has one
+            held = {name: list(map(column.__getitem__, slots)) for name in names
+                    if (column := self._stats.columns.get(name)) is not None}
+        return snapshots, {name: [None if v is ABSENT else v for v in held[name]] if name in held
+                           else [None] * len(slots) for name in names}
+
     def sampled_at(self, object_id: ObjectId) -> float:
         """When a sample of the object was last applied (the console's monotonic clock; -inf: never)."""
         with self._lock:
@@ -225,6 +248,7 @@ class Repository:
                 if slot == len(self._snapshots):
                     self._snapshots.append(None)
             self._snapshots[slot] = obj
+            self.changes += 1
             self._moved.discard(slot)
             self._stats.replace(slot, obj.stats, obj.stats_ts)
             if sampled_at is not None:
@@ -239,6 +263,7 @@ class Repository:
             index = self._by_key.get(agent, {})
             slots = list(map(index.get, keys))
             applied = self._stats.apply(slots, keys, columns, sample_ts, now, watch)
+            self.changes += 1
             self._moved.update(applied.slots)
             return applied
 
@@ -254,6 +279,7 @@ class Repository:
             if prefix == self.class_name and self._by_key.get(agent, {}).get(wire_key) == slot:
                 self._unindex(self._by_key, agent, wire_key)
             self._snapshots[slot] = None
+            self.changes += 1
             self._stats.release(slot)
             return old
 

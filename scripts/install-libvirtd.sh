@@ -10,25 +10,11 @@ PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clie
 QEMU_CONF=/etc/libvirt/qemu.conf
 BACKUP="$QEMU_CONF.virtq-orig"
 
-as_root() {  # run a command as root: directly, else through sudo (asked only when a change is needed)
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    echo "install-libvirtd: needs root or sudo for: $*" >&2
-    exit 1
-  fi
-}
+. "$(dirname "$0")/install-lib.sh"
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
+mapfile -t missing < <(missing_packages "${PACKAGES[@]}")
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "install-libvirtd: installing ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  install_packages "${missing[@]}"
 fi
 
 # The QEMU driver refuses to load without its build-time user and group.

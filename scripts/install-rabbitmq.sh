@@ -13,18 +13,7 @@ RABBIT_BIN=/usr/lib/rabbitmq/bin
 PLUGIN=rabbitmq_amqp1_0
 SSL_AUTH_PLUGIN=rabbitmq_auth_mechanism_ssl  # SASL EXTERNAL, for the TLS node of tests/broker (bundled too)
 
-as_root() {  # run a command as root: directly, else through sudo
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    echo "install-rabbitmq: needs root or sudo for: $*" >&2
-    exit 1
-  fi
-}
-
-under_systemd() { [ -d /run/systemd/system ]; }
+. "$(dirname "$0")/install-lib.sh"
 
 service_pids() {  # the system service's Erlang VMs and epmd run as the rabbitmq user
   pgrep -u rabbitmq -x "$1" 2>/dev/null | sort || true
@@ -40,18 +29,9 @@ service_running() {
 stop_service() {  # stop (and keep from starting at boot) the service the package just started
   echo "install-rabbitmq: stopping the rabbitmq-server service the package started" \
        "(tests/broker runs private nodes)"
-  if under_systemd; then
-    as_root systemctl stop rabbitmq-server || true
-    as_root systemctl disable --quiet rabbitmq-server || true
-    echo "install-rabbitmq: rabbitmq-server.service is disabled; \`systemctl enable --now rabbitmq-server\`" \
-         "gives you a system broker" >&2
-  else
-    if [ -x /etc/init.d/rabbitmq-server ]; then
-      as_root /etc/init.d/rabbitmq-server stop >/dev/null 2>&1 || true
-    fi
-    if [ -n "$(service_pids beam.smp)" ]; then
-      as_root /usr/sbin/rabbitmqctl stop >/dev/null 2>&1 || true
-    fi
+  stop_service_unit rabbitmq-server "a system broker"
+  if ! under_systemd && [ -n "$(service_pids beam.smp)" ]; then
+    as_root /usr/sbin/rabbitmqctl stop >/dev/null 2>&1 || true
   fi
   for _ in $(seq 1 100); do  # up to 10 s for the VM to go
     [ -z "$(service_pids beam.smp)" ] && break
@@ -68,18 +48,12 @@ stop_service() {  # stop (and keep from starting at boot) the service the packag
   done
 }
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
+mapfile -t missing < <(missing_packages "${PACKAGES[@]}")
 if [ ${#missing[@]} -gt 0 ]; then
   was_running=false
   service_running && was_running=true
   epmd_before="$(service_pids epmd)"
-  echo "install-rabbitmq: installing ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-    >/dev/null
+  install_packages "${missing[@]}"
   if ! $was_running && service_running; then
     stop_service
   fi

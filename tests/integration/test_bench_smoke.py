@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from bench import event_latency, fleetxml, ingest, push_vs_poll
+from bench import event_latency, exporter_scrape, fleetxml, ingest, push_vs_poll
 from bench.ingest import cli as ingest_cli
 
 pytestmark = pytest.mark.integration
@@ -85,3 +85,11 @@ def test_ingest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert 0 < sizes[40]["fixed"] < sizes[40]["message"]
         assert sizes[40]["per_vm"] < sizes[10]["per_vm"]  # the fixed part spread over more rows
     assert "new/old" in printed and ingest.__doc__
+
+
+def test_exporter_scrape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result, printed = run_main(exporter_scrape.main, ["--domains", "100", "--repeat", "1", "--openmetrics"],
+                               tmp_path, capsys)
+    assert (result["agents"], result["compared"]) == (3, True)  # the two writers' samples were compared
+    assert len(result["seconds"]) == 8 and 0 < result["bytes"]["gzipped"] < result["bytes"]["text"]
+    assert "same samples" in printed

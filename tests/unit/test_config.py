@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any, Dict, List
 
 import click
 import pytest
+from click.core import ParameterSource
 from click.testing import CliRunner, Result
 
 from virtq.agent import libvirt_adapter
 from virtq.agent import main as agent_main
-from virtq.agent.config import ConfigError, read_config
+from virtq.agent.config import ConfigError, long_options, read_config
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOWN = {"libvirt": "libvirt_uri", "listen": "listen", "heartbeat": "heartbeat",
@@ -150,9 +153,10 @@ def test_config_values_are_validated_like_options(tmp_path: Path, logging_config
 @pytest.mark.parametrize("text, message", [
     ("[agent]\nlibvirt = bogus:///x\nport = 1\n", "unknown option(s) port"),
     ("[agent]\nconfig = other.conf\n", "unknown option(s) config"),
+    ("[agent]\nlibvirt = bogus:///x\nversion = true\n", "unknown option(s) version"),  # not: print and exit
     ("libvirt = bogus:///x\n", "cannot read"),
     ("[other]\n", "no [agent] section"),
-], ids=["unknown-key", "config-in-config", "no-section-header", "no-agent-section"])
+], ids=["unknown-key", "config-in-config", "version-in-config", "no-section-header", "no-agent-section"])
 def test_bad_config_is_a_usage_error(tmp_path: Path, logging_config: List[Dict[str, Any]],
                                      text: str, message: str) -> None:
     result = run("--config", str(write(tmp_path, text)))
@@ -232,3 +236,91 @@ def test_the_readme_documents_every_agent_option() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = [opt for p in command.params for opt in p.opts if opt.startswith("--") and f"`{opt}" not in readme]
     assert not missing, f"README's agent option table lacks {missing}"
+
+
+# --- every option: contrib/agent.conf and VIRTQ_AGENT_<OPTION> ---------------------------------------
+
+def contrib_examples() -> Dict[str, str]:
+    """contrib/agent.conf's value for each key, commented-out examples included (the first one a key has)."""
+    found: Dict[str, str] = {}
+    text = (ROOT / "contrib" / "agent.conf").read_text(encoding="utf-8")
+    for key, value in re.findall(r"^#? ?([a-z][a-z-]*) = (.*)$", text, flags=re.M):
+        found.setdefault(key, value)
+    return found
+
+
+def setting_options() -> Dict[str, str]:
+    """Every long option but --config (it names the file) and --version (it prints and exits)."""
+    options = long_options(agent_main.main)
+    assert "config" not in options and "version" not in options and "libvirt" in options
+    return options
+
+
+def documented_variable(option: str) -> str:
+    """README's rule: the long option in capitals with _ for -."""
+    return "VIRTQ_AGENT_" + option.upper().replace("-", "_")
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for variable in [v for v in os.environ if v.startswith("VIRTQ_AGENT_")]:
+        monkeypatch.delenv(variable)
+    return monkeypatch
+
+
+def test_contrib_agent_conf_names_every_option() -> None:
+    missing = sorted(set(setting_options()) - set(contrib_examples()))
+    assert not missing, f"contrib/agent.conf lacks {missing}"
+    assert sorted(set(contrib_examples()) - set(setting_options())) == []
+
+
+@pytest.mark.parametrize("option", sorted(setting_options()))
+def test_every_option_reads_its_documented_variable(clean_environment: pytest.MonkeyPatch, tmp_path: Path,
+                                                    option: str) -> None:
+    """VIRTQ_AGENT_<OPTION> set to contrib/agent.conf's example gives what that line in a --config file gives."""
+    name, value = setting_options()[option], contrib_examples()[option]
+    from_file = agent_main.main.make_context("virtq-agent", ["--config", str(write(tmp_path, f"[agent]\n{option} = "
+                                                                                        f"{value}\n"))])
+    clean_environment.setenv(documented_variable(option), value)
+    from_environment = agent_main.main.make_context("virtq-agent", [])
+    assert from_environment.get_parameter_source(name) is ParameterSource.ENVIRONMENT
+    assert from_environment.params[name] == from_file.params[name]
+
+
+def test_the_configuration_file_comes_from_its_variable(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("VIRTQ_AGENT_CONFIG", str(ROOT / "contrib" / "agent.conf"))
+    context = agent_main.main.make_context("virtq-agent", [])
+    assert context.get_parameter_source("libvirt_uri") is ParameterSource.DEFAULT_MAP
+    assert context.params["libvirt_uri"] == "qemu:///system" and context.params["state_dir"] == "/var/lib/virtq-agent"
+
+
+def test_libvirt_uri_the_old_variable_name_still_works(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("VIRTQ_AGENT_LIBVIRT_URI", "test:///old-name")
+    assert agent_main.main.make_context("virtq-agent", []).params["libvirt_uri"] == "test:///old-name"
+    clean_environment.setenv("VIRTQ_AGENT_LIBVIRT", "test:///documented")  # both set: the documented one
+    assert agent_main.main.make_context("virtq-agent", []).params["libvirt_uri"] == "test:///documented"
+
+
+def test_command_line_then_environment_then_file(clean_environment: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = ["--config", str(write(tmp_path, "[agent]\nlibvirt = test:///file\nheartbeat = 3\n"))]
+    clean_environment.setenv("VIRTQ_AGENT_LIBVIRT", "test:///environment")
+    params = agent_main.main.make_context("virtq-agent", config).params
+    assert (params["libvirt_uri"], params["heartbeat"]) == ("test:///environment", 3.0)
+    params = agent_main.main.make_context("virtq-agent", [*config, "--libvirt", "test:///command-line"]).params
+    assert params["libvirt_uri"] == "test:///command-line"
+
+
+def test_the_version_is_not_taken_from_the_environment(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("VIRTQ_AGENT_VERSION", "1")  # would print the version and exit instead of serving
+    assert agent_main.main.make_context("virtq-agent", []).params["libvirt_uri"] == "qemu:///system"
+
+
+def test_the_readme_gives_each_options_default() -> None:
+    """Rows of README's option table whose default is a literal (`10`, `info` …) say what click defaults to."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(--[a-z-]+)[^|]*\| `([^`|]+)` \|", readme, flags=re.M)
+    defaults = {opt: p.default for p in agent_main.main.params for opt in p.opts}
+    assert len(rows) >= 12
+    wrong = [(opt, text, defaults[opt]) for opt, text in rows
+             if (f"{defaults[opt]:g}" if isinstance(defaults[opt], float) else str(defaults[opt])) != text]
+    assert not wrong, f"README's option table disagrees with virtq-agent: {wrong}"
