@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence, Union
 from virtq import __version__
 from virtq.logs import RateLimited, shown
 from virtq.schema import errors
-from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, PRODUCT, TOPIC, VENDOR, AgentHeartbeat, AgentInfo,
+from virtq.schema.codec import (DIRECT, LOCATE_SUBJECT, OPCODE, PRODUCT, TOPIC, VENDOR, AgentHeartbeat, AgentInfo,
                                 AgentLocateRequest, AgentLocateResponse, DataRecord, EventRecord, ExceptionResponse,
                                 Message, MethodRequest, QueryRequest, StatsBatch, WireMessage, decode,
                                 direct_address, now_ns)
@@ -36,12 +36,14 @@ from virtq.transport.base import UNDECODABLE, Transport
 from .access import Access
 from .apartments import MAX_THREADS, OBJECT_QUEUE, Apartments, Ticket
 from .configgen import ConfigGenerations
+from .deadline_errors import deadline_error
 from .dispatcher import Dispatcher, Outcome, error_reply, unexpected
 from .epoch import load_epoch
 from .events import EventPump
 from .health import CallTracker, TrackedHypervisor
 from .hypervisor import Hypervisor, HypervisorError
 from .liveness import Liveness, object_counts
+from .metrics import AgentMetrics
 from .policy import Policy, default_policy
 from .publisher import Publisher
 from .reconnector import Reconnector
@@ -57,6 +59,8 @@ MAX_PENDING_REQUESTS = 1024
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 """Requests above this size are refused with invalid-parameter (XML documents are far smaller)."""
+INLINE_BYTES = 16 * 1024
+"""Method requests up to this size skip the worker pool (Agent._receive): cheaper than the hop to a worker."""
 CALL_TIMEOUT = 30.0
 """Seconds a method call may wait for libvirt (queued behind its object's calls included) before it is
 answered with LibvirtTimeoutError (or ObjectBusyError if it never started). libvirt's own QEMU driver
@@ -107,10 +111,11 @@ class Agent:
         self.transport = transport if isinstance(transport, Transport) else transport(self.name)
         self.epoch = load_epoch(state_dir)
         self.registry = Registry(schema, self.libvirt, self.name, self.epoch, ConfigGenerations(state_dir))
+        self.metrics = AgentMetrics(self)
         self.sampler = Sampler(self.registry, self.libvirt, self.push_stats, interval=interval,
-                               slow_interval=slow_interval)
+                               slow_interval=slow_interval, metrics=self.metrics)
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="virtq-worker")
-        self.publisher = Publisher(self.transport, self.name, self.registry, self.sampler, self._pool)
+        self.publisher = Publisher(self.transport, self.name, self.registry, self.sampler, self._pool, self.metrics)
         self.pump = EventPump(self.registry, self.sampler, self.push, self.push_events, self.apartments,
                               read_timeout=call_timeout)
         # Without a policy file: safe defaults by where the agent can be reached from (policy.default_policy).
@@ -139,7 +144,7 @@ class Agent:
         self.pump.start()
         if self.events_enabled:
             self.hypervisor.watch(self.pump.deliver)
-        self.transport.start(self._receive, self._on_transport_state)
+        self.transport.start(self.metrics.timing(self._receive), self._on_transport_state)
         self._started = True
         self.liveness.start()
         self.reconnector.start()
@@ -165,6 +170,7 @@ class Agent:
         if self._started:
             self.transport.stop(timeout)
         self.hypervisor.close()
+        self.metrics.close()
 
     def kill(self) -> None:
         try:
@@ -231,11 +237,15 @@ class Agent:
         return on_topic and wire.subject == LOCATE_SUBJECT
 
     def _receive(self, wire: WireMessage) -> None:
-        """Called on the transport's thread: hand over to a worker at once."""
+        """Called on the transport's thread: a small method request is queued in its object's apartment from
+        here (that is decoding it and a queue: no libvirt, nothing that waits); the rest goes to a worker."""
         if self._stop.is_set():
             return
         with self._pending_lock:
             self._pending += 1
+        if wire.properties.get(OPCODE) == MethodRequest.OPCODE and wire.size <= INLINE_BYTES:
+            self._handle_counted(wire)
+            return
         try:
             self._pool.submit(self._handle_counted, wire)
         except RuntimeError:  # shutting down
@@ -347,7 +357,8 @@ class Agent:
                      shown(name), self.apartments.clock() - ticket.submitted)
 
         def timed_out(ticket: Ticket) -> None:
-            self._reply(request, [error_reply(self._late(ticket, timeout), request)])
+            late = deadline_error(ticket, timeout, self.apartments, self.tracker, self.schema)
+            self._reply(request, [error_reply(late, request)])
 
         try:
             self.apartments.submit(name, label, job, timeout, timed_out)
@@ -355,24 +366,6 @@ class Agent:
             limited.warning(f"busy {class_of(name)[0]}", "refused %s on %s: %s", shown(label), shown(name),
                             exc.error_text)
             self._reply(request, [error_reply(exc, request)])
-
-    def _late(self, ticket: Ticket, timeout: float) -> errors.RemoteError:
-        """The error for a call past its deadline: busy if it never started, libvirt's timeout if it did."""
-        if ticket.started is None:
-            running = self.apartments.running(ticket.name)
-            behind = f", behind {running.label} running for {self.apartments.clock() - (running.started or 0):.0f} s" \
-                if running is not None and running.started is not None else ""
-            return errors.ObjectBusyError(f"object busy: {ticket.name} has 1 libvirt call stuck{behind}; this "
-                                          f"{ticket.label} was not started within {timeout:g} s")
-        current = self.tracker.current(ticket.thread) if ticket.thread is not None else None
-        function = current.what.rpartition(" ")[2] if current is not None else self._libvirt_function(ticket)
-        return errors.LibvirtTimeoutError(f"Timed out during operation: libvirt did not answer {function} "
-                                          f"within {timeout:g} s")
-
-    def _libvirt_function(self, ticket: Ticket) -> str:
-        cls = self.schema.classes.get(class_of(ticket.name)[0])
-        method = cls.method(ticket.label) if cls is not None else None
-        return method.libvirt if method is not None else ticket.label
 
     # --- sending -------------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 A hung QEMU monitor or dead NFS storage makes libvirt calls on one object block for minutes.
 Calls on one object (method calls, the re-read after an event, the look-up of a name the
 registry does not know yet) run one at a time, in arrival order, on a thread of that object's
-own, started when the object gets work and ended when it has none; the agent's workers only
-hand calls over and go back to answering. Bounds, each refused at once with ObjectBusyError
+own while it has work (a thread that served an object waits IDLE_LINGER seconds for the next
+object before it ends: starting a thread per call cost more than the call); the agent's workers
+only hand calls over and go back to answering. Bounds, each refused at once with ObjectBusyError
 naming the oldest call and its age rather than queued without end:
 
 * per object: 1 running call + ``queue`` waiting (OBJECT_QUEUE);
@@ -34,6 +35,8 @@ OBJECT_QUEUE = 4
 """Calls that may wait behind an object's running call; the next one is refused (object busy)."""
 MAX_THREADS = 64
 """Objects with a call in flight at once (a thread each, stuck or not); beyond it calls are refused."""
+IDLE_LINGER = 2.0
+"""Seconds a thread whose object has no more calls waits to serve another object before it ends."""
 
 
 @dataclass(eq=False)
@@ -109,6 +112,9 @@ class Apartments:
         self._deadlines: List[Tuple[float, int, Ticket]] = []
         self._seq = itertools.count()
         self._wake = threading.Condition(self._lock)
+        self._spare = threading.Condition(self._lock)  # idle threads wait here for an object to serve
+        self._unserved: Deque[Tuple[str, _Apartment]] = collections.deque()
+        self._idle = 0
         self._timer: Optional[threading.Thread] = None
         self._stopped = False
         self.refused = 0
@@ -131,8 +137,7 @@ class Apartments:
                     self.refused += 1
                     raise ObjectBusyError(self._agent_busy(now))
                 apartment = self._apartments[name] = _Apartment()
-                threading.Thread(target=self._run, args=(name, apartment), name=f"virtq-call {name}"[:60],
-                                 daemon=True).start()
+                self._serve(name, apartment)
             elif (apartment.rereads >= 1) if internal else (apartment.calls >= 1 + self.queue):
                 self.refused += 1
                 raise ObjectBusyError(self._object_busy(name, apartment, now))
@@ -141,8 +146,33 @@ class Apartments:
             if self._timer is None:
                 self._timer = threading.Thread(target=self._expire, name="virtq-deadlines", daemon=True)
                 self._timer.start()
-            self._wake.notify_all()
+            if self._deadlines[0][2] is ticket:  # the deadline thread sleeps until the earliest: only then wake it
+                self._wake.notify_all()
         return ticket
+
+    def _serve(self, name: str, apartment: _Apartment) -> None:
+        """Give a new apartment a thread: an idle one if there is one free (under the lock)."""
+        if self._idle > len(self._unserved):
+            self._unserved.append((name, apartment))
+            self._spare.notify()
+            return
+        threading.Thread(target=self._thread, args=(name, apartment), name=f"virtq-call {name}"[:60],
+                         daemon=True).start()
+
+    def _thread(self, name: str, apartment: _Apartment) -> None:
+        """An apartment thread: serves an object until it has no calls, then waits a while for the next one."""
+        while True:
+            self._run(name, apartment)
+            with self._lock:
+                self._idle += 1
+                try:
+                    if not self._spare.wait_for(lambda: self._unserved or self._stopped, IDLE_LINGER) \
+                            or not self._unserved:
+                        return
+                    name, apartment = self._unserved.popleft()
+                finally:
+                    self._idle -= 1
+            threading.current_thread().name = f"virtq-call {name}"[:60]
 
     def _object_busy(self, name: str, apartment: _Apartment, now: float) -> str:
         oldest = apartment.running or apartment.queue[0]
@@ -213,6 +243,7 @@ class Apartments:
         with self._lock:
             self._stopped = True
             self._wake.notify_all()
+            self._spare.notify_all()
 
     # --- what is going on -----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import functools
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -26,6 +27,7 @@ from virtq.schema.codec import StatsBatch, now_ns
 from virtq.schema.model import SchemaId
 
 from .hypervisor import DOMAIN_INFO_FIELDS, Hypervisor, HypervisorError
+from .metrics import AgentMetrics
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class SampleReport:
 
 class Sampler:
     def __init__(self, registry: Registry, hypervisor: Hypervisor, publish: Publish, *, interval: float = 10.0,
-                 slow_interval: float = 60.0, timeout: Optional[float] = None, workers: int = 4) -> None:
+                 slow_interval: float = 60.0, timeout: Optional[float] = None, workers: int = 4,
+                 metrics: Optional[AgentMetrics] = None) -> None:
         self._registry = registry
         self._hv = hypervisor
         self._publish = publish
@@ -72,6 +75,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, name="virtq-sampler", daemon=True)
         self.reports: List[SampleReport] = []  # the latest pass per class
         self.libvirt_calls = 0
+        self.metrics = metrics or AgentMetrics()  # (times the periodic passes, counts what they skip)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -94,10 +98,12 @@ class Sampler:
         elapsed = 0.0
         while not self._stop.is_set():
             try:
-                self.sample("Domain")
+                with self.metrics.sampler_pass("domains"):
+                    self.sample("Domain")
                 if elapsed >= next_slow:
-                    for class_name in ("Node", "Pool", "Volume"):
-                        self.sample(class_name)
+                    with self.metrics.sampler_pass("slow"):
+                        for class_name in ("Node", "Pool", "Volume"):
+                            self.sample(class_name)
                     next_slow = elapsed + self.slow_interval
             except Exception:  # noqa: BLE001 - the sampler must keep sampling
                 log.exception("statistics pass failed")
@@ -152,6 +158,7 @@ class Sampler:
                            forget=live if keys is None else None, number=number)
         with self._lock:
             self.libvirt_calls += calls
+        self.metrics.skipped(len(live.difference(values)))
         if skipped:
             log.warning("%d %s(s) did not answer within %.1fs and were skipped: %s", len(skipped), class_name,
                         self.timeout, ", ".join(sorted(skipped)[:5]))
@@ -176,6 +183,8 @@ class Sampler:
             return {}, 0
         try:
             return future.result(timeout=self.timeout), 1
+        except concurrent.futures.CancelledError:  # the sampler stopped before the call began
+            return {}, 0
         except concurrent.futures.TimeoutError:
             with self._lock:
                 self._bulk_stuck = True
@@ -206,7 +215,7 @@ class Sampler:
             except RuntimeError:  # stopped meanwhile (a late call returning after the agent stopped)
                 break
             futures[future] = name
-        done, not_done = concurrent.futures.wait(futures, timeout=self.timeout)
+        done, not_done = _settled(futures, self.timeout)
         for future in not_done:  # stuck past the deadline: not asked again until its call returns
             with self._lock:
                 self._stuck.add(futures[future])
@@ -215,6 +224,8 @@ class Sampler:
         values: Dict[str, Dict[str, Any]] = {}
         for future in done:
             name = futures[future]
+            if future.cancelled():  # the sampler stopped before the call began
+                continue
             try:
                 result = future.result()
             except HypervisorError as exc:  # vanished meanwhile, or a libvirt failure: the reconcile decides
@@ -256,3 +267,18 @@ class Sampler:
 
     def _schema_id(self, class_name: str) -> SchemaId:
         return self._registry.schema.cls(class_name).schema_id
+
+
+def _settled(futures: Iterable["concurrent.futures.Future[Any]"], timeout: float
+             ) -> Tuple[List["concurrent.futures.Future[Any]"], List["concurrent.futures.Future[Any]"]]:
+    """(done, not done) after waiting at most ``timeout`` for all. Not ``concurrent.futures.wait``: a future the
+    stop cancels does not wake it, and a late call's sample then held the agent's stop for the whole deadline."""
+    deadline = time.monotonic() + timeout
+    pending = list(futures)
+    for future in pending:
+        try:
+            future.exception(max(0.0, deadline - time.monotonic()))
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            pass
+    done = [f for f in pending if f.done()]
+    return done, [f for f in pending if f not in done]

@@ -15,9 +15,10 @@ AMQP over loopback, the console's decode, updater and subscriber queue).
 
 Baselines in the same run: the request/response round trip of ``getInfo`` through the same
 console (``--rtt`` calls). A poller at interval T notices a change after T/2 on average
-(plus a round trip), at worst after T; the report puts that beside the push latency. And,
-before the agent starts, a bare proton echo (``bench.proton_echo``: two processes, each a
-MessagingHandler on its own reactor, ``--echo`` round trips): what the wire and proton cost
+(plus a round trip), at worst after T; the report puts that beside the push latency. And a bare
+proton echo (``bench.proton_echo``: two processes, each a MessagingHandler on its own reactor,
+``--echo`` round trips, half before the agent starts and half after it stopped, so that a machine
+whose load changes during the run moves both sides of the ratio): what the wire and proton cost
 alone. The getInfo round trip and the event → subscriber latency are reported as ratios of
 its p50 — what virtq's own hops (thread hand-offs, codec) add (issue 12).
 
@@ -161,9 +162,7 @@ def run(cycles: int = 500, rtt_calls: int = 200, warmup: int = 20, timeout: floa
     total, call, to_agent, to_subscriber, rtt = Series(), Series(), Series(), Series(), Series()
     received = missing = overflowed = 0
     load_before = os.getloadavg()[0]
-    echo = Series(echo_rtts(echo_calls, warmup) if echo_calls else [])  # before the agent: an idle process
-    if len(echo.values) < echo_calls:
-        problems.append(f"the bare proton echo answered {len(echo.values)} of {echo_calls} round trips")
+    echo = Series(echo_rtts(echo_calls // 2, warmup) if echo_calls else [])  # before the agent: an idle process
     ensure_event_loop()
     conn = libvirt.open(URI)  # keeps the process's test:///default driver alive for the whole run
     try:
@@ -221,6 +220,10 @@ def run(cycles: int = 500, rtt_calls: int = 200, warmup: int = 20, timeout: floa
         _running(dom)
     finally:
         conn.close()
+    if echo_calls:
+        echo.values += echo_rtts(echo_calls - echo_calls // 2, warmup)  # and after it: the same machine, later
+        if len(echo.values) < echo_calls:
+            problems.append(f"the bare proton echo answered {len(echo.values)} of {echo_calls} round trips")
     if missing:
         problems.append(f"{missing} of {2 * cycles} lifecycle events never reached the subscriber "
                         f"(waited {timeout:g} s each)")

@@ -24,12 +24,12 @@ __all__ = ["MethodCalls", "wire_objects"]
 
 class MethodCalls:
     def __init__(self, session: Session[RemoteObject], tracker: AgentTracker, requests: Requests,
-                 apartments: Apartments, settle: Callable[[], None]) -> None:
+                 apartments: Apartments, settle: Optional[Callable[[], None]] = None) -> None:
         self._session = session
         self._tracker = tracker
         self._requests = requests
         self._apartments = apartments
-        self._settle = settle  # waits until the ingest thread applied everything received so far
+        self._settle = settle  # through a broker: wait until the ingest thread applied what came so far
 
     def run(self, obj: Union[RemoteObject, ObjectId], method_name: str,
             arguments: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> Tuple[Job, Any]:
@@ -46,9 +46,12 @@ class MethodCalls:
             reply = self._requests.ask(transport, request, direct_address(target.agent),
                                        timeout or self._session.timeout,
                                        f"{target.class_name}.{method_name} on {target.object_id.object_name}")[-1]
-            # The agent pushes what the call changed before it replies; let the ingest thread apply it
-            # while the job still owns the object, so those transitions are the job's.
-            self._settle()
+            # The agent pushes what the call changed before it replies. On one connection (direct mode) the
+            # ingest order hands the reply over after those pushes: the transitions are the job's already.
+            # Through a broker the pushes come through another queue than the reply: let the ingest thread
+            # apply what came meanwhile, while the job still owns the object (best effort: docs/CONSOLE.md).
+            if self._settle is not None:
+                self._settle()
         if isinstance(reply, ExceptionResponse):
             raise errors.remote_error(reply.error_code, reply.error_text)
         if not isinstance(reply, MethodResponse):

@@ -96,8 +96,10 @@ class Console:
         in the background and leave this when they join."""
         self._redial = Redialer(self._join)
         self.agents = AgentRepository()
-        self.nodes, self.domains, self.pools, self.volumes = (Repository(name, self.agents)
-                                                              for name in ("Node", "Domain", "Pool", "Volume"))
+        self.nodes, self.domains, self.pools, self.volumes = (  # read before start() was called: NotStartedError
+            Repository(name, self.agents,
+                       lambda: self.ingest.thread.ident is not None or self.closed or not self.connections)
+            for name in ("Node", "Domain", "Pool", "Volume"))
         self._repos = {r.class_name: r for r in (self.nodes, self.domains, self.pools, self.volumes)}
         self.subscribers = Subscribers()
         self.limit_watch = LimitWatch(self.subscribers.emit)
@@ -114,7 +116,8 @@ class Console:
                                     self.updater, inbox, timeout)
         self.ingest = Ingest(inbox, self.requests, self.loading, self.updater, self.trust, self.limits,
                              self.limit_watch, self._changed, direct=addressing == "direct")
-        self._calls = MethodCalls(self, self.tracker, self.requests, self.apartments, self.settle)
+        self._calls = MethodCalls(self, self.tracker, self.requests, self.apartments,
+                                  None if addressing == "direct" else self.settle)
         self._fetcher = XmlFetcher(self.call)
 
     def _now(self) -> float:

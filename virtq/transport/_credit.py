@@ -23,7 +23,10 @@ def always_ready() -> bool:
 
 
 class GatedFlow(Handler):
-    """Keeps each receiving link's credit at ``window`` while ``ready()``; grants nothing while it is not."""
+    """Tops each receiving link's credit up to ``window`` while ``ready()``; grants nothing while it is not.
+
+    Credit is topped up once half the window is used, not after every message: a flow frame per message
+    cost both peers' reactors an event each per request and per reply."""
 
     def __init__(self, window: int, ready: Ready = always_ready) -> None:
         super().__init__()
@@ -54,7 +57,7 @@ class GatedFlow(Handler):
             return
         if self.ready():
             self.starved.pop(link, None)
-            if link.credit < self.window:
+            if link.credit <= self.window // 2:
                 link.flow(self.window - link.credit)
             return
         self.withheld += 1

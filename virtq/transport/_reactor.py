@@ -1,17 +1,18 @@
-"""One proton Container on its own thread; other threads hand it work through an EventInjector."""
+"""One proton Container on its own thread; other threads hand it work through a wake-up pipe (_Calls)."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, List, Optional, cast
+from typing import Any, Callable, Deque, List, Optional, cast
 
 import proton._reactor as proton_reactor
 from proton import Condition, Delivery, Endpoint, Handler, Message, SSLDomain
 from proton.handlers import FlowController, IncomingMessageHandler, MessagingHandler
-from proton.reactor import ApplicationEvent, Container, EventInjector
+from proton.reactor import Container, EventInjector
 
 from virtq.logs import RateLimited, shown
 
@@ -225,16 +226,47 @@ class ReactorHandler(MessagingHandler):
                          shown(event.link.name), shown(error))
         return False
 
-    def on_virtq_call(self, event: Any) -> None:
-        try:
-            event.subject()
-        except Exception:  # noqa: BLE001 - a failed hand-over must not kill the reactor
-            log.exception("reactor call failed")
-
     def on_delivery(self, event: Any) -> None:
         delivery = event.delivery
         if delivery.readable and not delivery.partial and not delivery.aborted:
             self.last_delivery_size = delivery.pending
+
+
+class _Calls(EventInjector):
+    """proton's EventInjector, made cheaper: the calls other threads queue are run straight from the wake-up
+    (no proton event per call, which proton dispatched through every handler), and the pipe is written only
+    when the reactor is not already due to wake — a burst of sends (an event's records, the event, its
+    statistics) costs the reactor one wake-up, not one each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Deque[Callable[[], None]] = collections.deque()
+        self._armed = False  # a byte is in the pipe that the reactor has not read yet
+        self._lock = threading.Lock()
+
+    def add(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self.calls.append(fn)
+            if self._armed:
+                return
+            self._armed = True
+        os.write(self.pipe[1], b"!")
+
+    def on_selectable_readable(self, event: Any) -> None:
+        os.read(self.pipe[0], 512)
+        with self._lock:
+            self._armed = False  # a call queued from now on writes again: it is run at the next wake-up
+            due = len(self.calls)  # (those queued meanwhile wait for it: the reactor's I/O is not starved)
+        for _ in range(due):
+            fn = self.calls.popleft()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a failed hand-over must not kill the reactor
+                log.exception("reactor call failed")
+        if self._closed:
+            selectable = event.context
+            selectable.terminate()
+            selectable.update()
 
 
 class ReactorThread:
@@ -248,7 +280,7 @@ class ReactorThread:
         self._on_death = on_death
         self.death: Optional[BaseException] = None
         self._container.container_id = name
-        self._injector = EventInjector()
+        self._injector = _Calls()
         self._container.selectable(self._injector)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopped = threading.Event()
@@ -280,8 +312,8 @@ class ReactorThread:
             self._close_pipe()
 
     def _close_pipe(self) -> None:
-        """proton's EventInjector never closes its pipe: two descriptors per reactor, leaked at every stop
-        (a process that makes Consoles in a loop ran out of select()'s 1,024)."""
+        """proton's EventInjector (and so _Calls) never closes its pipe: two descriptors per reactor, leaked at
+        every stop (a process that makes Consoles in a loop ran out of select()'s 1,024)."""
         with self._pipe_lock:
             self._stopped.set()
             pipe, self._injector.pipe = self._injector.pipe, (-1, -1)
@@ -309,7 +341,7 @@ class ReactorThread:
         with self._pipe_lock:  # checked and queued in one step: the thread cannot stop in between
             if self._stopped.is_set() or not (before_start or self._thread.is_alive()):
                 return False
-            self._injector.trigger(ApplicationEvent("virtq_call", subject=fn))
+            self._injector.add(fn)
             return True
 
     @property
