@@ -10,8 +10,9 @@ and volumes, and calls methods on them::
 """
 
 from virtq.schema.codec import ObjectId
+from virtq.schema.enums import DomainState, PoolState, VolumeType
 from virtq.schema.errors import (AgentError, AmbiguousRefError, CallTimeoutError, ConsoleError,
-                                 InvalidParameterError, LibvirtError, NotConnectedError, RemoteError,
+                                 InvalidParameterError, LibvirtError, NotConnectedError, NotStartedError, RemoteError,
                                  TransportError, UnknownMethodError, UnknownObjectError, UnknownRefError, VirtqError)
 
 from ._agents import LOST_AFTER
@@ -24,7 +25,7 @@ from .repository import AgentRepository, AgentView, Repository
 
 __all__ = [
     "AgentError", "AgentHealth", "AgentRepository", "AgentView", "AmbiguousRefError", "CallTimeoutError", "Console",
-    "ConsoleError", "InvalidParameterError", "Job", "LibvirtError", "Limits", "LOST_AFTER", "NotConnectedError",
-    "ObjectId", "RemoteError", "RemoteObject", "Repository", "TransportError", "UnknownMethodError", "UnknownObjectError",
-    "UnknownRefError", "VirtqError", "describe",
+    "ConsoleError", "describe", "DomainState", "InvalidParameterError", "Job", "LibvirtError", "Limits", "LOST_AFTER",
+    "NotConnectedError", "NotStartedError", "ObjectId", "PoolState", "RemoteError", "RemoteObject", "Repository",
+    "TransportError", "UnknownMethodError", "UnknownObjectError", "UnknownRefError", "VirtqError", "VolumeType",
 ]

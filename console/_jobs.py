@@ -11,11 +11,11 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import CallTimeoutError
-from virtq.schema.states import STATE_CODES
+from virtq.schema.states import state_code
 
 from ._session import Session
 from .events import Event
@@ -39,24 +39,30 @@ class Job:
     finished: Optional[float] = None
 
     def wait_state(self, state: Union[str, int], timeout: Optional[float] = None) -> RemoteObject:
-        """Block until the object's pushed state is ``state`` ("running", "paused", … or a code).
+        """Block until the object's pushed state is ``state``: a member of its class's enum
+        (``DomainState.PAUSED``, ``PoolState.RUNNING``), a code, or a member's name ("paused").
 
         No polling: it waits on the console's updates. Raises CallTimeoutError on timeout.
         """
-        wanted = STATE_CODES.get(state, -1) if isinstance(state, str) else state
-        if wanted == -1:
-            raise ValueError(f"unknown state {state!r}; one of {', '.join(STATE_CODES)}")
+        if not self.console.wait_for(self.reached(state), timeout):
+            raise self.not_reached(state, timeout)
+        obj = self.console.find(self.object_id)
+        assert obj is not None
+        return obj
+
+    def reached(self, state: Union[str, int]) -> Callable[[], bool]:
+        """The predicate ``wait_state`` waits on (ValueError for an unknown state name); virtq.console.aio's
+        waiters re-check it too."""
+        wanted = state_code(self.object_id.object_name.partition(":")[0], state)
 
         def reached() -> bool:
             obj = self.console.find(self.object_id)
             return obj is not None and obj.stats.get("state") == wanted
+        return reached
 
-        if not self.console.wait_for(reached, timeout):
-            raise CallTimeoutError(f"{self.object_id.object_name} did not reach state {state!r} "
-                                   f"within {timeout if timeout is not None else self.console.timeout:g}s")
-        obj = self.console.find(self.object_id)
-        assert obj is not None
-        return obj
+    def not_reached(self, state: Union[str, int], timeout: Optional[float]) -> CallTimeoutError:
+        return CallTimeoutError(f"{self.object_id.object_name} did not reach state {state!r} "
+                                f"within {timeout if timeout is not None else self.console.timeout:g}s")
 
 
 class _Apartment:

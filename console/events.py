@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from virtq.schema.codec import ObjectId
+from virtq.schema.enums import DomainState
 
 from .objects import RemoteObject
 from .repository import AgentView
@@ -151,9 +152,20 @@ class StatsUpdated(ObjectEvent):
 
 @dataclass(frozen=True)
 class DomainStateChanged(ObjectEvent):
+    """A domain's pushed state changed: ``old`` and ``new`` name it ("running"), ``old_state`` and ``new_state``
+    are the DomainState members (None for "unknown": no state pushed yet, or a code newer than the enum)."""
+
     old: str
     new: str
     reason: str = ""  # the libvirt lifecycle event/detail that explains it, e.g. "started/booted"
+
+    @property
+    def old_state(self) -> Optional[DomainState]:
+        return DomainState.__members__.get(self.old.upper())
+
+    @property
+    def new_state(self) -> Optional[DomainState]:
+        return DomainState.__members__.get(self.new.upper())
 
 
 @dataclass(frozen=True)

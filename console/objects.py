@@ -2,22 +2,25 @@
 
 A snapshot never changes; the repository replaces it when the agent pushes a new state.
 Properties read as attributes (``dom.uuid``, ``dom.name``, ``dom.id``, ``dom.configGen``);
-so do the pushed statistics (``dom.state``, ``dom.cpuTime`` …, also in ``dom.stats``).
+so do the pushed statistics (``dom.cpuTime`` …, also in ``dom.stats``), a state or type as libvirt's enum
+(``dom.state`` is a :class:`~virtq.schema.enums.DomainState`; ``dom.stats`` keeps the wire's integers).
 References to parents (``dom.node``, ``vol.pool``) are :class:`ObjectId` values that
 ``console.lookup()`` turns into snapshots. Every method the class declares is a callable
 attribute (``dom.suspend()``, ``dom.getXMLDesc(flags=0)``); a method without out-arguments
 returns its :class:`~virtq.console.Job`, so ``dom.create().wait_state("running")``
-waits for the pushed state.
+waits for the pushed state. For mypy, virtq.console.typed declares each class's methods
+(``web1: Domain = console.domains.get("web1")``).
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import InvalidParameterError
 from virtq.schema.model import ClassSchema, Method
-from virtq.schema.states import DOMAIN_STATES
+from virtq.schema.states import as_enum
 
 from ._session import Session
 
@@ -98,9 +101,10 @@ class RemoteObject:
 
     @property
     def state_name(self) -> str:
-        """A domain's pushed virDomainState as a name ("running", "paused", "shutoff" …)."""
-        state = self.stats.get("state")
-        return DOMAIN_STATES.get(state, "unknown") if isinstance(state, int) else "unknown"
+        """The pushed state as a name: a domain's virDomainState ("running", "paused", "shutoff" …), a pool's
+        virStoragePoolState ("inactive", "running" …); "unknown" when none was pushed or the code is new."""
+        state = as_enum(self._schema.name, "state", self.stats.get("state"))
+        return state.name.lower() if isinstance(state, enum.IntEnum) else "unknown"
 
     def xml(self) -> str:
         """The XML description, fetched once per configuration generation (see Console.xml)."""
@@ -112,7 +116,7 @@ class RemoteObject:
             return values[name]
         stats = object.__getattribute__(self, "stats")
         if name in stats:
-            return stats[name]
+            return as_enum(self._schema.name, name, stats[name])
         method = object.__getattribute__(self, "_schema").method(name)
         if method is not None:
             return self._proxy(method)

@@ -42,6 +42,9 @@ class Subscription:
         self._cond = threading.Condition()
         self._closed = False
         self._thread: Optional[threading.Thread] = None
+        self.on_ready: Optional[Callable[[], None]] = None
+        """Called (on the offering or closing thread, outside the lock) after an event was queued or the
+        subscription closed: how virtq.console.aio wakes a reader on an event loop without a thread."""
         if callback is not None:
             self._thread = threading.Thread(target=self._run, name="virtq-subscriber", daemon=True)
             self._thread.start()
@@ -69,6 +72,8 @@ class Subscription:
                 self._pending_drops += 1
             self._queue.append(event)
             self._cond.notify()
+        if self.on_ready is not None:
+            self.on_ready()
 
     def get(self, timeout: Optional[float] = None) -> Optional[Event]:
         """Next event (queue mode); None on timeout or when closed and drained."""
@@ -105,6 +110,8 @@ class Subscription:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self.on_ready is not None:
+            self.on_ready()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 

@@ -4,22 +4,30 @@
 
     VirtqError
     ├── RemoteError                 an agent answered with ``_exception`` (error_code, error_text)
-    │   ├── UnknownObjectError      1  no such object on that agent
+    │   ├── UnknownObjectError      1  no such object on that agent                      (LookupError)
     │   ├── UnknownMethodError      2  the class declares no such method
-    │   ├── NotImplementedError_    3  declared, but this agent/hypervisor cannot do it
-    │   ├── InvalidParameterError   4  missing, unknown or wrongly typed argument (also raised locally)
-    │   ├── ForbiddenError          6
+    │   ├── NotImplementedError_    3  declared, but this agent/hypervisor cannot do it  (NotImplementedError)
+    │   ├── InvalidParameterError   4  missing, unknown or wrongly typed argument        (ValueError)
+    │   │                              (also raised locally)
+    │   ├── ForbiddenError          6                                                    (PermissionError)
     │   ├── AgentError              7  the agent failed or the request was malformed
     │   ├── ObjectBusyError         8  the object's libvirt calls are stuck: this one was not started
     │   └── LibvirtError            0x10000 + libvirt's error number, libvirt's message
-    │       ├── AccessDeniedError   0x10058 (VIR_ERR_ACCESS_DENIED, 88): the policy does not grant it
-    │       └── LibvirtTimeoutError 0x10044 (VIR_ERR_OPERATION_TIMEOUT, 68): libvirt did not answer in time
+    │       ├── AccessDeniedError   0x10058 (VIR_ERR_ACCESS_DENIED, 88): the policy      (PermissionError)
+    │       │                       does not grant it
+    │       └── LibvirtTimeoutError 0x10044 (VIR_ERR_OPERATION_TIMEOUT, 68): libvirt     (TimeoutError)
+    │                               did not answer in time
     ├── ProtocolError               a message that does not decode (raised by the codec)
+    ├── TransportError              the messaging layer failed (virtq.transport raises it)
+    │   ├── NotConnectedError       no connection to the agent (now)                     (ConnectionError)
+    │   └── TlsError                TLS that cannot work (virtq.transport.tls)           (ValueError)
     └── ConsoleError                raised by the console on its own side
-        ├── NotConnectedError       no connection to the agent (now); also a builtin ConnectionError
-        ├── CallTimeoutError        no answer within the call's timeout; also a builtin TimeoutError
-        ├── UnknownRefError         a reference matches no object
-        └── AmbiguousRefError       a reference matches several objects
+        ├── CallTimeoutError        no answer within the call's timeout                  (TimeoutError)
+        ├── NotStartedError         the console is used before start()                   (RuntimeError)
+        ├── UnknownRefError         a reference matches no object                        (LookupError)
+        └── AmbiguousRefError       a reference matches several objects                  (LookupError)
+
+In parentheses: the builtin exception each also is, so code that knows only builtins catches it.
 
 Remote errors travel as data and are rebuilt here from an allow-list of codes
 (:func:`remote_error`); nothing on the wire chooses a Python class by name.
@@ -35,6 +43,7 @@ __all__ = [
     "VIR_ERR_ACCESS_DENIED", "VIR_ERR_OPERATION_TIMEOUT",
     "AccessDeniedError", "AgentError", "AmbiguousRefError", "CallTimeoutError", "ConsoleError", "ForbiddenError",
     "InvalidParameterError", "LibvirtError", "LibvirtTimeoutError", "NotConnectedError", "NotImplementedError_",
+    "NotStartedError",
     "ObjectBusyError", "ProtocolError", "RemoteError", "TransportError", "UnknownMethodError", "UnknownObjectError", "UnknownRefError",
     "VirtqError", "remote_error",
 ]
@@ -74,7 +83,7 @@ class RemoteError(VirtqError):
                          else f"[{self.error_code}] {error_text}")
 
 
-class UnknownObjectError(RemoteError):
+class UnknownObjectError(RemoteError, LookupError):
     """No such object on that agent (or an object of another agent)."""
 
     code = STATUS_UNKNOWN_OBJECT
@@ -84,21 +93,21 @@ class UnknownMethodError(RemoteError):
     code = STATUS_UNKNOWN_METHOD
 
 
-class NotImplementedError_(RemoteError):
+class NotImplementedError_(RemoteError, NotImplementedError):
     """Declared by the schema, but this agent's libvirt cannot do it (the trailing underscore keeps
-    Python's own NotImplementedError usable beside it)."""
+    Python's own NotImplementedError usable beside it; it is also one)."""
 
     code = STATUS_NOT_IMPLEMENTED
 
 
-class InvalidParameterError(RemoteError):
+class InvalidParameterError(RemoteError, ValueError):
     """A missing, unknown or wrongly typed argument, or a request too large; the console raises it too,
     before sending, for arguments the schema says are wrong."""
 
     code = STATUS_INVALID_PARAMETER
 
 
-class ForbiddenError(RemoteError):
+class ForbiddenError(RemoteError, PermissionError):
     code = STATUS_FORBIDDEN
 
 
@@ -130,7 +139,7 @@ class LibvirtError(RemoteError):
         return cls(message, STATUS_USER + libvirt_code)
 
 
-class AccessDeniedError(LibvirtError):
+class AccessDeniedError(LibvirtError, PermissionError):
     """The agent's policy (or libvirt's) does not grant the caller this permission or object."""
 
     code = STATUS_USER + VIR_ERR_ACCESS_DENIED
@@ -140,7 +149,7 @@ class AccessDeniedError(LibvirtError):
         return cls(f"access denied: {text}")
 
 
-class LibvirtTimeoutError(LibvirtError):
+class LibvirtTimeoutError(LibvirtError, TimeoutError):
     """libvirt did not answer within the agent's call timeout; the call may still complete later."""
 
     code = STATUS_USER + VIR_ERR_OPERATION_TIMEOUT
@@ -165,6 +174,10 @@ class NotConnectedError(TransportError, ConnectionError):
 
 class CallTimeoutError(ConsoleError, TimeoutError):
     """No answer within the call's timeout; also a builtin TimeoutError."""
+
+
+class NotStartedError(ConsoleError, RuntimeError):
+    """The console was used before ``start()`` (or its ``with`` block): it would have looked empty."""
 
 
 class UnknownRefError(ConsoleError, LookupError):

@@ -8,5 +8,17 @@ docs/ARCHITECTURE.md draws how they depend on each other.
 """
 
 __version__ = "0.1.0"
+"""The release; setup.cfg takes the distribution's version from here (``attr:``), so there is one."""
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "package_version"]
+
+
+def package_version() -> str:
+    """The installed distribution's version, which ``virtq --version`` and ``virtq-agent --version`` print: in an
+    install older than this source it says what pip installed; in a checkout never installed, ``__version__``."""
+    import importlib.metadata  # only when asked: every import of virtq would pay for it otherwise
+
+    try:
+        return importlib.metadata.version("virtq")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__

@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok; 1 other errors; 2 usage; 3 agent unreachable / not connected;
 4 unknown or ambiguous reference; 5 error reported by the agent (libvirt's included);
-6 timeout.
+6 timeout; 7 some URLs unreachable, the output covers the agents that answered (unless --partial-ok).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ EXIT_UNREACHABLE = 3
 EXIT_BAD_REF = 4
 EXIT_REMOTE = 5
 EXIT_TIMEOUT = 6
+EXIT_PARTIAL = 7
 
 
 def cli_error(message: str, exit_code: int = 1) -> click.ClickException:

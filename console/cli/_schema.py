@@ -12,6 +12,8 @@ from virtq.schema import ClassSchema, default_schema
 from virtq.schema.coverage import Coverage, format_coverage, load_coverage
 
 from ._app import class_arg, state_of
+from ._arguments import method_of
+from ._complete import complete_method
 from ._errors import cli_error
 from ._output import emit_json, table
 
@@ -32,10 +34,7 @@ def _argument_details(arg: Any) -> Dict[str, Any]:
 
 
 def _method_details(ctx: click.Context, cls: ClassSchema, method_name: str) -> None:
-    method = cls.method(method_name)
-    if method is None:
-        raise click.UsageError(f"{cls.name} has no method {method_name!r}; `virtq methods {cls.name.lower()}` "
-                               "lists them")
+    method = method_of(cls, method_name)
     args = [_argument_details(a) for a in method.arguments]
     permissions = [p.annotation for p in method.permissions]
     if state_of(ctx).as_json:
@@ -62,7 +61,7 @@ def _method_details(ctx: click.Context, cls: ClassSchema, method_name: str) -> N
 
 @click.command()
 @class_arg
-@click.argument("method_name", metavar="[METHOD]", required=False)
+@click.argument("method_name", metavar="[METHOD]", required=False, shell_complete=complete_method)
 @click.pass_context
 def methods(ctx: click.Context, class_name: str, method_name: Optional[str]) -> None:
     """List a class's methods and their arguments, or describe one METHOD (from the schema; no connection)."""

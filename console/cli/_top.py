@@ -1,4 +1,9 @@
-"""``virtq top``: a live table of domains across agents, like virt-top, built from what the agents push."""
+"""``virtq top``: a live table of domains across agents, like virt-top, built from what the agents push
+(never by calling them).
+
+This module follows the pushed statistics and runs the loop; the frames are ``_topview``'s (a pure
+function), CPU % ``_topcpu``'s, the terminal (alternate screen, keys) ``_topscreen``'s.
+"""
 
 from __future__ import annotations
 
@@ -6,148 +11,182 @@ import json
 import sys
 import time
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Hashable, List, Mapping, Optional, Tuple
 
 import click
 
-from virtq.console import Console, RemoteObject
-from virtq.console.events import StatsUpdated
-from virtq.console.subscriptions import Subscription
+from virtq.console import Console
+from virtq.console.events import Event, StatsApplied
 
 from ._app import state_of
 from ._errors import EXIT_UNREACHABLE, cli_error
 from ._output import echo_line, host_name, object_label
+from ._topcpu import CpuMeter
+from ._topscreen import Screen
+from ._topview import CPU_STATES, SORTS, DomainRow, Fleet, View, render, sort_domains
 
-CPU_STATES = frozenset({1, 2, 4})
-"""virDomainState codes whose cpuTime moves: running, blocked, shutdown (being shut down)."""
-SORTS = ("cpu", "mem", "name")
-
-
-class _CpuMeter:
-    """CPU % per domain from the last two pushed samples: the cpuTime delta (ns) over the delta of their
-    sample timestamps (the agent's, ns), as a percentage of one CPU."""
-
-    def __init__(self) -> None:
-        self._samples: Dict[Tuple[str, str], List[Tuple[int, int]]] = {}
-
-    def add(self, obj: RemoteObject) -> None:
-        cpu_time = obj.stats.get("cpuTime")
-        if not obj.stats_ts or not isinstance(cpu_time, int):
-            return  # not a pushed sample (a query's answer carries no sample time)
-        samples = self._samples.setdefault((obj.agent, obj.object_id.object_name), [])
-        if not samples or obj.stats_ts > samples[-1][0]:
-            samples[:] = samples[-1:] + [(obj.stats_ts, cpu_time)]
-
-    def percent(self, obj: RemoteObject) -> Optional[float]:
-        """0.0 for domains that are not running; None until two samples are known (or after a restart)."""
-        if obj.stats.get("state") not in CPU_STATES:
-            return 0.0
-        samples = self._samples.get((obj.agent, obj.object_id.object_name), [])
-        if len(samples) < 2:
-            return None
-        (ts0, cpu0), (ts1, cpu1) = samples
-        if cpu1 < cpu0:  # cpuTime restarted with the domain
-            return None
-        return 100.0 * (cpu1 - cpu0) / (ts1 - ts0)
+TICK = 0.25
+"""Seconds between looks at the keys, the terminal's size and the console while waiting for a frame."""
 
 
-def _top_rows(console: Console, meter: _CpuMeter, sort: str) -> List[Dict[str, Any]]:
-    rows = []
-    for dom in console.domains:
-        memory, cpu = dom.stats.get("memory"), meter.percent(dom)
-        rows.append({"host": host_name(console, dom.agent), "agent": dom.agent, "name": object_label(dom),
-                     "uuid": dom.values.get("uuid"), "state": dom.state_name,
-                     "cpu": None if cpu is None else round(cpu, 2),
-                     "memory_mib": memory / 1024 if isinstance(memory, int) else None,
-                     "vcpus": dom.stats.get("nrVirtCpu"), "stale": dom.stale})
-    rows.sort(key=lambda r: (r["host"], r["name"]))
-    if sort == "cpu":
-        rows.sort(key=lambda r: -1.0 if r["cpu"] is None else r["cpu"], reverse=True)
-    elif sort == "mem":
-        rows.sort(key=lambda r: -1.0 if r["memory_mib"] is None else r["memory_mib"], reverse=True)
-    return rows
+def _count(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _top_table(rows: List[Dict[str, Any]], now: datetime) -> List[str]:
-    states: Dict[str, int] = {}
-    for row in rows:
-        states[row["state"]] = states.get(row["state"], 0) + 1
-    hosts = len({r["agent"] for r in rows})
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-    lines = [f"virtq top - {now:%H:%M:%S} - {hosts} host(s), {len(rows)} domain(s)" + (f": {summary}" if summary
-                                                                                       else "")]
-    if not rows:
-        return lines + ["(no domains)"]
-    header = ("HOST", "NAME", "STATE", "CPU%", "MEM(MiB)", "VCPUS")
-    cells = [(r["host"] + ("*" if r["stale"] else ""), r["name"], r["state"],
-              "-" if r["cpu"] is None else f"{r['cpu']:.1f}",
-              "-" if r["memory_mib"] is None else f"{r['memory_mib']:.0f}",
-              "-" if r["vcpus"] is None else str(r["vcpus"])) for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    right = (False, False, False, True, True, True)
+class Follower:
+    """What top knows: the console's domains, and a CPU meter fed from the pushed statistics batches
+    (``StatsApplied``, one event per batch, on the subscription's thread)."""
 
-    def fmt(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.meter = CpuMeter()
+        self.subscription = console.subscribe(self._take, kinds=StatsApplied)
+        for dom in console.domains:  # after subscribing: a sample seen twice counts once
+            self.meter.add((dom.agent, dom.object_id.object_name), dom.stats_ts, _count(dom.stats.get("cpuTime")))
 
-    lines += [fmt(header)] + [fmt(c) for c in cells]
-    if any(r["stale"] for r in rows):
-        lines.append("* agent lost (no heartbeat): its values may be outdated")
-    return lines
+    @property
+    def closed(self) -> bool:
+        return self.subscription.closed
+
+    def close(self) -> None:
+        self.console.unsubscribe(self.subscription)
+
+    def _take(self, event: Event) -> None:
+        if not isinstance(event, StatsApplied) or event.class_name != "Domain":
+            return
+        cpu_times = event.columns.get("cpuTime")
+        for index in range(len(event.keys)):
+            key: Hashable = (event.agent, event.object_name(index))
+            cpu_time = None if cpu_times is None else _count(cpu_times[index])
+            if cpu_time is None and not self.meter.knows(key):  # unchanged, but the meter has none: read it
+                obj = self.console.find(event.object_id(index))
+                cpu_time = None if obj is None else _count(obj.stats.get("cpuTime"))
+            self.meter.add(key, event.sample_ts, cpu_time)
+
+    def fleet(self) -> Fleet:
+        """The domains now, with their CPU %."""
+        rows: List[DomainRow] = []
+        keys: List[Hashable] = []
+        for dom in self.console.domains:
+            key = (dom.agent, dom.object_id.object_name)
+            keys.append(key)
+            stats: Mapping[str, Any] = dom.stats
+            state, vcpus = _count(stats.get("state")), _count(stats.get("nrVirtCpu"))
+            uuid = dom.values.get("uuid")
+            rows.append(DomainRow(host_name(self.console, dom.agent), dom.agent, object_label(dom),
+                                  None if uuid is None else str(uuid), state,
+                                  self.meter.percent(key, vcpus) if state in CPU_STATES else 0.0,
+                                  _count(stats.get("memory")), vcpus, dom.stale))
+        self.meter.retain(keys)
+        agents = list(self.console.agents)
+        return Fleet(rows, len(agents), sum(self.console.is_lost(a.name) for a in agents),
+                     datetime.now().astimezone())
 
 
-@click.command(short_help="A live table of domains across agents, like virt-top.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+def _check(follower: Follower) -> None:
+    if follower.closed:
+        raise cli_error("unreachable: the console closed", EXIT_UNREACHABLE)
+
+
+def _plain(follower: Follower, view: View, interval: float, iterations: Optional[int], as_json: bool) -> None:
+    """Frames as plain text (blank-line separated) or JSON lines, one every ``interval``."""
+    frames = 0
+    while iterations is None or frames < iterations:
+        until = time.monotonic() + interval
+        while (remaining := until - time.monotonic()) > 0:
+            _check(follower)
+            time.sleep(min(remaining, TICK))
+        _check(follower)
+        frames += 1
+        fleet = follower.fleet()
+        if as_json:
+            echo_line(json.dumps({"time": fleet.now.isoformat(timespec="milliseconds"),
+                                  "domains": [r.record() for r in sort_domains(fleet.rows, view.sort)]},
+                                 sort_keys=True, default=str))
+            continue
+        if frames > 1:
+            echo_line("")
+        for line in render(fleet, view):
+            echo_line(line)
+
+
+def _stdin() -> Optional[int]:
+    """stdin's file descriptor, where keys come from (None: there is none)."""
+    try:
+        return sys.stdin.fileno() if sys.stdin is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def _interactive(follower: Follower, view: View, interval: float, iterations: Optional[int]) -> None:
+    """Frames redrawn in place on the alternate screen; keys change the view at once."""
+    with Screen(sys.stdout, keys_from=_stdin()) as screen:
+        fleet, frames, due = follower.fleet(), 1, time.monotonic() + interval
+        shown: Optional[Tuple[View, Tuple[int, int]]] = None  # what the frame on the screen was drawn for
+        while True:
+            size = screen.size()
+            if shown != (view, size):
+                screen.draw(render(fleet, view, size, keys=True))
+                shown = (view, size)
+            remaining = due - time.monotonic()
+            if remaining <= 0:
+                if iterations is not None and frames >= iterations:
+                    return
+                fleet, frames, due = follower.fleet(), frames + 1, max(due + interval, time.monotonic())
+                shown = None
+                continue
+            for key in screen.keys(min(remaining, TICK)):
+                if key in "qQ":
+                    return
+                view = view.press(key)
+            _check(follower)
+
+
+TOP_HELP = """A live table of domains across agents, like virt-top: host, name, state,
+CPU %, memory, vCPUs; above it a summary of hosts, domains by state, the CPU
+of the running vCPUs and what the active domains hold.
+
+\b
+Built from what the agents push (statistics every agent --interval), never
+by calling them. CPU % is a domain's cpuTime delta between its last two
+pushed samples over the time between them, divided by its vCPUs (100 %:
+all its vCPUs busy); 0.0 when not running. Until a running domain's second
+sample arrives its CPU% is "-" and the summary says "warming up".
+
+\b
+On a terminal the table fits the screen (sorted, "+N more" for the rest)
+and is redrawn in place on the alternate screen. Keys:
+  c  sort by CPU      m  by memory     n  by name
+  s  by state         h  by host       1  one row per host (again: per domain)
+  q  quit (or Ctrl-C)
+Otherwise (--batch, or output not a terminal) a plain table is printed
+every --interval, tables separated by a blank line.
+"""
+
+
+@click.command(help=TOP_HELP, short_help="A live table of domains across agents, like virt-top.")
+@click.option("--interval", "--delay", "interval", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Seconds between tables.")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Exit after N tables (default: until Ctrl-C).")
+              help="Exit after N tables (default: until q or Ctrl-C).")
 @click.option("--sort", type=click.Choice(SORTS, case_sensitive=False), default="cpu", show_default=True,
-              help="Order: CPU % or memory (highest first), or host and name.")
+              help="Order: CPU % or memory (highest first), name, state (running first) or host.")
+@click.option("--per-host", is_flag=True, help="One row per host (key 1 toggles it on a terminal).")
+@click.option("-b", "--batch", is_flag=True, help="Plain tables, one after the other, even on a terminal.")
 @click.option("--json", "json_lines", is_flag=True, help="One JSON object per table (same as virtq --json top).")
 @click.pass_context
-def top(ctx: click.Context, interval: float, iterations: Optional[int], sort: str, json_lines: bool) -> None:
-    """A live table of domains across agents, like virt-top: host, name, state, CPU %, memory, vCPUs.
-
-    Built from what the agents push (statistics every agent --interval, when they change), never by
-    calling them. CPU % is the cpuTime delta between a domain's last two pushed samples over the time
-    between them, as a percentage of one CPU ("-" until two samples arrived; 0.0 when not running).
-    On a terminal the table is redrawn in place; otherwise a table is printed every --interval.
-    """
+def top(ctx: click.Context, interval: float, iterations: Optional[int], sort: str, per_host: bool, batch: bool,
+        json_lines: bool) -> None:
     state = state_of(ctx)
-    console = state.console(ctx)
     as_json = json_lines or state.as_json
-    redraw = not as_json and sys.stdout.isatty()
-    meter = _CpuMeter()
-    subscription = console.subscribe(kinds=StatsUpdated)
-    for dom in console.domains:
-        meter.add(dom)
-    frames = 0
+    follower = Follower(state.console(ctx))
+    view = View(sort.lower(), per_host)
     try:
-        while iterations is None or frames < iterations:
-            _follow_samples(subscription, meter, time.monotonic() + interval)
-            frames += 1
-            now = datetime.now().astimezone()
-            rows = _top_rows(console, meter, sort.lower())
-            if as_json:
-                echo_line(json.dumps({"time": now.isoformat(timespec="milliseconds"), "domains": rows},
-                                     sort_keys=True, default=str))
-                continue
-            if redraw:
-                click.clear()
-            elif frames > 1:
-                echo_line("")
-            for line in _top_table(rows, now):
-                echo_line(line)
+        if as_json or batch or not sys.stdout.isatty():
+            _plain(follower, view, interval, iterations, as_json)
+        else:
+            _interactive(follower, view, interval, iterations)
     except KeyboardInterrupt:
         return
     finally:
-        console.unsubscribe(subscription)
-
-
-def _follow_samples(subscription: Subscription, meter: _CpuMeter, until: float) -> None:
-    """Take in pushed samples until ``until`` (monotonic)."""
-    while (remaining := until - time.monotonic()) > 0:
-        event = subscription.get(timeout=remaining)
-        if isinstance(event, StatsUpdated) and event.obj.class_name == "Domain":
-            meter.add(event.obj)
-        elif event is None and subscription.closed:
-            raise cli_error("unreachable: the console closed", EXIT_UNREACHABLE)
+        follower.close()

@@ -239,11 +239,13 @@ def test_watch_process_stops_on_ctrl_c_with_exit_0(fast_agent: Agent) -> None:
 # --- top ---------------------------------------------------------------------------------------------------
 
 def tables(text: str) -> List[List[Dict[str, str]]]:
-    """``top``'s tables (one per iteration, blank-line separated): a summary line, a header, rows."""
+    """``top``'s tables (one per iteration, blank-line separated): summary lines, a header, rows."""
     found = []
     for block in text.strip("\n").split("\n\n"):
-        summary, header, *rows = block.splitlines()
+        summary, *lines = block.splitlines()
         assert summary.startswith("virtq top - "), block
+        at = next(i for i, line in enumerate(lines) if line.startswith("HOST"))
+        header, rows = lines[at], lines[at + 1:]
         columns = header.lower().split()
         assert columns == ["host", "name", "state", "cpu%", "mem(mib)", "vcpus"], header
         found.append([dict(zip(columns, row.split())) for row in rows])

@@ -56,7 +56,7 @@ def test_the_security_guide_works_as_written(tmp_path: Path) -> None:
         return run_process([str(VIRTQ), "-u", url, "--timeout", "5", *tls, *command], tmp_path)
 
     with agent_process([*args, "--heartbeat", "1"], port, tmp_path) as (proc, log_path):
-        listed = virtq("reader", "--json", "list", "domains")
+        listed = virtq("reader", "--json", "list", "domains", "--all")
         assert listed.returncode == 0, listed.stderr
         assert {d["name"] for d in json.loads(listed.stdout)} == {"web1", "web2", "db1", "build"}
         assert virtq("reader", "xml", "domain", "web1").stdout.lstrip().startswith("<domain")

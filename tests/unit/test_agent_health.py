@@ -90,13 +90,13 @@ def test_the_cli_escapes_control_characters_an_agent_supplied() -> None:
     evil = "web\x1b[2J\x1b]0;owned\x07\rroot\n"
     follow(console, transport, HV01, [domain(HV01, "1", evil)], hostname="hv\x1b[31m01")
     push(console, transport, HV01, [domain(HV01, "1", evil)])
-    for args in (["list", "domains"], ["show", "domain", "1"], ["agents"]):
+    for args in (["list", "domains", "--all"], ["show", "domain", "1"], ["agents"]):
         result = run_cli(args, obj=console)
         assert result.exit_code == 0, result.output
         assert "\x1b" not in result.output and "\x07" not in result.output and "\r" not in result.output
         assert "\\x1b" in result.output
-    assert "web\\x1b[2J\\x1b]0;owned\\x07\\rroot\\n" in run_cli(["list", "domains"], obj=console).output
-    as_json = run_cli(["--json", "list", "domains"], obj=console).output
+    assert "web\\x1b[2J\\x1b]0;owned\\x07\\rroot\\n" in run_cli(["list", "domains", "--all"], obj=console).output
+    as_json = run_cli(["--json", "list", "domains", "--all"], obj=console).output
     assert "\x1b" not in as_json and json.loads(as_json)[0]["name"] == evil  # JSON escapes, and keeps the value
     console.close()
 

@@ -1,5 +1,6 @@
-"""The exception tree: the console's connection and timeout errors are also Python's own, so code that
-knows only builtins catches them; errors of the transport layer are not console errors."""
+"""The exception tree: the errors that have a natural builtin (connection, timeout, lookup, value, permission …)
+are also Python's own, so code that knows only builtins catches them; errors of the transport layer are not
+console errors."""
 
 from __future__ import annotations
 
@@ -56,3 +57,24 @@ def test_transport_errors_are_not_console_errors() -> None:
         TlsConfig(cert="/nonexistent/cert.pem").check_files()
     assert isinstance(raised.value, ValueError) and isinstance(raised.value, errors.TransportError)
     assert not isinstance(raised.value, errors.ConsoleError)
+
+
+@pytest.mark.parametrize("error, builtin", [
+    (errors.UnknownObjectError("gone"), LookupError),
+    (errors.NotImplementedError_("no such driver call"), NotImplementedError),
+    (errors.InvalidParameterError("flags: expected uint32"), ValueError),
+    (errors.ForbiddenError("no"), PermissionError),
+    (errors.remote_error(errors.AccessDeniedError.code, "access denied: ops lacks domain:write"), PermissionError),
+    (errors.remote_error(errors.LibvirtTimeoutError.code, "Timed out during operation"), TimeoutError),
+    (errors.NotStartedError("console.domains read before console.start()"), RuntimeError),
+    (errors.UnknownRefError("web9"), LookupError),
+    (errors.AmbiguousRefError("web1"), LookupError),
+])
+def test_errors_are_also_the_matching_builtins(error: errors.VirtqError, builtin: type) -> None:
+    """Each error that has a natural builtin is also one; its code, text and message are unchanged."""
+    assert isinstance(error, builtin) and isinstance(error, errors.VirtqError)
+    if isinstance(error, errors.RemoteError):
+        assert errors.remote_error(error.error_code, error.error_text).__class__ is type(error)
+        assert str(error).startswith(f"[{error.error_code:#x}]" if error.error_code >= errors.STATUS_USER
+                                     else f"[{error.error_code}]")
+

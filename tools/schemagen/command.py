@@ -13,10 +13,13 @@ from virtq.schema.coverage import format_coverage
 
 from .accounting import coverage
 from .api import load_api
+from .constants import render_constants
 from .docs import render_docs
+from .enums import render_enums
 from .errors import GenerateError
-from .paths import API_XML, COMMAND, COVERAGE_JSON, DOCS_MD, OUTPUT_XML
+from .paths import API_XML, COMMAND, CONSTANTS_JSON, COVERAGE_JSON, DOCS_MD, ENUMS_PY, OUTPUT_XML, TYPED_STUB
 from .schemaxml import build
+from .stubs import render_stub
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +45,10 @@ def _outputs(args: argparse.Namespace) -> List[Tuple[Path, str]]:
     text = build(api=api)
     schema = load(text.encode())
     outputs = [(args.output, text), (args.coverage, coverage(schema, api).to_file_text())]
+    if args.output == OUTPUT_XML:  # the committed schema's constants (tests that write elsewhere leave them)
+        outputs.append((CONSTANTS_JSON, render_constants(api)))
+        # the runtime's generated modules: libvirt's enums, and the snapshots' Protocols for mypy
+        outputs += [(ENUMS_PY, render_enums(api)), (TYPED_STUB, render_stub(schema))]
     if args.docs.exists():
         outputs.append((args.docs, render_docs(args.docs.read_text(encoding="utf-8"), schema, api)))
     return outputs

@@ -17,4 +17,7 @@ ACL_TSV = SCHEMA_DIR / "libvirt-remote-acl.tsv"
 PERMISSIONS_XML = SCHEMA_DIR / "permissions.xml"
 OUTPUT_XML = SCHEMA_DIR / "org.libvirt.xml"
 COVERAGE_JSON = SCHEMA_DIR / "coverage.json"
+CONSTANTS_JSON = SCHEMA_DIR / "constants.json"
 DOCS_MD = ROOT / "docs" / "SCHEMA.md"  # its generated part is kept in step
+ENUMS_PY = SCHEMA_DIR / "enums.py"  # libvirt's enums the console hands out (DomainState …)
+TYPED_STUB = ROOT / "console" / "typed.pyi"  # the snapshots' Protocols, for mypy
