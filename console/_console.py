@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union, cast
 
 from virtq.logs import shown
 from virtq.schema import default_schema, errors
@@ -44,6 +44,9 @@ from .objects import RemoteObject
 from .repository import AgentRepository, AgentView, Repository
 from .subscriptions import Subscribers, Subscription
 from .trust import AgentTrust, TrustRule
+
+if TYPE_CHECKING:
+    from .typed import Domain, Node, Pool, Snapshot, Volume
 
 __all__ = ["Console"]
 
@@ -96,11 +99,15 @@ class Console:
         in the background and leave this when they join."""
         self._redial = Redialer(self._join)
         self.agents = AgentRepository()
-        self.nodes, self.domains, self.pools, self.volumes = (  # read before start() was called: NotStartedError
-            Repository(name, self.agents,
-                       lambda: self.ingest.thread.ident is not None or self.closed or not self.connections)
-            for name in ("Node", "Domain", "Pool", "Volume"))
-        self._repos = {r.class_name: r for r in (self.nodes, self.domains, self.pools, self.volumes)}
+        self._repos: Dict[str, Repository[RemoteObject]] = {  # read before start() was called: NotStartedError
+            name: Repository(name, self.agents,
+                             lambda: self.ingest.thread.ident is not None or self.closed or not self.connections)
+            for name in ("Node", "Domain", "Pool", "Volume")}
+        # the same repositories as mypy should see them: handing out their classes' Protocols (virtq.console.typed)
+        self.nodes = cast("Repository[Node]", self._repos["Node"])
+        self.domains = cast("Repository[Domain]", self._repos["Domain"])
+        self.pools = cast("Repository[Pool]", self._repos["Pool"])
+        self.volumes = cast("Repository[Volume]", self._repos["Volume"])
         self.subscribers = Subscribers()
         self.limit_watch = LimitWatch(self.subscribers.emit)
         self.apartments = Apartments()
@@ -293,12 +300,13 @@ class Console:
         """Re-read every object of an agent; objects it no longer has are removed (ObjectRemoved)."""
         self.loading.read(agent_name)
 
-    def run(self, obj: Union[RemoteObject, ObjectId], method_name: str,
+    def run(self, obj: Union[RemoteObject, Snapshot, ObjectId], method_name: str,
             arguments: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> Tuple[Job, Any]:
         """Call a method as a job in the object's apartment; returns (job, result)."""
-        return self._calls.run(obj, method_name, arguments, timeout)
+        target = cast(Union[RemoteObject, ObjectId], obj)  # a typed snapshot (Domain …) is a RemoteObject
+        return self._calls.run(target, method_name, arguments, timeout)
 
-    def call(self, obj: Union[RemoteObject, ObjectId], method_name: str,
+    def call(self, obj: Union[RemoteObject, Snapshot, ObjectId], method_name: str,
              arguments: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> Any:
         """Call a method on a remote object; arguments are validated against the schema first.
 
@@ -307,9 +315,9 @@ class Console:
         """
         return self.run(obj, method_name, arguments, timeout)[1]
 
-    def xml(self, obj: RemoteObject, flags: int = 0) -> str:
+    def xml(self, obj: Union[RemoteObject, Snapshot], flags: int = 0) -> str:
         """An object's XML, fetched only when its configGen changed since the last fetch."""
-        return self._fetcher.xml(self.find(obj.object_id) or obj, flags)
+        return self._fetcher.xml(self.find(obj.object_id) or cast(RemoteObject, obj), flags)
 
     def settle(self) -> None:
         """Wait until everything received so far is applied (at most ``timeout`` seconds)."""
@@ -317,8 +325,9 @@ class Console:
 
     # --- lookups and waiting -------------------------------------------------------------------
 
-    def repository(self, class_name: str) -> Repository:
-        """The repository of a class: 'Domain', 'domain' or 'domains'."""
+    def repository(self, class_name: str) -> Repository[RemoteObject]:
+        """The repository of a class: 'Domain', 'domain' or 'domains' (for mypy, of untyped snapshots: the
+        attributes ``nodes``, ``domains`` … hand out their classes' Protocols)."""
         for name, repo in self._repos.items():
             if class_name.lower() in (name.lower(), repo.kind):
                 return repo
@@ -336,8 +345,8 @@ class Console:
 
     def scope(self, *agent_refs: str) -> Scope:
         """Repositories limited to some agents (cluster scope) — seed 000's configurable set."""
-        return Scope({self.agents.get(ref).name for ref in agent_refs}, self.nodes, self.domains, self.pools,
-                     self.volumes)
+        return Scope({self.agents.get(ref).name for ref in agent_refs},
+                     *(self._repos[name] for name in ("Node", "Domain", "Pool", "Volume")))
 
     def is_lost(self, agent_name: str) -> bool:
         return self.tracker.is_lost(agent_name)

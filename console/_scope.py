@@ -15,7 +15,7 @@ __all__ = ["Scope", "ScopedRepository"]
 class ScopedRepository:
     """A repository seen through a scope: only the objects of some agents."""
 
-    def __init__(self, repo: Repository, agents: Iterable[str]) -> None:
+    def __init__(self, repo: Repository[RemoteObject], agents: Iterable[str]) -> None:
         self._repo = repo
         self.agent_names = frozenset(agents)
         self.class_name = repo.class_name
@@ -40,8 +40,9 @@ class ScopedRepository:
 class Scope:
     """nodes/domains/pools/volumes of a set of agents."""
 
-    def __init__(self, agent_names: Iterable[str], nodes: Repository, domains: Repository, pools: Repository,
-                 volumes: Repository) -> None:
+    def __init__(self, agent_names: Iterable[str], nodes: Repository[RemoteObject],
+                 domains: Repository[RemoteObject], pools: Repository[RemoteObject],
+                 volumes: Repository[RemoteObject]) -> None:
         names = frozenset(agent_names)
         self.agent_names = names
         self.nodes = ScopedRepository(nodes, names)

@@ -51,8 +51,8 @@ class Updater:
     events of a kind (per-object statistics events are made only then)."""
 
     def __init__(self, session: Session[RemoteObject], clock: Callable[[], float], schema: Schema,
-                 agents: AgentRepository, repos: Dict[str, Repository], apartments: Apartments, emit: Emit,
-                 limits: Optional[Limits] = None, watch: Optional[LimitWatch] = None,
+                 agents: AgentRepository, repos: Dict[str, Repository[RemoteObject]], apartments: Apartments,
+                 emit: Emit, limits: Optional[Limits] = None, watch: Optional[LimitWatch] = None,
                  wanted: Optional[Wanted] = None) -> None:
         self._session = session
         self._clock = clock
@@ -274,7 +274,8 @@ class Updater:
                 self.samples_applied += len(applied.keys)
                 self._announce(agent, batch, repo, applied)
 
-    def _announce(self, agent: str, batch: StatsBatch, repo: Repository, applied: SampleApplied) -> None:
+    def _announce(self, agent: str, batch: StatsBatch, repo: Repository[RemoteObject],
+                  applied: SampleApplied) -> None:
         """The events of one applied batch: one StatsApplied; per object only StatsUpdated when someone asked
         for it or a job owning the object records it, and the rare DomainStateChanged."""
         event = StatsApplied(agent, batch.schema_id.class_name, batch.epoch, batch.sample_ts, applied.keys,

@@ -53,8 +53,7 @@ class AsyncConsole:
         self._waiters = LoopWaiters(self.sync.wait_for)
         self._tails: Dict[Key, asyncio.Future[None]] = {}  # per object: the last call made from the loop
         self.nodes, self.domains, self.pools, self.volumes = (
-            AsyncRepository(repo, self) for repo in (self.sync.nodes, self.sync.domains, self.sync.pools,
-                                                     self.sync.volumes))
+            AsyncRepository(self.sync.repository(name), self) for name in ("Node", "Domain", "Pool", "Volume"))
 
     # --- what reads through ---------------------------------------------------------------------
 

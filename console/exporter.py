@@ -154,7 +154,7 @@ class FleetText:
         """The per-domain families. A lost agent's domains are counted but not shown: the console no longer
         knows their state (as prometheus-libvirt-exporter shows none while libvirt is down); a statistic never
         pushed has no series (not a zero)."""
-        snapshots, columns = self._console.domains.statistics([m.statistic for m in DOMAIN_METRICS])
+        snapshots, columns = self._console.repository("Domain").statistics([m.statistic for m in DOMAIN_METRICS])
         if not self._rows.made_from(snapshots, hosts):  # statistics moved, but no record came: the same labels
             self._rows = DomainRows(snapshots, hosts)
         rows = self._rows

@@ -8,8 +8,8 @@ References to parents (``dom.node``, ``vol.pool``) are :class:`ObjectId` values 
 ``console.lookup()`` turns into snapshots. Every method the class declares is a callable
 attribute (``dom.suspend()``, ``dom.getXMLDesc(flags=0)``); a method without out-arguments
 returns its :class:`~virtq.console.Job`, so ``dom.create().wait_state("running")``
-waits for the pushed state. For mypy, virtq.console.typed declares each class's methods
-(``web1: Domain = console.domains.get("web1")``).
+waits for the pushed state. For mypy, virtq.console.typed declares each class's methods (and
+``console.domains`` hands out its ``Domain``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Sequence, Set,
+                    Tuple, TypeVar, cast)
 
 from virtq.logs import shown
 from virtq.schema.codec import ObjectId
@@ -18,6 +19,9 @@ from virtq.schema.errors import AmbiguousRefError, NotStartedError, UnknownRefEr
 from ._columns import ABSENT, SampleApplied, StatColumns
 from .health import AgentHealth
 from .objects import RemoteObject
+
+if TYPE_CHECKING:
+    from .typed import Snapshot
 
 __all__ = ["AgentRepository", "AgentView", "Repository"]
 
@@ -82,6 +86,7 @@ def _count(value: Any) -> Optional[int]:
 
 
 T = TypeVar("T")
+O = TypeVar("O", bound="Snapshot")  # how mypy sees a repository's snapshots: Domain, Pool … (virtq.console.typed)
 
 
 def _pick(kind: str, ref: str, items: List[T], tests: List[Callable[[T], bool]]) -> T:
@@ -130,8 +135,12 @@ class AgentRepository:
             return old
 
 
-class Repository:
+class Repository(Generic[O]):
     """Objects of one class across every agent the console follows.
+
+    Generic for mypy only: ``console.domains`` is a ``Repository[Domain]``, so what it hands out is checked
+    against the Domain Protocol of virtq.console.typed; at run time every snapshot is a RemoteObject (cast
+    here, on the way out). The updater's side takes and returns RemoteObjects.
 
     An object's properties live in its last snapshot, its statistics in the class's columns
     (console/_columns.py), which the updater writes a batch at a time; a snapshot is made again from
@@ -159,10 +168,10 @@ class Repository:
         """Bumped under the lock by every change (a stored snapshot, a statistics batch, a removal): a reader
         that saw the same number before reading saw the same objects (the exporter reuses its last scrape)."""
 
-    def __iter__(self) -> Iterator[RemoteObject]:
+    def __iter__(self) -> Iterator[O]:
         self._check_started()
         with self._lock:
-            return iter([self._snapshot(slot) for slot in self._slots.values()])
+            return iter(cast(List[O], [self._snapshot(slot) for slot in self._slots.values()]))
 
     def __len__(self) -> int:
         self._check_started()
@@ -177,6 +186,11 @@ class Repository:
             raise NotStartedError(f"console.{self.kind} read before console.start() (or `with Console(...)`): "
                                   "nothing is loaded yet")
 
+    @staticmethod
+    def _typed(obj: RemoteObject) -> O:
+        """A snapshot as mypy sees this repository's: its class's Protocol (the same object)."""
+        return cast(O, obj)
+
     def _snapshot(self, slot: int) -> RemoteObject:
         """The object in ``slot`` as it is now (made again only if its statistics moved); under the lock."""
         snapshot = self._snapshots[slot]
@@ -186,18 +200,18 @@ class Repository:
             snapshot = self._snapshots[slot] = snapshot.with_sample(self._stats.row(slot), self._stats.stats_ts[slot])
         return snapshot
 
-    def by_id(self, object_id: ObjectId) -> Optional[RemoteObject]:
+    def by_id(self, object_id: ObjectId) -> Optional[O]:
         with self._lock:
             slot = self._slots.get((object_id.agent_name, object_id.object_name))
-            return None if slot is None else self._snapshot(slot)
+            return None if slot is None else self._typed(self._snapshot(slot))
 
-    def _scope_matches(self, scope: str, obj: RemoteObject) -> bool:
+    def _scope_matches(self, scope: str, obj: O) -> bool:
         agent = self._agents.by_name(obj.agent)
         return scope in (obj.agent, obj.agent.rsplit(":", 1)[-1]) or (agent is not None and scope == agent.hostname)
 
-    def get(self, ref: str) -> RemoteObject:
+    def get(self, ref: str) -> O:
         """Find one object by reference; UnknownRefError / AmbiguousRefError otherwise."""
-        tests: List[Callable[[RemoteObject], bool]] = [
+        tests: List[Callable[[O], bool]] = [
             lambda o: any(o.values.get(k) == ref for k in self.IDENTITY) or o.object_id.object_name == ref,
             lambda o: o.values.get(self._name) == ref,
         ]
@@ -206,11 +220,11 @@ class Repository:
             tests.append(lambda o: o.values.get(self._name) == name and self._scope_matches(scope, o))
         return _pick(self.kind, ref, list(self), tests)
 
-    def of_agent(self, agent_name: str) -> List[RemoteObject]:
+    def of_agent(self, agent_name: str) -> List[O]:
         with self._lock:
-            return [self._snapshot(slot) for slot in self._by_agent.get(agent_name, {}).values()]
+            return cast(List[O], [self._snapshot(slot) for slot in self._by_agent.get(agent_name, {}).values()])
 
-    def statistics(self, names: Sequence[str]) -> Tuple[List[RemoteObject], Dict[str, List[Any]]]:
+    def statistics(self, names: Sequence[str]) -> Tuple[List[O], Dict[str, List[Any]]]:
         """Every object's last snapshot (for its properties: the statistics in it may be older) and, in the same
         order, the current value of each named statistic (None: never sampled). The columns are copied under the
         lock in C-level passes and no snapshot is made: how an exporter reads 400,000 domains per scrape."""
@@ -219,8 +233,8 @@ class Repository:
             snapshots = list(filter(None, map(self._snapshots.__getitem__, slots)))  # a held slot has one
             held = {name: list(map(column.__getitem__, slots)) for name in names
                     if (column := self._stats.columns.get(name)) is not None}
-        return snapshots, {name: [None if v is ABSENT else v for v in held[name]] if name in held
-                           else [None] * len(slots) for name in names}
+        return cast(List[O], snapshots), {name: [None if v is ABSENT else v for v in held[name]] if name in held
+                                          else [None] * len(slots) for name in names}
 
     def sampled_at(self, object_id: ObjectId) -> float:
         """When a sample of the object was last applied (the console's monotonic clock; -inf: never)."""

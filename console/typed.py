@@ -3,8 +3,8 @@
 The types live in typed.pyi, generated from the schema by ``python -m tools.schemagen``; mypy reads only
 that. At run time every snapshot is a :class:`~virtq.console.RemoteObject` (its methods are made from the
 schema when asked for), so here the class names stand for it and the result names for ``dict``: use them
-in annotations (``web1: Domain = console.domains.get("web1")``), not to test a snapshot's class (read
-``obj.class_name``).
+in annotations (``def report(dom: Domain) -> str``; ``console.domains.get("web1")`` is a Domain to mypy
+already), not to test a snapshot's class (read ``obj.class_name``).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ virtq.testing, whose pytest plugin gives projects using virtq the ``virtq_*`` fi
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Union
 
@@ -18,6 +19,16 @@ from .helpers import DEFAULT_URI, NODE_URI
 from .pki import Pki
 
 AgentFactory = Callable[..., Agent]
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """The `virtq` command sets the root logger's level for its process (CRITICAL without -v); a test that runs
+    it in-process (CliRunner) must not leave that to the tests after it, whose caplog would then see nothing."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from virtq.console import Console, RemoteObject, describe
 from virtq.schema.states import DOMAIN_STATES
 
 from ._app import class_arg, state_of
-from ._complete import Choice
+from ._complete import Choice, complete_ref
 from ._output import emit_json, host_name, printable, table
 
 COLUMNS: Dict[str, Sequence[str]] = {
@@ -116,7 +116,7 @@ def shown_stats(obj: RemoteObject) -> Dict[str, Any]:
 
 @click.command()
 @class_arg
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.pass_context
 def show(ctx: click.Context, class_name: str, ref: str) -> None:
     """Show one object (REF: uuid, name, key, path or AGENT/NAME): identity, configGen and the latest pushed

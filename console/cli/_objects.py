@@ -12,9 +12,9 @@ from virtq.schema.constants import ConstantError, parse_flags
 
 from ._app import class_arg, state_of
 from ._arguments import method_of, parse_arguments
-from ._complete import complete_method
+from ._complete import complete_method, complete_ref
 from ._output import emit_json, xml_text
-from ._results import print_result
+from ._results import named_states, print_result
 
 
 def _find(console: Console, class_name: str, ref: str) -> RemoteObject:
@@ -30,7 +30,7 @@ def _empty_line(obj: RemoteObject, method_name: str) -> str:
 
 @click.command()
 @class_arg
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.argument("method_name", metavar="METHOD", shell_complete=complete_method)
 @click.argument("arguments", nargs=-1, metavar="[NAME=VALUE]...")
 @click.pass_context
@@ -44,7 +44,10 @@ def call(ctx: click.Context, class_name: str, ref: str, method_name: str, argume
     console = state.console(ctx)
     obj = _find(console, class_name, ref)
     parsed = parse_arguments(obj, method_name, arguments, lambda cls, r: _find(console, cls, r))
-    print_result(console.call(obj, method_name, parsed), state.as_json, _empty_line(obj, method_name))
+    result = console.call(obj, method_name, parsed)
+    if not state.as_json:
+        result = named_states(obj.class_name, method_name, result)
+    print_result(result, state.as_json, _empty_line(obj, method_name))
 
 
 def _flags(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -56,7 +59,7 @@ def _flags(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
 @click.command()
 @class_arg
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.option("--flags", default="0", show_default=True, callback=_flags,
               help="getXMLDesc flags: a number or libvirt constant names OR-ed (VIR_DOMAIN_XML_INACTIVE|…).")
 @click.pass_context

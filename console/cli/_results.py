@@ -1,19 +1,40 @@
 """How ``virtq call`` prints what a method returned: scalars on one line (a string keeps its lines), maps
 as ``key: value`` lines with nested values indented below their key, lists of maps or objects as tables,
-other lists one item a line, and an empty result as a line that says so (never a Python repr)."""
+other lists one item a line, and an empty result as a line that says so (never a Python repr); a state
+code with its name (``state: 1 (running)``)."""
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional, Sequence
+import enum
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import click
 
 from virtq.console import RemoteObject, describe
+from virtq.schema.states import DomainState, PoolState
 
 from ._list import COLUMNS, object_row
 from ._output import emit_json, plain, printable, table, xml_text
 
 INDENT = "  "
+STATE_RESULTS: Dict[Tuple[str, str], Type[enum.IntEnum]] = {
+    ("Domain", "getInfo"): DomainState, ("Domain", "getState"): DomainState, ("Pool", "getInfo"): PoolState}
+"""Methods whose result's ``state`` is a code of one of libvirt's state enums (others' ``state`` fields, e.g.
+getControlInfo's, count in enums of their own)."""
+
+
+def named_states(class_name: str, method_name: str, result: Any) -> Any:
+    """The result with its ``state`` code followed by the state's name, for text output (``--json`` keeps the
+    number); a code the enum does not know stays as it is."""
+    kind = STATE_RESULTS.get((class_name, method_name))
+    code = result.get("state") if isinstance(result, Mapping) else None
+    if kind is None or not isinstance(code, int) or isinstance(code, bool):
+        return result
+    try:
+        name = kind(code).name.lower()
+    except ValueError:
+        return result
+    return {**result, "state": f"{code} ({name})"}
 
 
 def _is_scalar(value: Any) -> bool:

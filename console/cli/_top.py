@@ -67,7 +67,7 @@ class Follower:
         """The domains now, with their CPU %."""
         rows: List[DomainRow] = []
         keys: List[Hashable] = []
-        for dom in self.console.domains:
+        for dom in self.console.repository("Domain"):
             key = (dom.agent, dom.object_id.object_name)
             keys.append(key)
             stats: Mapping[str, Any] = dom.stats

@@ -108,7 +108,7 @@ def channel_users(rabbit: RabbitNode) -> List[str]:
 
 
 def one(console: Console, instance: str, name: str) -> RemoteObject:
-    return console.domains.get(f"{instance}/{name}")
+    return console.repository("domain").get(f"{instance}/{name}")
 
 
 # --- discovery and queries ------------------------------------------------------------------------------

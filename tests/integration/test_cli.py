@@ -154,7 +154,7 @@ def test_methods_needs_no_connection() -> None:
 def test_suspend_then_getinfo_shows_paused(node_agent: Agent, console: Console) -> None:
     assert ok(virtq("call", "domain", "web1", "suspend", urls=[node_agent])).strip() == "ok"
     info = fields(ok(virtq("call", "domain", "web1", "getInfo", urls=[node_agent])))
-    assert info["state"] == str(libvirt.VIR_DOMAIN_PAUSED) == "3"
+    assert info["state"] == f"{libvirt.VIR_DOMAIN_PAUSED} (paused)" == "3 (paused)"  # the code, named
     parsed = json.loads(ok(virtq("--json", "call", "domain", "web1", "getInfo", urls=[node_agent])))
     assert parsed["result"]["state"] == 3
     assert console.domains.get("web1").getInfo()["state"] == libvirt.VIR_DOMAIN_PAUSED

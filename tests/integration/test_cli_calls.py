@@ -55,6 +55,17 @@ def test_lists_and_maps_print_as_indented_values(node_agent: Agent, console: Con
     assert "  - True, True, True, True, True, True, True, True" in lines  # node.xml: 8 CPUs
 
 
+def test_states_print_with_their_names(node_agent: Agent) -> None:
+    """A state code is named as libvirt's enums name it (Domain getInfo/getState, Pool getInfo); --json keeps
+    the number."""
+    info = ok(virtq("call", "domain", "web1", "getInfo", urls=[node_agent])).splitlines()
+    assert "state: 1 (running)" in info and "maxMem: 65536" in info, info
+    assert ok(virtq("call", "domain", "build", "getState", urls=[node_agent])).splitlines()[0] == "state: 5 (shutoff)"
+    assert "state: 2 (running)" in ok(virtq("call", "pool", "images", "getInfo", urls=[node_agent])).splitlines()
+    parsed = json.loads(ok(virtq("--json", "call", "domain", "web1", "getInfo", urls=[node_agent])))
+    assert parsed["result"]["state"] == 1
+
+
 def test_flags_by_libvirt_constant_names(node_agent: Agent) -> None:
     flags = "flags=VIR_DOMAIN_XML_INACTIVE|VIR_DOMAIN_XML_SECURE"
     document = ok(virtq("call", "domain", "web1", "getXMLDesc", flags, urls=[node_agent]))

@@ -76,7 +76,7 @@ def lines(text: str) -> List[Dict[str, str]]:
 class Actor:
     """Runs changes on another thread once the watching command has subscribed."""
 
-    def __init__(self, watcher: Console, mocker: MockerFixture, act: Callable[[], None]) -> None:
+    def __init__(self, watcher: Console, mocker: MockerFixture, act: Callable[[], object]) -> None:
         self._subscribed = mocker.spy(watcher, "subscribe")
         self._act = act
         self.error: Optional[BaseException] = None

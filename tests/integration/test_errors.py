@@ -231,7 +231,7 @@ def test_object_removed_behind_the_agents_back_is_pushed_by_its_event(
 def test_unknown_method_is_refused_by_the_console(console: Console, node_agent: Agent,
                                                   mocker: MockerFixture) -> None:
     calls = mocker.spy(node_agent.dispatcher, "call")
-    web1 = console.domains.get("web1")
+    web1 = console.repository("domain").get("web1")  # untyped: mypy would refuse web1.frobnicate()
     with pytest.raises(UnknownMethodError) as err:
         console.call(web1, "frobnicate")
     assert (err.value.error_code, err.value.error_text) == (2, "Domain has no method 'frobnicate'")
@@ -275,7 +275,7 @@ BAD_ARGUMENTS = [
 
 
 def _target(console: Console, kind: str) -> RemoteObject:
-    return console.domains.get("web1") if kind == "domain" else next(iter(console.nodes))
+    return console.repository(kind).get("web1") if kind == "domain" else next(iter(console.repository(kind)))
 
 
 @pytest.mark.parametrize("kind, method, arguments, text", BAD_ARGUMENTS)
@@ -293,7 +293,7 @@ def test_bad_arguments_are_refused_by_the_console_before_sending(shared_console:
 
 
 def test_too_many_positional_arguments_are_refused_by_the_console(console: Console) -> None:
-    web1 = console.domains.get("web1")
+    web1 = console.repository("domain").get("web1")  # untyped: mypy would refuse these calls
     with pytest.raises(InvalidParameterError) as err:
         web1.suspend(0)
     assert (err.value.error_code, err.value.error_text) == (4, "suspend takes 0 argument(s)")
@@ -318,7 +318,7 @@ def test_bad_arguments_are_refused_by_the_agent(shared_raw: RawClient, shared_ag
 # --- libvirt's own errors ---------------------------------------------------------------------
 
 def _domain(name: str) -> Callable[[Console], RemoteObject]:
-    return lambda console: console.domains.get(name)
+    return lambda console: console.repository("domain").get(name)
 
 
 ANOTHER_WEB1 = ("<domain type='test'><name>web1</name><uuid>11111111-2222-3333-4444-555555555555</uuid>"

@@ -94,13 +94,13 @@ def test_an_object_passed_as_an_argument(console: Console) -> None:
 def test_an_object_of_the_wrong_class_is_refused_by_the_agent(console: Console) -> None:
     images = console.pools.get("images")
     with pytest.raises(errors.InvalidParameterError, match="is a Domain, not a Volume"):
-        images.storageVolCreateXMLFrom(CLONE_XML, console.domains.get("web1"))
+        images.storageVolCreateXMLFrom(CLONE_XML, console.repository("domain").get("web1"))  # mypy would refuse it
     with pytest.raises(errors.InvalidParameterError, match="no such object"):
         images.storageVolCreateXMLFrom(CLONE_XML, ObjectId("Volume:/no/such.img"))
 
 
 def test_arguments_are_checked_by_the_console_before_sending(console: Console) -> None:
-    web1 = console.domains.get("web1")
+    web1 = console.repository("domain").get("web1")  # untyped: mypy would refuse these calls
     with pytest.raises(errors.InvalidParameterError, match="missing argument memory"):
         web1.setMemory()
     with pytest.raises(errors.InvalidParameterError, match="argument memory: expected uint64, got str"):

@@ -40,7 +40,7 @@ def unique(prefix: str) -> str:
 
 
 def only_node(console: Console) -> RemoteObject:
-    nodes = list(console.nodes)
+    nodes = list(console.repository("node"))
     assert len(nodes) == 1
     return nodes[0]
 

@@ -38,7 +38,7 @@ def truth(real_libvirt: str) -> Iterator[libvirt.virConnect]:
 
 
 def node_of(console: Console, agent: Agent) -> RemoteObject:
-    (node,) = console.nodes.of_agent(agent.name)
+    (node,) = console.repository("node").of_agent(agent.name)
     return node
 
 

@@ -44,21 +44,34 @@ SAMPLES: Dict[str, str] = {
             pool: Pool = console.pools.get("default")
             return [xml, str(running)] + [d.name for d in domains] + [v.path for v in pool.listAllVolumes()]
     """,
+    "unannotated.py": """
+        from typing import List
+        from virtq.console import Console, DomainState, PoolState
+
+        def manage(console: Console) -> List[str]:
+            web1 = console.domains.get("web1")  # no annotation: the repository hands out Domain
+            web1.suspend().wait_state(DomainState.PAUSED, timeout=5)
+            names = [d.name for d in console.domains] + [n.hostname for n in console.nodes.of_agent("hv01")]
+            pools = [p for p in console.pools if p.state == PoolState.RUNNING]
+            found = console.domains.by_id(web1.object_id)
+            snapshots, _ = console.domains.statistics(["cpuTime"])
+            return names + [console.xml(web1), str(console.call(web1, "getInfo"))] + [
+                v.path for p in pools for v in p.listAllVolumes()] + [
+                found.getXMLDesc(flags=0) if found else ""] + [d.uuid for d in snapshots] + [
+                v.key for v in console.volumes]
+    """,
     "misspelled.py": """
         from virtq.console import Console
-        from virtq.console.typed import Domain
 
         def manage(console: Console) -> None:
-            dom: Domain = console.domains.get("web1")
-            dom.suspnd()
+            console.domains.get("web1").suspnd()
     """,
     "wrong_type.py": """
         from virtq.console import Console
-        from virtq.console.typed import Domain
 
         def manage(console: Console) -> None:
-            dom: Domain = console.domains.get("web1")
-            dom.getXMLDesc(flags="VIR_DOMAIN_XML_INACTIVE")
+            for dom in console.domains:
+                dom.getXMLDesc(flags="VIR_DOMAIN_XML_INACTIVE")
     """,
 }
 
@@ -70,7 +83,8 @@ def test_the_generated_modules_are_up_to_date() -> None:
 
 
 def test_mypy_checks_a_managers_method_names_and_argument_types(tmp_path: Path) -> None:
-    """Real mypy on sample managers: a misspelled method and a wrongly typed argument fail, a correct one passes."""
+    """Real mypy on sample managers: a misspelled method and a wrongly typed argument fail, correct ones pass, with
+    or without annotations (``console.domains`` is a ``Repository[Domain]``)."""
     tree = tmp_path / "virtq"
     tree.mkdir()
     for entry in (ROOT / "virtq").iterdir():  # the installed layout: virtq.console is console/, …
