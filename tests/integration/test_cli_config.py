@@ -115,10 +115,11 @@ def test_a_dns_failure_among_good_urls_is_partial(node_agent: Agent) -> None:
     assert result.exit_code == 7 and "cannot resolve host" in result.stderr
 
 
-def complete(*words: str) -> list[str]:
-    """What ``virtq`` completes for the last of ``words`` (bash, via click's _VIRTQ_COMPLETE), in a process."""
-    env = {**process_env(), "_VIRTQ_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(("virtq", *words)),
-           "COMP_CWORD": str(len(words))}
+def complete(*words: str, **variables: str) -> list[str]:
+    """What ``virtq`` completes for the last of ``words`` (bash, via click's _VIRTQ_COMPLETE), in a process
+    whose environment has ``variables`` too."""
+    env = {**process_env(), **variables, "_VIRTQ_COMPLETE": "bash_complete",
+           "COMP_WORDS": " ".join(("virtq", *words)), "COMP_CWORD": str(len(words))}
     done = subprocess.run([str(VIRTQ)], capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 0, done.stderr
     return [line.partition(",")[2] for line in done.stdout.splitlines() if line]  # (none: one empty line)
@@ -137,4 +138,35 @@ def test_completion_of_object_references_asks_the_agents(node_agent: Agent) -> N
     assert set(complete("-u", url, "call", "domain", "")) == NODE_DOMAINS
     assert complete("-u", url, "show", "domain", "web") == ["web1", "web2"]
     assert complete("-u", url, "call", "domain", "3f0b6a") == ["3f0b6a2e-8c41-4d7a-9b15-2e6f4c8d1a01"]  # web1
+    assert complete("-u", url, "call", "domain", "3f0b") == ["3f0b6a2e-8c41-4d7a-9b15-2e6f4c8d1a01"]  # 4 digits
+    assert complete("-u", url, "call", "domain", "3f0") == []  # fewer: names only
+    assert complete("show", "domain", "db", VIRTQ_URL=url) == ["db1"]  # the agents the environment names
     assert complete("-u", dead_url(), "call", "domain", "") == []  # nothing there: no candidates, no noise
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_section() -> str:
+    text = README.read_text(encoding="utf-8")
+    return text[text.index("## The command line"):text.index("## The console library")]
+
+
+def test_readme_documents_every_exit_code() -> None:
+    from virtq.console.cli import _errors
+    rows = re.findall(r"^\| (\d) \| ", readme_section(), flags=re.M)
+    codes = {0, 1, 2} | {v for k, v in vars(_errors).items() if k.startswith("EXIT_")}
+    assert sorted(int(r) for r in rows) == sorted(codes)
+
+
+def test_readme_profile_example_loads(config_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = re.search(r"```ini\n(.*?)```", readme_section(), flags=re.S)
+    assert example is not None
+    (config_home / "virtq" / "virtq.conf").write_text(example.group(1))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    assert _profiles.profile_names() == ["lab", "prod"]
+    lab = _profiles.load_profile("lab")
+    assert lab["urls"].split() == ["amqps://hv01.lab:5671", "amqps://hv02.lab:5671"]
+    assert lab["tls_cert"] == str(Path.home() / ".virtq" / "ops.crt")
+    assert _profiles.load_profile("prod")["addressing"] == "rabbitmq"
+    assert _profiles.load_profile(None) == {"urls": "amqp://127.0.0.1:5672"}
