@@ -6,35 +6,33 @@ code with its name (``state: 1 (running)``)."""
 from __future__ import annotations
 
 import enum
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import click
 
 from virtq.console import RemoteObject, describe
-from virtq.schema.states import DomainState, PoolState
+from virtq.schema.states import as_enum
 
 from ._list import COLUMNS, object_row
 from ._output import emit_json, plain, printable, table, xml_text
 
 INDENT = "  "
-STATE_RESULTS: Dict[Tuple[str, str], Type[enum.IntEnum]] = {
-    ("Domain", "getInfo"): DomainState, ("Domain", "getState"): DomainState, ("Pool", "getInfo"): PoolState}
-"""Methods whose result's ``state`` is a code of one of libvirt's state enums (others' ``state`` fields, e.g.
+STATE_RESULTS: FrozenSet[Tuple[str, str]] = frozenset({("Domain", "getInfo"), ("Domain", "getState"),
+                                                       ("Pool", "getInfo")})
+"""Methods whose result's ``state`` is a code of their class's ``state`` enum (others' ``state`` fields, e.g.
 getControlInfo's, count in enums of their own)."""
 
 
 def named_states(class_name: str, method_name: str, result: Any) -> Any:
     """The result with its ``state`` code followed by the state's name, for text output (``--json`` keeps the
     number); a code the enum does not know stays as it is."""
-    kind = STATE_RESULTS.get((class_name, method_name))
     code = result.get("state") if isinstance(result, Mapping) else None
-    if kind is None or not isinstance(code, int) or isinstance(code, bool):
+    if (class_name, method_name) not in STATE_RESULTS or not isinstance(code, int):
         return result
-    try:
-        name = kind(code).name.lower()
-    except ValueError:
+    state = as_enum(class_name, "state", code)
+    if not isinstance(state, enum.IntEnum):
         return result
-    return {**result, "state": f"{code} ({name})"}
+    return {**result, "state": f"{code} ({state.name.lower()})"}
 
 
 def _is_scalar(value: Any) -> bool:
