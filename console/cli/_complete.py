@@ -40,7 +40,7 @@ def complete_method(ctx: click.Context, param: click.Parameter, incomplete: str)
 
 
 REF_TIMEOUT = 2.0
-"""Seconds completion may spend asking the agents for object names: a shell waits for it."""
+"""Seconds completion waits for the agents' answers (the console's timeout; a shell waits for it)."""
 
 
 def complete_ref(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[CompletionItem]:
