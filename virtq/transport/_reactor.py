@@ -10,7 +10,7 @@ import weakref
 from typing import Any, Callable, Deque, List, Optional, cast
 
 import proton._reactor as proton_reactor
-from proton import Condition, Delivery, Endpoint, Handler, Message, SSLDomain
+from proton import VERSION, Condition, Delivery, Endpoint, Handler, Message, SSLDomain
 from proton.handlers import FlowController, IncomingMessageHandler, MessagingHandler
 from proton.reactor import Container, EventInjector
 
@@ -18,6 +18,7 @@ from virtq.logs import RateLimited, shown
 
 from ._credit import GatedFlow, Ready, always_ready
 from ._limits import CLOSE_GRACE, MESSAGE_SIZE_EXCEEDED
+from ._loop import LeanContainer, lean_supported
 
 log = logging.getLogger(__name__)
 _limited = RateLimited(log)
@@ -98,11 +99,18 @@ _container_lock = threading.Lock()
 
 
 def _container(handler: Any) -> Container:
-    """A Container whose SSL configuration is made only if used (see _LazySSLConfig)."""
+    """A Container whose SSL configuration is made only if used (see _LazySSLConfig), with the lean event loop
+    (_loop) unless this proton lacks what it needs or VIRTQ_PROTON_LOOP=standard asks for proton's own."""
     with _container_lock:
         original = proton_reactor.SSLConfig
         setattr(proton_reactor, "SSLConfig", _LazySSLConfig)
         try:
+            if os.environ.get("VIRTQ_PROTON_LOOP", "lean") != "standard":
+                container = LeanContainer(handler)
+                if lean_supported(container):
+                    return container
+                _limited.warning("lean-loop", "proton %s lacks what the lean event loop needs: using proton's own",
+                                 ".".join(map(str, VERSION)))
             return Container(handler)
         finally:
             setattr(proton_reactor, "SSLConfig", original)

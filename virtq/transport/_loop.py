@@ -1,0 +1,124 @@
+"""proton's Container with a leaner event loop: the bookkeeping events nobody but its I/O handler reads are not
+made into Python events (issue 12).
+
+proton-python's Container runs every step of its I/O as an event through the whole handler tree: a socket's
+"readable", "writable" and "updated" (the selector's bookkeeping), the engine's "transport has bytes to write",
+and a "quiesced" event that does the select(). On a request and its answer that was 18 events on each side, 13 of
+them read by proton's own IOHandler alone, and each one wrapped (``Event.wrap`` looks up the event's delivery, link,
+session, connection and transport) and offered to every handler of the tree before it reached that IOHandler.
+
+Here those 13 go straight to the IOHandler's methods: a socket selectable's updated / readable / writable /
+expired when it is pushed (the selector's sets are only read by the next select(), which happens when no event is
+queued; a selectable's INIT and FINAL stay events), PN_TRANSPORT without the wrap, and the select itself when the
+collector is empty instead of through a quiesced event. Selectables with a handler of their own (the acceptor,
+the wake-up pipe) keep the full path. The engine's events that handlers read (deliveries, flow, endpoint state)
+are unchanged, in the same order.
+
+This reaches into proton's Container (its collector, timers, selector and yield flag: proton-python 0.37–0.40);
+``lean_supported`` checks that they are there, and the plain Container is used otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+from cproton import (PN_TRANSPORT, isnull, pn_cast_pn_transport, pn_collector_peek, pn_collector_pop,
+                     pn_event_context, pn_event_type)
+from proton import Event, Transport
+from proton.handlers import IOHandler
+from proton.reactor import Container
+from proton._reactor import GlobalOverrides
+
+_DIRECT: Dict[Any, str] = {
+    Event.SELECTABLE_UPDATED: "on_selectable_updated",
+    Event.SELECTABLE_READABLE: "on_selectable_readable",
+    Event.SELECTABLE_WRITABLE: "on_selectable_writable",
+    Event.SELECTABLE_EXPIRED: "on_selectable_expired",
+}
+_INTERNALS: Tuple[str, ...] = ("_collector", "_yield", "_stop", "_timers", "_selectables", "_selectable",
+                               "_previous", "_global_handler", "_handler", "timeout")
+
+
+class _Shim:
+    """What IOHandler's methods read of an event: the selectable or the transport."""
+
+    __slots__ = ("selectable", "context", "transport")
+
+    def __init__(self, selectable: Any = None, transport: Any = None) -> None:
+        self.selectable = self.context = selectable
+        self.transport = transport
+
+
+class LeanContainer(Container):
+    """A Container whose I/O bookkeeping bypasses the handler tree (see the module's docstring)."""
+
+    def push_event(self, obj: Any, etype: Any) -> None:
+        method = _DIRECT.get(etype)
+        if method is not None and _handlerless(obj):
+            getattr(self._overrides().base, method)(_Shim(selectable=obj))
+            return
+        super().push_event(obj, etype)
+
+    def _overrides(self) -> Any:
+        """proton's GlobalOverrides: a connection's own handling of an event, else the IOHandler (its ``base``)."""
+        return self._global_handler
+
+    def process(self) -> bool:
+        """proton's Container.process, with PN_TRANSPORT handed to the IOHandler unwrapped and the select done
+        here when no event is queued (proton pushes a quiesced event for it, and yields twice per select)."""
+        self.mark()
+        collector = self._collector._impl
+        overrides = self._overrides()
+        io = overrides.base
+        while True:
+            if self._yield:
+                self._yield = False
+                return True
+            impl = pn_collector_peek(collector)
+            if not isnull(impl):
+                if pn_event_type(impl) == PN_TRANSPORT:
+                    io.on_transport(_Shim(transport=Transport.wrap(pn_cast_pn_transport(pn_event_context(impl)))))
+                    self._previous = Event.TRANSPORT
+                else:
+                    event = Event.wrap(impl)  # type: ignore[no-untyped-call]
+                    event.dispatch(event.handler or self._handler)
+                    event.dispatch(overrides)
+                    self._previous = event.type
+                pn_collector_pop(collector)
+            elif not self._stop and (self._timers > 0 or self._selectables > 1):
+                self._select(io)
+                self._previous = Event.REACTOR_QUIESCED
+                self.yield_()
+            elif self._selectable:
+                self._selectable.terminate()
+                self._selectable.update()
+                self._selectable = None
+            else:
+                if self._previous is not Event.REACTOR_FINAL:
+                    self.push_event(self, Event.REACTOR_FINAL)
+                return False
+
+    def _select(self, io: Any) -> None:
+        """IOHandler.on_reactor_quiesced: wait for sockets or the next timer, then run what is due."""
+        self.timer_deadline  # noqa: B018 - drops cancelled timers from the heap's top, as proton does here
+        readable, writable, expired = io._selector.select(self.timeout)
+        self.mark()
+        for selectable in readable:
+            selectable.readable()
+        for selectable in writable:
+            selectable.writable()
+        for selectable in expired:
+            selectable.expired()
+
+
+def _handlerless(obj: Any) -> bool:
+    """A selectable whose events only the IOHandler reads: not the acceptor's or the wake-up pipe's."""
+    attributes = getattr(obj, "__dict__", None)
+    return attributes is not None and "_reactor" in attributes and attributes.get("handler") is None
+
+
+def lean_supported(container: Any) -> bool:
+    """Whether this proton's Container has the internals LeanContainer relies on."""
+    overrides = getattr(container, "_global_handler", None)
+    return all(hasattr(container, name) for name in _INTERNALS) and type(overrides) is GlobalOverrides \
+        and type(getattr(overrides, "base", None)) is IOHandler and hasattr(overrides.base, "_selector")
