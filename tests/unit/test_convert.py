@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
+import pytest
 from proton import Message
 
 from virtq.schema.codec import WireMessage
-from virtq.transport._convert import from_proton, to_proton
+from virtq.transport._convert import encode, from_proton, roundtrip, to_proton
 
 
 def _received(message: Message, wire: WireMessage) -> WireMessage:
@@ -23,3 +25,17 @@ def test_binary_values_are_copied_out_of_protons_buffer() -> None:
     assert kept.body == {"_keys": [first]}
     assert kept.properties == {"p": first}
     assert isinstance(kept.body["_keys"][0], bytes)
+
+
+@pytest.mark.parametrize("body", [
+    {"_what": "OBJECT", "n": 1},  # fits the first buffer
+    {"text": "x" * 20_000, "list": list(range(3_000))},  # a map past ENCODE_START: the buffer doubles
+    os.urandom(3 * 1024 * 1024 + 7),  # a binary body: sized from its length
+    b"",
+])
+def test_the_sized_encoding_is_protons_own(body: object) -> None:
+    wire = WireMessage(address="agent", properties={"qmf.opcode": "_x", "n": 2**40}, body=body,
+                       subject="s", correlation_id="c1", reply_to="r")
+    assert encode(wire) == bytes(to_proton(wire).encode())
+    assert encode(wire, "ops") == bytes(to_proton(wire, "ops").encode())
+    assert roundtrip(wire) == wire

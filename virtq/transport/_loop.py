@@ -20,6 +20,7 @@ This reaches into proton's Container (its collector, timers, selector and yield 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Tuple
 
 from cproton import (PN_TRANSPORT, isnull, pn_cast_pn_transport, pn_collector_peek, pn_collector_pop,
@@ -35,6 +36,9 @@ _DIRECT: Dict[Any, str] = {
     Event.SELECTABLE_WRITABLE: "on_selectable_writable",
     Event.SELECTABLE_EXPIRED: "on_selectable_expired",
 }
+WRITE_CHUNK = 256 * 1024
+"""Bytes of a transport's output copied out for one socket send."""
+_log = logging.getLogger("proton")
 _INTERNALS: Tuple[str, ...] = ("_collector", "_yield", "_stop", "_timers", "_selectables", "_selectable",
                                "_previous", "_global_handler", "_handler", "timeout")
 
@@ -55,9 +59,36 @@ class LeanContainer(Container):
     def push_event(self, obj: Any, etype: Any) -> None:
         method = _DIRECT.get(etype)
         if method is not None and _handlerless(obj):
-            getattr(self._overrides().base, method)(_Shim(selectable=obj))
+            if etype is Event.SELECTABLE_WRITABLE:
+                self._write(obj)
+            else:
+                getattr(self._overrides().base, method)(_Shim(selectable=obj))
             return
         super().push_event(obj, etype)
+
+    def _write(self, selectable: Any) -> None:
+        """IOHandler.on_selectable_writable, copying at most WRITE_CHUNK of the transport's output per send:
+        proton's copies all of it (``peek(pending)``) for each send, which is quadratic in a large message's
+        size when the socket takes a part at a time."""
+        transport = selectable._transport
+        if not transport:
+            return
+        pending = transport.pending()
+        left = pending
+        try:
+            while left > 0:
+                sent = selectable.send(transport.peek(min(left, WRITE_CHUNK)))
+                transport.pop(sent)
+                if sent < min(left, WRITE_CHUNK):
+                    break  # the socket is full: wait for the next writable
+                left = transport.pending()
+        except BlockingIOError:
+            pass  # the socket filled up between two sends: the rest goes at the next writable
+        except OSError as exc:
+            _log.error("Couldn't send: %r", exc)  # (proton's words: the log filter in _reactor knows them)
+            transport.close_head()
+        if transport.pending() != pending:
+            self._overrides().base.update(transport, selectable, self.now)
 
     def _overrides(self) -> Any:
         """proton's GlobalOverrides: a connection's own handling of an event, else the IOHandler (its ``base``)."""

@@ -19,7 +19,7 @@ from proton import Condition, Endpoint, Link
 from virtq.logs import RateLimited, shown
 from virtq.schema.codec import WireMessage
 
-from ._convert import to_proton
+from ._convert import encode
 from ._limits import RESOURCE_LIMIT, Limits
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Budget:
 
 def encoded(wire: WireMessage, user_id: Optional[str] = None) -> bytes:
     """A message's AMQP encoding, made once however many links carry it."""
-    return bytes(to_proton(wire, user_id).encode())
+    return encode(wire, user_id)
 
 
 class Outbox:
