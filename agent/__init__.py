@@ -8,9 +8,11 @@ package does not import: ``import virtq.agent`` neither loads libvirt nor starts
 """
 
 from .agent import Agent
-from .hypervisor import (DomainIdentity, ForwardingHypervisor, Hypervisor, HypervisorError, HypervisorEvent,
-                         Identity, NodeIdentity, ObjectRef, PoolIdentity, VolumeIdentity)
+from .hypervisor import (CheckpointIdentity, DomainIdentity, ForwardingHypervisor, Hypervisor, HypervisorError,
+                         HypervisorEvent, Identity, NodeIdentity, ObjectRef, PoolIdentity, SnapshotIdentity,
+                         VolumeIdentity)
 from .policy import Policy, PolicyError
 
-__all__ = ["Agent", "DomainIdentity", "ForwardingHypervisor", "Hypervisor", "HypervisorError", "HypervisorEvent",
-           "Identity", "NodeIdentity", "ObjectRef", "Policy", "PolicyError", "PoolIdentity", "VolumeIdentity"]
+__all__ = ["Agent", "CheckpointIdentity", "DomainIdentity", "ForwardingHypervisor", "Hypervisor", "HypervisorError",
+           "HypervisorEvent", "Identity", "NodeIdentity", "ObjectRef", "Policy", "PolicyError", "PoolIdentity",
+           "SnapshotIdentity", "VolumeIdentity"]

@@ -22,7 +22,8 @@ from virtq.schema.codec import (DataIndication, DataRecord, EventIndication, Mes
 from virtq.schema.errors import AccessDeniedError, ProtocolError
 from virtq.schema.model import Method
 
-from .hypervisor import Identity, PoolIdentity, VolumeIdentity
+from .children import CHILD_CLASSES
+from .hypervisor import DomainChildIdentity, DomainIdentity, Identity, PoolIdentity, VolumeIdentity
 from .policy import CLASS_OBJECT, Grant, Policy
 from .registry import Entry, Registry, object_name
 
@@ -59,17 +60,24 @@ class Access:
 
     # --- objects --------------------------------------------------------------------------------
 
-    def _pool_name(self, pool_uuid: str) -> str:
-        entry = self.registry.get(f"Pool:{pool_uuid}")
-        return entry.identity.name if entry is not None and isinstance(entry.identity, PoolIdentity) else ""
+    def _parent_name(self, parent: str) -> str:
+        entry = self.registry.get(parent)
+        identity = entry.identity if entry is not None else None
+        return identity.name if isinstance(identity, (PoolIdentity, DomainIdentity)) else ""
 
-    def _name_and_pool(self, identity: Identity) -> Tuple[str, str]:
-        """What a scope matches: the object's name and, for a volume, its pool's."""
+    def _name_and_parent(self, identity: Identity) -> Tuple[str, str]:
+        """What a scope matches: the object's name and, for a volume, its pool's; for a snapshot or checkpoint,
+        its domain's."""
         name = getattr(identity, "name", "") or ""
-        return name, self._pool_name(identity.pool_uuid) if isinstance(identity, VolumeIdentity) else ""
+        if isinstance(identity, VolumeIdentity):
+            return name, self._parent_name(f"Pool:{identity.pool_uuid}")
+        if isinstance(identity, DomainChildIdentity):
+            return name, self._parent_name(f"Domain:{identity.domain_uuid}")
+        return name, ""
 
     def sees_identity(self, grant: Grant, identity: Identity) -> bool:
-        return not grant.scoped or grant.sees(object_name(identity).partition(":")[0], *self._name_and_pool(identity))
+        return not grant.scoped or grant.sees(object_name(identity).partition(":")[0],
+                                              *self._name_and_parent(identity))
 
     def sees(self, grant: Grant, entry: Entry) -> bool:
         """In scope, and its class readable (``<object>:getattr``): what queries and pushes show."""
@@ -81,13 +89,14 @@ class Access:
         class_name = record.object_id.object_name.partition(":")[0]
         if not grant.scoped or not isinstance(name, str) or class_name not in CLASS_OBJECT:
             return self.sees_name(grant, record.object_id.object_name)
-        pool = ""
-        if class_name == "Volume":
-            ref = record.values.get("pool")
+        parent = ""
+        parent_ref = "pool" if class_name == "Volume" else "domain" if class_name in CHILD_CLASSES else None
+        if parent_ref is not None:
+            ref = record.values.get(parent_ref)
             label = self._label(ref["_object_name"]) if isinstance(ref, Mapping) and \
                 isinstance(ref.get("_object_name"), str) else None
-            pool = label[0] if label else ""
-        return grant.allows(f"{CLASS_OBJECT[class_name]}:getattr") and grant.sees(class_name, name, pool)
+            parent = label[0] if label else ""
+        return grant.allows(f"{CLASS_OBJECT[class_name]}:getattr") and grant.sees(class_name, name, parent)
 
     def sees_name(self, grant: Grant, name: str) -> bool:
         """Whether a pushed object (by its object name) is shown: by the registry's entry, or, for an
@@ -101,12 +110,12 @@ class Access:
         return label is not None and grant.sees(class_name, label[0], label[1])
 
     def _label(self, name: str) -> Optional[Tuple[str, str]]:
-        """(name, pool name) of an object, remembered for a while after it is gone."""
+        """(name, parent name) of an object, remembered for a while after it is gone."""
         entry = self.registry.get(name)
         if entry is None:
             with self._lock:
                 return self._names.get(name)
-        label = self._name_and_pool(entry.identity)
+        label = self._name_and_parent(entry.identity)
         with self._lock:
             self._names[name] = label
             self._names.move_to_end(name)

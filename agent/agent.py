@@ -44,11 +44,13 @@ from .health import CallTracker, TrackedHypervisor
 from .hypervisor import Hypervisor, HypervisorError
 from .liveness import Liveness, object_counts
 from .metrics import AgentMetrics
+from .migration import MIGRATION_DEADLINE, MigrationEndpoint, lane
 from .policy import Policy, default_policy
 from .publisher import Publisher
 from .reconnector import Reconnector
 from .registry import Registry, can_look_up, class_of
 from .sampler import Sampler
+from .streams import AgentStreams
 
 log = logging.getLogger(__name__)
 limited = RateLimited(log)
@@ -90,7 +92,8 @@ class Agent:
                  interval: float = 10.0, slow_interval: float = 60.0, reconcile: float = 300.0,
                  events: bool = True, policy: Optional[Policy] = None, call_timeout: float = CALL_TIMEOUT,
                  lookup_timeout: float = LOOKUP_TIMEOUT, object_queue: int = OBJECT_QUEUE,
-                 max_calls: int = MAX_THREADS, stuck_after: Optional[float] = None) -> None:
+                 max_calls: int = MAX_THREADS, stuck_after: Optional[float] = None,
+                 migration_uri: Optional[str] = None, migration_address: Optional[str] = None) -> None:
         self.schema = schema
         self.hypervisor = hypervisor
         """As given; the agent's parts use ``libvirt``, which records every call for the health report."""
@@ -106,6 +109,7 @@ class Agent:
         self.events_enabled = events
         node = hypervisor.node()
         self.instance = instance or node.uuid
+        self.migration = MigrationEndpoint.of(hypervisor.uri, node.hostname, migration_uri, migration_address)
         self.name = f"{VENDOR}:{PRODUCT}:{self.instance}"
         # A broker transport subscribes to the agent's own address, so it may be made from the name.
         self.transport = transport if isinstance(transport, Transport) else transport(self.name)
@@ -125,8 +129,9 @@ class Agent:
         self._pending = 0  # requests handed over by the transport and not answered yet
         self._pending_lock = threading.Lock()
         self.transport.set_ready(self._ready)
+        self.streams = AgentStreams(self.libvirt, self._send, self.name, self._pool)
         self.dispatcher = Dispatcher(schema, self.registry, self.libvirt, statistics=self.sampler.latest,
-                                     access=self.access)
+                                     access=self.access, streams=self.streams)
         self._stop = threading.Event()
         self.liveness = Liveness(self._beat, self.libvirt.probe, heartbeat, self._stop)
         self.reconnector = Reconnector(self.libvirt, self.reconcile, self.liveness.beat_now, self._stop)
@@ -144,7 +149,9 @@ class Agent:
         self.pump.start()
         if self.events_enabled:
             self.hypervisor.watch(self.pump.deliver)
-        self.transport.start(self.metrics.timing(self._receive), self._on_transport_state)
+        # a stream's chunks and controls go to their stream, on the transport's thread (agent/streams.py)
+        self.transport.start(self.metrics.timing(self.streams.deliverer(self._for_me, self._receive)),
+                             self._on_transport_state)
         self._started = True
         self.liveness.start()
         self.reconnector.start()
@@ -166,6 +173,7 @@ class Agent:
         if not self.apartments.join(timeout):  # calls in flight end before the connection closes, stuck ones not
             log.warning("stopping with libvirt calls still in flight: %s", ", ".join(sorted(self.apartments.busy())))
         self.apartments.stop()
+        self.streams.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._started:
             self.transport.stop(timeout)
@@ -211,7 +219,7 @@ class Agent:
                                      "version": __version__, "hypervisor_reconnects": self.reconnector.reconnects,
                                      "objects": object_counts(e.class_name for e in self.registry.entries()),
                                      **self.tracker.health(self.stuck_after).attributes(),
-                                     **self.reconnector.attributes()})
+                                     **self.reconnector.attributes(), **self.migration.attributes(self.policy)})
 
     def _beat(self) -> None:
         self._send(AgentHeartbeat(self.info(), agent=self.name).encode())
@@ -304,8 +312,9 @@ class Agent:
             return
         if isinstance(request, MethodRequest):
             name = request.object_id.object_name
-            self._in_apartment(request, name, request.method_name,
-                               lambda: self.dispatcher.call(request, principal), self.call_timeout)
+            where = lane(name, request.method_name)  # a migrate call: a lane and a deadline of its own
+            self._in_apartment(request, where, request.method_name, lambda: self.dispatcher.call(request, principal),
+                               MIGRATION_DEADLINE if where != name else self.call_timeout)
             return
         if isinstance(request, QueryRequest):
             name = request.object_id.object_name if request.object_id is not None else ""

@@ -23,7 +23,10 @@ from typing import Dict, Optional
 
 log = logging.getLogger(__name__)
 
-READER_PREFIXES = ("get", "list", "lookup", "has", "is", "num", "ref")
+READER_PREFIXES = ("get", "list", "lookup", "has", "is", "num", "ref", "current")
+CHILD_NOUNS = ("snapshot", "checkpoint")
+"""A domain's methods about its snapshots and checkpoints read like the others without the noun: snapshotLookupByName
+is a lookup, snapshotCurrent reads the current one, snapshotCreateXML creates."""
 READER_SUFFIXES = ("Stats", "Info", "XMLDesc")
 RUN_STATE_ONLY = frozenset({"suspend", "resume"})
 
@@ -47,6 +50,9 @@ def method_changes_config(method_name: str) -> bool:
     """
     if method_name in RUN_STATE_ONLY:
         return False
+    for noun in CHILD_NOUNS:
+        if method_name.startswith(noun) and method_name[len(noun):][:1].isupper():
+            method_name = method_name[len(noun)].lower() + method_name[len(noun) + 1:]
     for prefix in READER_PREFIXES:
         if method_name.startswith(prefix) and (len(method_name) == len(prefix) or method_name[len(prefix)].isupper()):
             return False

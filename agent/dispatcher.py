@@ -23,14 +23,17 @@ from virtq.schema import errors
 from virtq.schema.codec import (CONTENT_FOR_WHAT, DataRecord, ExceptionResponse, Message, MethodRequest,
                                 MethodResponse, ObjectId, QueryRequest, QueryResponse, schema_id_to_wire)
 from virtq.schema.model import Argument, ClassSchema, Method, Schema
+from virtq.schema.streams import check_peek, stream_argument
 from virtq.schema.types import TypeCheckError, check
 
 from . import audit
 from .access import Access, who
+from .children import call_changes_children
 from .configgen import RUN_STATE_ONLY, method_changes_config
 from .hypervisor import IDENTITY_TYPES, Hypervisor, HypervisorError, Identity, ObjectRef
 from .policy import Grant, Policy, is_read_only
 from .registry import Entry, Registry, object_name
+from .streams import AgentStreams
 
 log = logging.getLogger(__name__)
 limited = RateLimited(log)
@@ -87,8 +90,11 @@ class _Call:
 
 class Dispatcher:
     def __init__(self, schema: Schema, registry: Registry, hypervisor: Hypervisor, *,
-                 statistics: Optional[Statistics] = None, access: Optional[Access] = None) -> None:
+                 statistics: Optional[Statistics] = None, access: Optional[Access] = None,
+                 streams: Optional[AgentStreams] = None) -> None:
         self.schema = schema
+        self.streams = streams
+        """Where a stream method's call opens its stream (agent/streams.py); None: stream methods are not served."""
         self.registry = registry
         self.hypervisor = hypervisor
         self._statistics = statistics
@@ -123,15 +129,15 @@ class Dispatcher:
                     refs.append(self._object(method, arg, name, attempt))
                 args.append(refs if arg.type == "list" else refs[0])
             try:
-                result = self._invoke(entry, cls, method, args)
+                result = self._invoke(entry, cls, method, args, request, attempt)
             except errors.LibvirtError:
-                changes += self._resync(entry.class_name, entry.key, [])
+                changes += self._resync(entry, method, [])
                 raise
             try:
                 arguments = self._shape(cls, method, result, attempt)
             finally:  # what the call did is mirrored even when the caller may not see what it returned
                 returned = identities_in(result) if method.outputs else []
-                changes += self._resync(entry.class_name, entry.key, returned)
+                changes += self._resync(entry, method, returned)
                 bumped, sample = self._after(entry, method)
                 changes += bumped
             reply: Message = MethodResponse(arguments=arguments, correlation_id=request.correlation_id)
@@ -171,9 +177,15 @@ class Dispatcher:
         attempt.grant = self.access.check_call(attempt.principal, entry, method, bound)
         return entry, cls, method
 
-    def _invoke(self, entry: Entry, cls: ClassSchema, method: Method, args: Sequence[Any]) -> Any:
+    def _invoke(self, entry: Entry, cls: ClassSchema, method: Method, args: Sequence[Any], request: MethodRequest,
+                attempt: _Call) -> Any:
         key = None if entry.class_name == "Node" else entry.key
         try:
+            if stream_argument(method) is not None:
+                if self.streams is None:
+                    raise errors.NotImplementedError_(f"{cls.name}.{method.name}: this agent serves no streams")
+                return self.streams.open(request, attempt.principal, entry.class_name, key, method, args)
+            check_peek(method, args)  # a binary return stays one bounded message
             return self.hypervisor.invoke(entry.class_name, key, method.libvirt, args)
         except HypervisorError as exc:
             raise errors.LibvirtError.from_libvirt(exc.code, exc.message) from exc
@@ -222,13 +234,20 @@ class Dispatcher:
             and self.registry.get(name) is not None
         return bumped, name if sampled else None
 
-    def _resync(self, class_name: str, key: str, returned: List[Identity]) -> List[DataRecord]:
-        """The call may have changed its target and created objects: mirror that at once."""
+    def _resync(self, entry: Entry, method: Method, returned: List[Identity]) -> List[DataRecord]:
+        """The call may have changed its target and created objects: mirror that at once. A snapshot or
+        checkpoint a creating call returned that was known already was redefined: a new generation (libvirt
+        has no event for it)."""
+        class_name, key = entry.class_name, entry.key
+        redefined = self.registry.known_children(returned) if method_changes_config(method.name) else []
         try:
-            return self.registry.sync_object(class_name, key) + self.registry.sync_identities(returned)
+            changes = self.registry.sync_object(class_name, key, call_changes_children(class_name, method.name,
+                                                                                       method.libvirt))
+            changes += self.registry.sync_identities(returned)
         except HypervisorError as exc:
             log.warning("re-reading %s:%s after a call failed: %s", class_name, shown(key), exc.message)
             return []
+        return changes + [record for name in redefined for record in self.registry.bump_config(name)]
 
     def _shape(self, cls: ClassSchema, method: Method, result: Any, attempt: _Call) -> Dict[str, Any]:
         outputs = method.outputs

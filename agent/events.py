@@ -1,9 +1,10 @@
 """libvirt events, turned into pushes: object changes, the event itself, fresh statistics.
 
 libvirt calls back on its event-loop thread; the pump only queues there. One pump thread
-handles events in order: re-reads the object (its id, or that it vanished), moves its
-configuration generation when the event says the XML may have changed, pushes the
-changes and the event, and for lifecycle events samples the object's statistics at once.
+handles events in order: re-reads the object (its id, or that it vanished; after a revert to a
+snapshot, its snapshots and checkpoints too), moves its configuration generation when the event says
+the XML may have changed, pushes the changes and the event, and for lifecycle events samples the
+object's statistics at once.
 
 The re-read runs in the object's apartment (after that object's calls, never beside them) and
 the pump waits for it at most ``read_wait``: an object whose libvirt calls are stuck delays the
@@ -26,6 +27,7 @@ from virtq.schema.codec import DataRecord, EventRecord, now_ns
 from virtq.schema.errors import ObjectBusyError
 
 from .apartments import Apartments, Ticket
+from .children import event_changes_children
 from .configgen import event_changes_config
 from .hypervisor import HypervisorError, HypervisorEvent
 from .registry import Reading, Registry
@@ -124,7 +126,7 @@ class EventPump:
             reading: Optional[Reading] = None
             if read and reread:
                 try:
-                    reading = self._registry.read_object(event.class_name, event.key)
+                    reading = self._registry.read_object(event.class_name, event.key, event_changes_children(event))
                 except HypervisorError as exc:
                     log.warning("re-reading %s after %s failed: %s", name, event.name, exc.message)
             self._apply(event, name, known, reading)

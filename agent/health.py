@@ -13,10 +13,12 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .hypervisor import (DomainIdentity, ForwardingHypervisor, Hypervisor, Identity, NodeIdentity, PoolIdentity,
-                         VolumeIdentity)
+from .hypervisor import (ChildIdentity, DomainIdentity, ForwardingHypervisor, Hypervisor, Identity, NodeIdentity,
+                         PoolIdentity, VolumeIdentity)
+from .hypervisor import HypervisorStream
+from .migration import LONG_CALLS
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class CallTracker:
 
     def health(self, threshold: float) -> Health:
         now = self.clock()
-        stuck = [c for c in self.in_flight() if now - c.started > threshold]
+        stuck = [c for c in self.in_flight() if now - c.started > threshold and not c.what.endswith(LONG_CALLS)]
         if not stuck:
             return Health(0, 0.0, "")
         return Health(len(stuck), now - stuck[0].started, stuck[0].what)
@@ -112,6 +114,10 @@ class TrackedHypervisor(ForwardingHypervisor):
         with self.tracker.track(f"Pool:{pool_uuid} virStoragePoolListAllVolumes"):
             return self.inner.list_volumes(pool_uuid)
 
+    def list_children(self, class_name: str, domain_uuid: str) -> Sequence[ChildIdentity]:
+        with self.tracker.track(f"Domain:{domain_uuid} list {class_name}"):
+            return self.inner.list_children(class_name, domain_uuid)
+
     def lookup(self, class_name: str, key: str) -> Optional[Identity]:
         with self.tracker.track(f"{self._object(class_name, key)} lookup"):
             return self.inner.lookup(class_name, key)
@@ -119,6 +125,12 @@ class TrackedHypervisor(ForwardingHypervisor):
     def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
         with self.tracker.track(f"{self._object(class_name, key)} {function}"):
             return self.inner.invoke(class_name, key, function, args)
+
+    def open_stream(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any],
+                    sparse: bool = False) -> Tuple[Any, HypervisorStream]:
+        """The opening call is tracked; the stream's transfers are not (a long download is not a stuck call)."""
+        with self.tracker.track(f"{self._object(class_name, key)} {function}"):
+            return self.inner.open_stream(class_name, key, function, args, sparse)
 
     def bulk_domain_info(self) -> Dict[str, Dict[str, int]]:
         with self.tracker.track(f"{self._node} virConnectGetAllDomainStats"):

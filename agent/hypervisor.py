@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,88 @@ class VolumeIdentity:
     pool_uuid: str
 
 
-Identity = Union[NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity]
-IDENTITY_TYPES = (NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity)
+@dataclass(frozen=True)
+class DomainChildIdentity:
+    """Something a domain holds by name: a snapshot or a checkpoint (the name is unique per domain only)."""
+
+    domain_uuid: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        """``<domain uuid>/<name>``: unique on the host (a uuid has no "/")."""
+        return f"{self.domain_uuid}/{self.name}"
+
+
+@dataclass(frozen=True)
+class SnapshotIdentity(DomainChildIdentity):
+    """A domain snapshot (virDomainSnapshot)."""
+
+
+@dataclass(frozen=True)
+class CheckpointIdentity(DomainChildIdentity):
+    """A domain checkpoint (virDomainCheckpoint)."""
+
+
+ChildIdentity = Union[SnapshotIdentity, CheckpointIdentity]
+Identity = Union[NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity, SnapshotIdentity, CheckpointIdentity]
+IDENTITY_TYPES = (NodeIdentity, DomainIdentity, PoolIdentity, VolumeIdentity, SnapshotIdentity, CheckpointIdentity)
 """For isinstance: any identity."""
 IDENTITY_CLASSES: Dict[type, str] = {NodeIdentity: "Node", DomainIdentity: "Domain", PoolIdentity: "Pool",
-                                     VolumeIdentity: "Volume"}
+                                     VolumeIdentity: "Volume", SnapshotIdentity: "DomainSnapshot",
+                                     CheckpointIdentity: "DomainCheckpoint"}
 """The schema class of each kind of identity's objects."""
+CHILD_IDENTITIES: Dict[str, Type[DomainChildIdentity]] = {"DomainSnapshot": SnapshotIdentity,
+                                                          "DomainCheckpoint": CheckpointIdentity}
+"""The classes whose objects belong to a domain, with their identity types."""
+
+
+def split_child_key(key: str) -> Tuple[str, str]:
+    """A snapshot's or checkpoint's key as (domain uuid, name)."""
+    domain_uuid, _, name = key.partition("/")
+    return domain_uuid, name
 
 
 @dataclass(frozen=True)
 class ObjectRef:
     """An object passed as a method argument (objId): the adapter turns it into a libvirt handle."""
 
-    class_name: str  # "Domain", "Pool" or "Volume"
-    key: str  # the object's key: a uuid, or a volume's key
+    class_name: str  # "Domain", "Pool", "Volume", "DomainSnapshot" or "DomainCheckpoint"
+    key: str  # the object's key: a uuid, a volume's key, <domain uuid>/<name> for a snapshot or checkpoint
+
+
+class StreamSlot:
+    """Where, among a stream method's arguments, the binding takes the virStream the adapter opens."""
+
+    def __repr__(self) -> str:
+        return "STREAM"
+
+
+STREAM = StreamSlot()
+
+
+class HypervisorStream(abc.ABC):
+    """An open libvirt stream (virStream), used by one stream's threads at a time (agent/streams.py)."""
+
+    @abc.abstractmethod
+    def recv(self, nbytes: int) -> Union[bytes, int]:
+        """Up to ``nbytes`` bytes; b"" at the end; in a sparse stream, an int: a hole of that many bytes."""
+
+    @abc.abstractmethod
+    def send(self, data: bytes) -> None:
+        """All of ``data``."""
+
+    @abc.abstractmethod
+    def send_hole(self, length: int) -> None:
+        """``length`` bytes of zeros, not sent (a sparse stream)."""
+
+    @abc.abstractmethod
+    def finish(self) -> None:
+        """The end: virStreamFinish (raises HypervisorError when libvirt says the transfer failed)."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """virStreamAbort; never raises."""
 
 
 class HypervisorError(Exception):
@@ -68,8 +136,9 @@ class HypervisorError(Exception):
         self.message = message
 
 
-NO_SUCH_OBJECT_CODES = frozenset({42, 49, 50})
-"""VIR_ERR_NO_DOMAIN, VIR_ERR_NO_STORAGE_POOL, VIR_ERR_NO_STORAGE_VOL."""
+NO_SUCH_OBJECT_CODES = frozenset({42, 49, 50, 72, 103})
+"""VIR_ERR_NO_DOMAIN, VIR_ERR_NO_STORAGE_POOL, VIR_ERR_NO_STORAGE_VOL, VIR_ERR_NO_DOMAIN_SNAPSHOT,
+VIR_ERR_NO_DOMAIN_CHECKPOINT."""
 
 
 # --- events and statistics (push) ----------------------------------------------------------------
@@ -120,6 +189,11 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def list_volumes(self, pool_uuid: str) -> List[VolumeIdentity]: ...
 
+    def list_children(self, class_name: str, domain_uuid: str) -> Sequence[ChildIdentity]:
+        """A domain's snapshots (``DomainSnapshot``) or checkpoints (``DomainCheckpoint``): none when the
+        domain is gone or the hypervisor has none. Default: a hypervisor without either."""
+        return []
+
     @abc.abstractmethod
     def lookup(self, class_name: str, key: str) -> Optional[Identity]:
         """The object's current identity, or None when libvirt no longer has it."""
@@ -133,6 +207,12 @@ class Hypervisor(abc.ABC):
         Raises HypervisorError for libvirt errors, LookupError for unknown functions and
         ValueError when the binding refuses the arguments' values.
         """
+
+    def open_stream(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any],
+                    sparse: bool = False) -> Tuple[Any, HypervisorStream]:
+        """Like invoke, for a function that takes a virStream: a new stream goes where ``args`` hold STREAM.
+        Returns the function's result and the stream. Default: a hypervisor without streams (LookupError)."""
+        raise LookupError(f"this hypervisor has no streams ({function})")
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -203,11 +283,18 @@ class ForwardingHypervisor(Hypervisor):
     def list_volumes(self, pool_uuid: str) -> List[VolumeIdentity]:
         return self.inner.list_volumes(pool_uuid)
 
+    def list_children(self, class_name: str, domain_uuid: str) -> Sequence[ChildIdentity]:
+        return self.inner.list_children(class_name, domain_uuid)
+
     def lookup(self, class_name: str, key: str) -> Optional[Identity]:
         return self.inner.lookup(class_name, key)
 
     def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
         return self.inner.invoke(class_name, key, function, args)
+
+    def open_stream(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any],
+                    sparse: bool = False) -> Tuple[Any, HypervisorStream]:
+        return self.inner.open_stream(class_name, key, function, args, sparse)
 
     def close(self) -> None:
         self.inner.close()

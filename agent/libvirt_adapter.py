@@ -1,4 +1,5 @@
-"""The libvirt connection behind the Hypervisor interface (this and agent/libvirt_events.py import libvirt).
+"""The libvirt connection behind the Hypervisor interface (this, agent/libvirt_events.py and agent/libvirt_streams.py
+import libvirt).
 
 Method calls are mapped mechanically from libvirt's C function names to libvirt-python's
 methods: the binding is generated code in which every method calls ``libvirtmod.<C name>``,
@@ -20,9 +21,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import libvirt
 
-from .hypervisor import (CloseListener, DomainIdentity, EventSink, Hypervisor, HypervisorError, Identity, NodeIdentity,
-                         ObjectRef, PoolIdentity, VolumeIdentity)
-from .libvirt_events import DOMAIN_EVENT_KINDS, POOL_EVENT_KINDS, EventKind, describe, ensure_event_loop
+from .hypervisor import (CheckpointIdentity, ChildIdentity, CloseListener, DomainIdentity, EventSink, Hypervisor,
+                         HypervisorError, HypervisorEvent, Identity, NodeIdentity, ObjectRef, PoolIdentity,
+                         SnapshotIdentity, VolumeIdentity, split_child_key)
+from .hypervisor import HypervisorStream
+from .libvirt_events import deregister_callbacks, ensure_event_loop, register_callbacks
+from .libvirt_streams import open_segmented, open_stream
 
 __all__ = ["LibvirtHypervisor", "binding_method", "binding_table", "ensure_event_loop"]
 
@@ -35,7 +39,16 @@ def _quiet(ctx: object, error: object) -> None:
 
 libvirt.registerErrorHandler(_quiet, None)
 
-PY_CLASS = {"Node": "virConnect", "Domain": "virDomain", "Pool": "virStoragePool", "Volume": "virStorageVol"}
+PY_CLASS = {"Node": "virConnect", "Domain": "virDomain", "Pool": "virStoragePool", "Volume": "virStorageVol",
+            "DomainSnapshot": "virDomainSnapshot", "DomainCheckpoint": "virDomainCheckpoint"}
+LOOKUP = {"Domain": "lookupByUUIDString", "Pool": "storagePoolLookupByUUIDString", "Volume": "storageVolLookupByKey"}
+"""How the connection finds an object by its key."""
+CHILDREN = {"DomainSnapshot": ("listAllSnapshots", "snapshotLookupByName"),
+            "DomainCheckpoint": ("listAllCheckpoints", "checkpointLookupByName")}
+"""How a domain lists its snapshots or checkpoints, and finds one by name."""
+GONE = frozenset({libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL,
+                  libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT, libvirt.VIR_ERR_NO_DOMAIN_CHECKPOINT})
+"""libvirt's errors for an object that is not there (any more)."""
 HOST_UUID_NAMESPACE = uuidlib.UUID("7b0cbc5b-3a4e-4b7f-9a2e-6b1d0f5e9c11")
 KEEPALIVE = (5, 3)
 """libvirt's keepalive on the agent's connection (interval s, count): a ping after 5 s without traffic, the
@@ -111,7 +124,7 @@ class LibvirtHypervisor(Hypervisor):
         self._node: Optional[NodeIdentity] = None
         self._sink: Optional[EventSink] = None
         self._callbacks: List[Tuple[str, int]] = []
-        self._bulk_unsupported: Set[str] = set()  # bulk functions this hypervisor refused
+        self._unsupported: Set[str] = set()  # bulk functions and child classes this hypervisor refused
 
     @_translate
     def node(self) -> NodeIdentity:
@@ -155,6 +168,25 @@ class LibvirtHypervisor(Hypervisor):
     def list_pools(self) -> List[PoolIdentity]:
         return [self._pool(p) for p in self._conn.listAllStoragePools(0)]
 
+    @staticmethod
+    def _child(handle: Any) -> ChildIdentity:
+        kind = SnapshotIdentity if isinstance(handle, libvirt.virDomainSnapshot) else CheckpointIdentity
+        return kind(handle.getDomain().UUIDString(), handle.getName())
+
+    @_translate
+    def list_children(self, class_name: str, domain_uuid: str) -> List[ChildIdentity]:
+        """[] for a domain gone meanwhile, or a driver without them (asked once: it does not change)."""
+        if class_name in self._unsupported:
+            return []
+        try:
+            return [self._child(c) for c in getattr(self._handle("Domain", domain_uuid), CHILDREN[class_name][0])(0)]
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+                self._unsupported.add(class_name)
+            elif exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            return []
+
     @_translate
     def list_volumes(self, pool_uuid: str) -> List[VolumeIdentity]:
         pool = self._conn.storagePoolLookupByUUIDString(pool_uuid)
@@ -167,21 +199,19 @@ class LibvirtHypervisor(Hypervisor):
             return self._conn
         if key is None:
             raise LookupError(f"{class_name} needs a key")
-        if class_name == "Domain":
-            return self._conn.lookupByUUIDString(key)
-        if class_name == "Pool":
-            return self._conn.storagePoolLookupByUUIDString(key)
-        if class_name == "Volume":
-            return self._conn.storageVolLookupByKey(key)
-        raise LookupError(f"unknown class {class_name}")
+        if class_name in CHILDREN:
+            domain_uuid, name = split_child_key(key)
+            return getattr(self._conn.lookupByUUIDString(domain_uuid), CHILDREN[class_name][1])(name, 0)
+        if class_name not in LOOKUP:
+            raise LookupError(f"unknown class {class_name}")
+        return getattr(self._conn, LOOKUP[class_name])(key)
 
     @_translate
     def lookup(self, class_name: str, key: str) -> Optional[Identity]:
         try:
             return self._identity(self._handle(class_name, key))  # type: ignore[no-any-return]
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_POOL,
-                                        libvirt.VIR_ERR_NO_STORAGE_VOL):
+            if exc.get_error_code() in GONE:
                 return None
             raise
 
@@ -193,6 +223,8 @@ class LibvirtHypervisor(Hypervisor):
             return self._pool(value)
         if isinstance(value, libvirt.virStorageVol):
             return self._volume(value)
+        if isinstance(value, (libvirt.virDomainSnapshot, libvirt.virDomainCheckpoint)):
+            return self._child(value)
         if isinstance(value, libvirt.virConnect):
             return self.node()
         if isinstance(value, (list, tuple)):
@@ -214,6 +246,25 @@ class LibvirtHypervisor(Hypervisor):
 
     @_translate
     def invoke(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any]) -> Any:
+        return self._call(class_name, key, function, args, lambda bound, values: bound(*values))
+
+    @_translate
+    def open_stream(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any],
+                    sparse: bool = False) -> Tuple[Any, HypervisorStream]:
+        def open_one(positional: Sequence[Any]) -> Tuple[Any, HypervisorStream]:
+            opened: List[HypervisorStream] = []
+
+            def through(bound: Callable[..., Any], values: Sequence[Any]) -> Any:
+                result, stream = open_stream(self._conn, bound, values, sparse)
+                opened.append(stream)
+                return result
+
+            return self._call(class_name, key, function, positional, through), opened[0]
+
+        return open_segmented(function, args, open_one)
+
+    def _call(self, class_name: str, key: Optional[str], function: str, args: Sequence[Any],
+              through: Callable[[Callable[..., Any], Sequence[Any]], Any]) -> Any:
         target = binding_table().get(function)
         if target is None or target[0] != PY_CLASS.get(class_name):
             raise LookupError(f"libvirt-python has no {function} on {class_name}")
@@ -221,7 +272,7 @@ class LibvirtHypervisor(Hypervisor):
         bound = getattr(handle, target[1])
         values = [self._argument(a) for a in args]
         try:
-            result = bound(*values)
+            result = through(bound, values)
         except (TypeError, ValueError, OverflowError, LookupError) as exc:  # the binding's argument checks
             raise ValueError(f"libvirt-python refused the arguments of {function}: {exc}") from exc
         return self._identity(result)
@@ -277,45 +328,15 @@ class LibvirtHypervisor(Hypervisor):
 
     def watch(self, sink: EventSink) -> None:
         self._sink = sink
-        self._callbacks = []
-        for prefix, kinds, register, id_prefix in (
-                ("domain", DOMAIN_EVENT_KINDS, self._conn.domainEventRegisterAny, "VIR_DOMAIN_EVENT_ID_"),
-                ("pool", POOL_EVENT_KINDS, self._conn.storagePoolEventRegisterAny, "VIR_STORAGE_POOL_EVENT_ID_")):
-            for kind, spec in kinds.items():
-                event_id = getattr(libvirt, id_prefix + kind, None)
-                if event_id is None:
-                    continue
-                try:
-                    handle = register(None, event_id, self._callback(prefix, kind, spec), None)
-                except libvirt.libvirtError as exc:
-                    log.debug("%s cannot deliver %s events: %s", self.uri, kind, exc)
-                    continue
-                self._callbacks.append((prefix, handle))
+        self._callbacks = register_callbacks(self._conn, self.uri, self._deliver)
 
-    def _callback(self, prefix: str, kind: str, spec: EventKind) -> Callable[..., None]:
-        class_name = "Domain" if prefix == "domain" else "Pool"
-
-        def callback(conn: Any, obj: Any, *rest: Any) -> None:  # (…, opaque) last
-            try:
-                event = describe(class_name, obj.UUIDString(), prefix, kind, spec, rest[:-1])
-            except Exception:  # noqa: BLE001 - never raise into libvirt's loop
-                log.exception("reading a %s %s event", prefix, kind)
-                return
-            if self._sink is not None:
-                self._sink(event)
-
-        return callback
+    def _deliver(self, event: HypervisorEvent) -> None:
+        if self._sink is not None:
+            self._sink(event)
 
     def unwatch(self) -> None:
         self._sink = None
-        for prefix, handle in self._callbacks:
-            try:
-                if prefix == "domain":
-                    self._conn.domainEventDeregisterAny(handle)
-                else:
-                    self._conn.storagePoolEventDeregisterAny(handle)
-            except libvirt.libvirtError:
-                pass
+        deregister_callbacks(self._conn, self._callbacks)
         self._callbacks = []
 
     _BULK_KEYS = {"state": "state.state", "maxMem": "balloon.maximum", "memory": "balloon.current",
@@ -333,7 +354,7 @@ class LibvirtHypervisor(Hypervisor):
     def _bulk_info(self, keys: Optional[Sequence[str]]) -> Dict[str, Dict[str, int]]:
         """virConnectGetAllDomainStats (all domains) or virDomainListGetStats (these), no-wait."""
         function = "virConnectGetAllDomainStats" if keys is None else "virDomainListGetStats"
-        if function in self._bulk_unsupported:
+        if function in self._unsupported:
             return {}
         stats = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
                  | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU)
@@ -352,7 +373,7 @@ class LibvirtHypervisor(Hypervisor):
                 self._conn.domainListGetStats(domains, stats, flags)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
-                self._bulk_unsupported.add(function)
+                self._unsupported.add(function)
                 return {}
             raise
         found: Dict[str, Dict[str, int]] = {}

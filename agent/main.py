@@ -19,6 +19,7 @@ import click
 from virtq import package_version
 from virtq.schema import default_schema
 from virtq.schema.errors import NotConnectedError
+from virtq.schema.streams import IDLE_TIMEOUT, MAX_AGENT_STREAMS
 from virtq.transport import Connection, DirectListener, TlsConfig, TlsError, Transport, is_loopback, profile
 from virtq.transport.profiles import PROFILES
 from virtq.transport.urls import redact, split_credentials, with_credentials
@@ -106,9 +107,21 @@ def _metrics_address(ctx: click.Context, param: click.Parameter, value: Optional
 @click.option("--max-calls", type=click.IntRange(min=1), default=MAX_THREADS, show_default=True,
               help="Objects with libvirt calls in flight at once (a thread each); calls to further objects are "
                    "refused (code 8).")
+@click.option("--stream-idle", type=click.FloatRange(min=0.1), default=IDLE_TIMEOUT, show_default=True,
+              help="Seconds a stream (a volume transfer, a screenshot, a serial console) may wait on its console "
+                   "without progress before the agent aborts it, libvirt's stream with it (docs/PROTOCOL.md §14).")
+@click.option("--max-streams", type=click.IntRange(min=1), default=MAX_AGENT_STREAMS, show_default=True,
+              help="Streams open at once; the call that would open another is refused (object busy, code 8).")
 @click.option("--stuck-after", type=click.FloatRange(min=0.01), default=None,
               help="Seconds after which a running libvirt call counts as stuck in heartbeats (libvirt: "
                    "unresponsive). [default: 0.8 x --heartbeat]")
+@click.option("--migration-uri", default=None,
+              help="The libvirt URI peers' libvirtds reach this host's at to migrate a domain here, e.g. "
+                   "qemu+tls://hv02/system, advertised to consoles. [default: --libvirt's URI, with this host's "
+                   "name when it names none]")
+@click.option("--migration-address", default=None,
+              help="The address migrations into this host send the guest's memory to (advertised; QEMU listens "
+                   "on it). [default: none, libvirt's default: the host's name]")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="Directory for persistent state (the epoch counter).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
@@ -135,7 +148,8 @@ def _metrics_address(ctx: click.Context, param: click.Parameter, value: Optional
 def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str, broker_user: Optional[str],
          broker_password: Optional[str], heartbeat: float, interval: float, slow_interval: float,
          reconcile: float, instance: Optional[str], workers: int, call_timeout: float, lookup_timeout: float,
-         object_queue: int, max_calls: int, stuck_after: Optional[float], state_dir: Optional[str],
+         object_queue: int, max_calls: int, stream_idle: float, max_streams: int, stuck_after: Optional[float], migration_uri: Optional[str],
+         migration_address: Optional[str], state_dir: Optional[str],
          tls_cert: Optional[str], tls_key: Optional[str], tls_ca: Optional[str], insecure_listen: bool,
          policy: Optional[str], metrics_listen: Optional[Tuple[str, int]], log_level: str, log_format: str) -> None:
     """Serve the local libvirt's Node, Domains, Pools and Volumes over AMQP 1.0 (QMFv2 maps).
@@ -180,7 +194,9 @@ def main(libvirt_uri: str, listen: str, brokers: Sequence[str], addressing: str,
                   heartbeat=heartbeat, workers=workers, state_dir=Path(state_dir) if state_dir else None,
                   interval=interval, slow_interval=slow_interval, reconcile=reconcile, policy=access_policy,
                   call_timeout=call_timeout, lookup_timeout=lookup_timeout, object_queue=object_queue,
-                  max_calls=max_calls, stuck_after=stuck_after)
+                  max_calls=max_calls, stuck_after=stuck_after, migration_uri=migration_uri,
+                  migration_address=migration_address)
+    agent.streams.idle, agent.streams.max_streams = stream_idle, max_streams
     if metrics_listen is not None:
         try:
             agent.metrics.serve(*metrics_listen)

@@ -51,7 +51,7 @@ QUERY, LOCATE, UNKNOWN = "_query", "_locate", "_unknown"
 """Method labels besides the schema's method names; ``_unknown``: a method the schema does not declare, another
 opcode, a message that could not be decoded."""
 CONTENTS = ("data", "stats", "events", "heartbeat")
-CLASSES = ("Node", "Domain", "Pool", "Volume")
+CLASSES = ("Node", "Domain", "Pool", "Volume", "DomainSnapshot", "DomainCheckpoint")
 
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Seconds; answers from the registry take well under a millisecond, libvirt calls up to the call timeout (30 s)."""

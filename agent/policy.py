@@ -38,8 +38,10 @@ from virtq.schema.model import Schema
 ANONYMOUS = "anonymous"
 ANY_PRINCIPAL = "*"
 
-CLASS_OBJECT = {"Node": "connect", "Domain": "domain", "Pool": "storage_pool", "Volume": "storage_vol"}
-"""The libvirt ACL object each schema class is checked as."""
+CLASS_OBJECT = {"Node": "connect", "Domain": "domain", "Pool": "storage_pool", "Volume": "storage_vol",
+                "DomainSnapshot": "domain", "DomainCheckpoint": "domain"}
+"""The libvirt ACL object each schema class is checked as (libvirt checks snapshots and checkpoints as their
+domain)."""
 
 OPERATOR = frozenset({
     "domain:start", "domain:stop", "domain:reset", "domain:suspend", "domain:hibernate", "domain:save",
@@ -93,15 +95,18 @@ class Grant:
     def scoped(self) -> bool:
         return self.domains is not None or self.pools is not None
 
-    def sees(self, class_name: str, name: str, pool: str = "") -> bool:
+    def sees(self, class_name: str, name: str, parent: str = "") -> bool:
         """Whether an object is in scope: a domain by its name, a pool by its name, a volume by its
-        pool's. A scoped principal sees only the classes its scope lines name (and the node)."""
+        pool's (``parent``), a snapshot or checkpoint by its domain's (``parent``). A scoped principal sees
+        only the classes its scope lines name (and the node)."""
         if not self.scoped or class_name == "Node":
             return True
         if class_name == "Domain":
             patterns, what = self.domains, name
+        elif CLASS_OBJECT.get(class_name) == "domain":
+            patterns, what = self.domains, parent
         else:
-            patterns, what = self.pools, (name if class_name == "Pool" else pool)
+            patterns, what = self.pools, (name if class_name == "Pool" else parent)
         return bool(patterns) and any(fnmatch.fnmatchcase(what, p) for p in patterns or ())
 
     def describe(self) -> str:

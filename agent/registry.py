@@ -1,8 +1,10 @@
-"""The agent's mirror of the connection's objects: the node, domains, pools and volumes.
+"""The agent's mirror of the connection's objects: the node, domains, pools, volumes, and the domains'
+snapshots and checkpoints.
 
 Each object has a deterministic name (``Domain:<uuid>``, ``Pool:<uuid>``, ``Volume:<key>``,
-``Node:<host uuid>``) so it survives agent restarts, and wire values that are identity
-only. Every sync returns what changed as DataRecords, ready to be pushed.
+``Node:<host uuid>``, ``DomainSnapshot:<domain uuid>/<name>``, ``DomainCheckpoint:<domain uuid>/<name>``)
+so it survives agent restarts, and wire values that are identity only. Every sync returns what changed
+as DataRecords, ready to be pushed.
 
 Reading (``get``, ``entries``, ``record``) never asks libvirt; what does says so by its name:
 ``sync_all``, ``sync_object``, ``read_object``, ``look_up``.
@@ -18,16 +20,17 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from virtq.schema.codec import DataRecord, ObjectId, now_ns
 from virtq.schema.model import Schema
 
+from .children import CHILD_CLASSES
 from .configgen import ConfigGenerations
-from .hypervisor import (IDENTITY_CLASSES, DomainIdentity, Hypervisor, Identity, NodeIdentity, PoolIdentity,
-                         VolumeIdentity)
+from .hypervisor import (IDENTITY_CLASSES, DomainChildIdentity, DomainIdentity, Hypervisor, Identity, NodeIdentity,
+                         PoolIdentity, VolumeIdentity, split_child_key)
 
-LOOKED_UP = ("Domain", "Pool", "Volume")
+LOOKED_UP = ("Domain", "Pool", "Volume", *CHILD_CLASSES)
 """Classes whose objects libvirt can be asked for by key (the node is always known)."""
 
 
 def object_name(identity: Identity) -> str:
-    key = identity.key if isinstance(identity, VolumeIdentity) else identity.uuid
+    key = identity.key if isinstance(identity, (VolumeIdentity, DomainChildIdentity)) else identity.uuid
     return f"{IDENTITY_CLASSES[type(identity)]}:{key}"
 
 
@@ -62,6 +65,7 @@ class Reading:
     seen: Tuple[Identity, ...]
     scope: Tuple[str, ...]
     pool: Optional[str]  # a pool's re-read: its volumes not seen are gone
+    children: Tuple[Tuple[str, str], ...] = ()  # (class, domain uuid): those snapshots/checkpoints not seen are gone
 
 
 class Registry:
@@ -100,6 +104,9 @@ class Registry:
                     "configGen": gen}
         if isinstance(identity, PoolIdentity):
             return {"uuid": identity.uuid, "name": identity.name, "node": node_ref, "configGen": gen}
+        if isinstance(identity, DomainChildIdentity):
+            domain_ref = self.object_id(f"Domain:{identity.domain_uuid}").to_wire()
+            return {"name": identity.name, "domain": domain_ref, "configGen": gen}
         pool_ref = self.object_id(f"Pool:{identity.pool_uuid}").to_wire()
         return {"key": identity.key, "name": identity.name, "path": identity.path, "pool": pool_ref,
                 "configGen": gen}
@@ -146,10 +153,12 @@ class Registry:
             self._applied = {n: s for n, s in self._applied.items() if s >= oldest}
 
     def _apply(self, seen: Iterable[Identity], scope: Optional[Iterable[str]] = None, seq: Optional[int] = None,
-               everything: bool = False, pool: Optional[str] = None) -> List[DataRecord]:
+               everything: bool = False, pool: Optional[str] = None,
+               children: Iterable[Tuple[str, str]] = ()) -> List[DataRecord]:
         """Make the registry match ``seen``; names in ``scope`` that were not seen are removed (with
-        ``everything``, every known object is in scope; with ``pool``, that pool's volumes). Objects a
-        newer sync (``seq``) applied to already are left as it made them."""
+        ``everything``, every known object is in scope; with ``pool``, that pool's volumes; with ``children``,
+        those (class, domain uuid)'s snapshots or checkpoints). Objects a newer sync (``seq``) applied to
+        already are left as it made them."""
         now = now_ns()
         changes: List[DataRecord] = []
         removals: List[DataRecord] = []
@@ -164,6 +173,10 @@ class Registry:
                 if pool is not None:
                     scope += [n for n, e in self._entries.items()
                               if isinstance(e.identity, VolumeIdentity) and e.identity.pool_uuid == pool]
+                parents = set(children)
+                if parents:
+                    scope += [n for n, e in self._entries.items() if isinstance(e.identity, DomainChildIdentity)
+                              and (e.class_name, e.identity.domain_uuid) in parents]
                 seen_names = set()
                 for identity in seen:
                     name = object_name(identity)
@@ -212,7 +225,10 @@ class Registry:
         seq = self._begin()
         try:
             seen: List[Identity] = [self.node]
-            seen += self._hv.list_domains()
+            domains = self._hv.list_domains()
+            seen += domains
+            for domain in domains:
+                seen += self._children(domain.uuid, CHILD_CLASSES)
             pools = self._hv.list_pools()
             seen += pools
             for pool in pools:
@@ -223,29 +239,44 @@ class Registry:
             raise
         return self._apply(seen, seq=seq, everything=True)
 
-    def sync_object(self, class_name: str, key: str) -> List[DataRecord]:
-        """Re-read one object (and, for a pool, its volumes) after something may have changed it."""
+    def _children(self, domain_uuid: str, classes: Iterable[str]) -> List[Identity]:
+        return [child for class_name in classes for child in self._hv.list_children(class_name, domain_uuid)]
+
+    def sync_object(self, class_name: str, key: str, children: bool = False) -> List[DataRecord]:
+        """Re-read one object (and, for a pool, its volumes; for a snapshot or checkpoint, its domain's; for a
+        domain with ``children`` or gone, its snapshots and checkpoints) after something may have changed it."""
         if class_name == "Node":
             return []
-        return self.apply(self.read_object(class_name, key))
+        return self.apply(self.read_object(class_name, key, children))
 
-    def read_object(self, class_name: str, key: str) -> "Reading":
+    def read_object(self, class_name: str, key: str, children: bool = False) -> "Reading":
         """sync_object's asking half (libvirt, no lock held); ``apply`` is the other, whenever it comes."""
         seq = self._begin()
+        relisted: Tuple[str, ...] = ()
         try:
-            identity = None if class_name == "Node" else self._hv.lookup(class_name, key)
-            seen: List[Identity] = [] if identity is None else [identity]
-            if class_name == "Pool" and identity is not None:
-                seen += self._hv.list_volumes(key)
+            if class_name in CHILD_CLASSES:  # one of a domain's: re-list them all (a delete takes children along)
+                domain_uuid = split_child_key(key)[0]
+                relisted = (class_name,)
+                seen = self._children(domain_uuid, relisted)
+            else:
+                domain_uuid = key
+                identity = None if class_name == "Node" else self._hv.lookup(class_name, key)
+                seen = [] if identity is None else [identity]
+                if class_name == "Pool" and identity is not None:
+                    seen += self._hv.list_volumes(key)
+                if class_name == "Domain" and (children or identity is None):
+                    relisted = CHILD_CLASSES
+                    seen += self._children(key, relisted) if identity is not None else []
         except BaseException:
             with self._lock:
                 self._end(seq)
             raise
         scope = [] if class_name == "Node" else [f"{class_name}:{key}"]
-        return Reading(seq, tuple(seen), tuple(scope), key if class_name == "Pool" else None)
+        return Reading(seq, tuple(seen), tuple(scope), key if class_name == "Pool" else None,
+                       tuple((c, domain_uuid) for c in relisted))
 
     def apply(self, reading: "Reading") -> List[DataRecord]:
-        return self._apply(reading.seen, reading.scope, reading.seq, pool=reading.pool)
+        return self._apply(reading.seen, reading.scope, reading.seq, pool=reading.pool, children=reading.children)
 
     def sync_identities(self, identities: Iterable[Identity]) -> List[DataRecord]:
         """Add objects a method returned (a new pool brings its volumes)."""
@@ -256,3 +287,9 @@ class Registry:
             else:
                 changes += self._apply([identity])
         return changes
+
+    def known_children(self, identities: Iterable[Identity]) -> List[str]:
+        """The names of the snapshots and checkpoints among ``identities`` that the registry has already."""
+        with self._lock:
+            return [object_name(i) for i in identities if isinstance(i, DomainChildIdentity)
+                    and object_name(i) in self._entries]

@@ -13,19 +13,24 @@ from virtq.schema.codec import ObjectId
 from virtq.schema.enums import DomainState, PoolState, VolumeType
 from virtq.schema.errors import (AgentError, AmbiguousRefError, CallTimeoutError, ConsoleError,
                                  InvalidParameterError, LibvirtError, NotConnectedError, NotStartedError, RemoteError,
-                                 TransportError, UnknownMethodError, UnknownObjectError, UnknownRefError, VirtqError)
+                                 StreamAbortedError, StreamChecksumError, TransportError, UnknownMethodError,
+                                 UnknownObjectError, UnknownRefError, VirtqError)
 
 from ._agents import LOST_AFTER
 from ._console import Console
 from ._jobs import Job
+from ._migration import (MigrationAbortedError, MigrationError, MigrationFailedError, MigrationJob,
+                         MigrationRefusedError)
 from .health import AgentHealth
 from .limits import Limits
 from .objects import RemoteObject, describe
+from ._streams import ConsoleStream
 from .repository import AgentRepository, AgentView, Repository
 
 __all__ = [
     "AgentError", "AgentHealth", "AgentRepository", "AgentView", "AmbiguousRefError", "CallTimeoutError", "Console",
-    "ConsoleError", "describe", "DomainState", "InvalidParameterError", "Job", "LibvirtError", "Limits", "LOST_AFTER",
+    "ConsoleError", "ConsoleStream", "describe", "DomainState", "InvalidParameterError", "Job", "LibvirtError", "Limits", "LOST_AFTER",
+    "MigrationAbortedError", "MigrationError", "MigrationFailedError", "MigrationJob", "MigrationRefusedError",
     "NotConnectedError", "NotStartedError", "ObjectId", "PoolState", "RemoteError", "RemoteObject", "Repository",
-    "TransportError", "UnknownMethodError", "UnknownObjectError", "UnknownRefError", "VirtqError", "VolumeType",
+    "StreamAbortedError", "StreamChecksumError", "TransportError", "UnknownMethodError", "UnknownObjectError", "UnknownRefError", "VirtqError", "VolumeType",
 ]

@@ -8,11 +8,13 @@ and its methods return coroutines; a method without out-arguments gives an :clas
 
 from __future__ import annotations
 
+import asyncio
 from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple,
                     Union)
 
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import InvalidParameterError
+from virtq.schema.streams import stream_argument
 
 from ._jobs import Job
 from ._scope import Scope
@@ -59,8 +61,16 @@ class AsyncObject:
         if name in snapshot.values or name in snapshot.stats:
             return getattr(snapshot, name)
         method = snapshot.schema.method(name)
-        if method is None:
-            return getattr(snapshot, name)  # the snapshot's own attributes; AttributeError as it says
+        if method is None:  # the snapshot's own attributes (AttributeError as it says); dom.snapshots wrapped
+            value = getattr(snapshot, name)
+            return wrap(value, self._session) if isinstance(value, list) else value
+        if stream_argument(method) is not None:  # its data comes as a stream: moved by a thread (console/_streams.py)
+            streamed = getattr(snapshot, name)
+
+            async def transfer(*args: Any, **kwargs: Any) -> Any:
+                return await asyncio.to_thread(streamed, *args, **kwargs)
+
+            return transfer
         names = [a.name for a in method.inputs]
         has_outputs = bool(method.outputs)
 
@@ -183,8 +193,9 @@ class AsyncScope:
 
     def __init__(self, scope: Scope, session: AsyncSession) -> None:
         self.agent_names = scope.agent_names
-        self.nodes, self.domains, self.pools, self.volumes = (
-            AsyncRepository(repo, session) for repo in (scope.nodes, scope.domains, scope.pools, scope.volumes))
+        self.nodes, self.domains, self.pools, self.volumes, self.snapshots, self.checkpoints = (
+            AsyncRepository(repo, session) for repo in (scope.nodes, scope.domains, scope.pools, scope.volumes,
+                                                        scope.snapshots, scope.checkpoints))
 
 
 def unwrap(value: Any) -> Any:

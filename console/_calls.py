@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from virtq.schema import errors
-from virtq.schema.codec import ExceptionResponse, MethodRequest, MethodResponse, ObjectId, direct_address
+from virtq.schema.codec import ExceptionResponse, Message, MethodRequest, MethodResponse, ObjectId, direct_address
 from virtq.schema.model import Method
 
 from ._agents import AgentTracker
@@ -34,29 +34,49 @@ class MethodCalls:
     def run(self, obj: Union[RemoteObject, ObjectId], method_name: str,
             arguments: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> Tuple[Job, Any]:
         """Call a method as a job in the object's apartment; returns (job, result)."""
+        target, method, wire = self._checked(obj, method_name, arguments)
+        with self._apartments.run(self._session, target.object_id, method_name) as job:
+            reply = self._ask(target, method_name, wire, timeout)
+        return job, self._answer(method, reply)
+
+    def in_job(self, obj: Union[RemoteObject, ObjectId], method_name: str,
+               arguments: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> Any:
+        """Call a method as part of a job that owns the object already (a migration's calls); the result."""
+        target, method, wire = self._checked(obj, method_name, arguments)
+        return self._answer(method, self._ask(target, method_name, wire, timeout))
+
+    def _checked(self, obj: Union[RemoteObject, ObjectId], method_name: str,
+                 arguments: Optional[Mapping[str, Any]]) -> Tuple[RemoteObject, Method, Dict[str, Any]]:
+        """The target, its method and the wire's arguments, checked against the schema before anything is sent."""
         target = obj if isinstance(obj, RemoteObject) else self._session.lookup(obj)
         method = target.schema.method(method_name)
         if method is None:
             raise errors.UnknownMethodError(f"{target.class_name} has no method {method_name!r}")
-        arguments = {name: wire_objects(value) for name, value in (arguments or {}).items()}
-        method.bind(arguments)
+        wire = {name: wire_objects(value) for name, value in (arguments or {}).items()}
+        method.bind(wire)
+        return target, method, wire
+
+    def _ask(self, target: RemoteObject, method_name: str, arguments: Dict[str, Any],
+             timeout: Optional[float]) -> Message:
         transport = self._tracker.route(target.agent)
-        with self._apartments.run(self._session, target.object_id, method_name) as job:
-            request = MethodRequest(object_id=target.object_id, method_name=method_name, arguments=arguments)
-            reply = self._requests.ask(transport, request, direct_address(target.agent),
-                                       timeout or self._session.timeout,
-                                       f"{target.class_name}.{method_name} on {target.object_id.object_name}")[-1]
-            # The agent pushes what the call changed before it replies. On one connection (direct mode) the
-            # ingest order hands the reply over after those pushes: the transitions are the job's already.
-            # Through a broker the pushes come through another queue than the reply: let the ingest thread
-            # apply what came meanwhile, while the job still owns the object (best effort: docs/CONSOLE.md).
-            if self._settle is not None:
-                self._settle()
+        request = MethodRequest(object_id=target.object_id, method_name=method_name, arguments=arguments)
+        reply = self._requests.ask(transport, request, direct_address(target.agent),
+                                   timeout or self._session.timeout,
+                                   f"{target.class_name}.{method_name} on {target.object_id.object_name}")[-1]
+        # The agent pushes what the call changed before it replies. On one connection (direct mode) the
+        # ingest order hands the reply over after those pushes: the transitions are the job's already.
+        # Through a broker the pushes come through another queue than the reply: let the ingest thread
+        # apply what came meanwhile, while the job still owns the object (best effort: docs/CONSOLE.md).
+        if self._settle is not None:
+            self._settle()
+        return reply
+
+    def _answer(self, method: Method, reply: Message) -> Any:
         if isinstance(reply, ExceptionResponse):
             raise errors.remote_error(reply.error_code, reply.error_text)
         if not isinstance(reply, MethodResponse):
             raise errors.ProtocolError(f"unexpected answer {reply.OPCODE} to a method request")
-        return job, self._results(method, reply.arguments)
+        return self._results(method, reply.arguments)
 
     def _results(self, method: Method, arguments: Mapping[str, Any]) -> Any:
         results: Dict[str, Any] = {}

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from virtq.logs import shown
 from virtq.schema import default_schema, errors
+from virtq.schema.children import KINDS, parent_property
 from virtq.schema.codec import Message, ObjectId, QueryRequest, direct_address
-from virtq.schema.model import Schema
+from virtq.schema.model import Method, Schema
 from virtq.transport import TlsConfig, Transport
 from virtq.transport.urls import redact
 
@@ -34,9 +35,12 @@ from ._ingest import Ingest
 from ._jobs import Apartments, Job
 from ._loader import Loader
 from ._loading import AgentLoading
+from ._migration import MigrationJob, Migrations
+from ._moves import Moves
 from ._redial import Redialer
 from ._requests import Requests
 from ._scope import Scope
+from ._streams import Streams
 from ._updater import Updater
 from .events import Event
 from .limits import Limits, LimitWatch
@@ -46,7 +50,7 @@ from .subscriptions import Subscribers, Subscription
 from .trust import AgentTrust, TrustRule
 
 if TYPE_CHECKING:
-    from .typed import Domain, Node, Pool, Snapshot, Volume
+    from .typed import Domain, DomainCheckpoint, DomainSnapshot, Node, Pool, Snapshot, Volume
 
 __all__ = ["Console"]
 
@@ -99,21 +103,28 @@ class Console:
         in the background and leave this when they join."""
         self._redial = Redialer(self._join)
         self.agents = AgentRepository()
-        self._repos: Dict[str, Repository[RemoteObject]] = {  # read before start() was called: NotStartedError
-            name: Repository(name, self.agents,
-                             lambda: self.ingest.thread.ident is not None or self.closed or not self.connections)
-            for name in ("Node", "Domain", "Pool", "Volume")}
+
+        def started() -> bool:  # read before start() was called: NotStartedError
+            return self.ingest.thread.ident is not None or self.closed or not self.connections
+
+        self._repos: Dict[str, Repository[RemoteObject]] = {
+            name: Repository(name, self.agents, started) for name in ("Node", "Domain", "Pool", "Volume")}
+        for name in KINDS:  # a domain's snapshots and checkpoints: "<domain>/<name>" finds one
+            self._repos[name] = Repository(name, self.agents, started, parent=self._repos["Domain"])
         # the same repositories as mypy should see them: handing out their classes' Protocols (virtq.console.typed)
         self.nodes = cast("Repository[Node]", self._repos["Node"])
         self.domains = cast("Repository[Domain]", self._repos["Domain"])
         self.pools = cast("Repository[Pool]", self._repos["Pool"])
         self.volumes = cast("Repository[Volume]", self._repos["Volume"])
+        self.snapshots = cast("Repository[DomainSnapshot]", self._repos["DomainSnapshot"])
+        self.checkpoints = cast("Repository[DomainCheckpoint]", self._repos["DomainCheckpoint"])
         self.subscribers = Subscribers()
         self.limit_watch = LimitWatch(self.subscribers.emit)
         self.apartments = Apartments()
         self._changed = threading.Condition()  # notified after every update
+        self.moves = Moves(self.subscribers.emit, self.find)  # a migrated domain: one DomainMigrated
         self.updater = Updater(self, self._now, self.schema, self.agents, self._repos, self.apartments,
-                               self.subscribers.emit, self.limits, self.limit_watch, self.subscribers.wanted)
+                               self.moves.tell, self.limits, self.limit_watch, self.subscribers.wanted)
         self.requests = Requests()
         self.tracker = AgentTracker(self.agents, self.limits, self.limit_watch, self.subscribers.emit, self._now,
                                     self._changed, schema_hash=self.schema.hash)
@@ -126,6 +137,10 @@ class Console:
         self._calls = MethodCalls(self, self.tracker, self.requests, self.apartments,
                                   None if addressing == "direct" else self.settle)
         self._fetcher = XmlFetcher(self.call)
+        self._migrations = Migrations(self, self._calls, self.apartments, self.moves, self.subscribers.emit,
+                                      self._urls, self._tls)
+        self.streams = Streams(self.run, self.tracker.route)
+        """Open streams (docs/PROTOCOL.md §14): a stream method's call registers one, the transports feed it."""
 
     def _now(self) -> float:
         return self.clock()  # looked up at each call: tests replace the clock of a running console
@@ -254,9 +269,11 @@ class Console:
         def on_state(up: bool) -> None:
             if not up:
                 self.requests.fail(transport, errors.NotConnectedError(f"connection to {url} lost"))
+                self.streams.fail(transport, errors.NotConnectedError(f"connection to {url} lost"))
             elif self.tracker.monitoring:  # a reconnect after start: converge on every agent behind it
                 self.loading.reconnected(transport)
-        transport.start(self.ingest.deliverer(url, transport), on_state, timeout=timeout)
+        transport.start(self.streams.deliverer(transport, self.ingest.deliverer(url, transport)), on_state,
+                        timeout=timeout)
 
     def close(self) -> None:
         if self.requests.closed:
@@ -269,6 +286,7 @@ class Console:
             transport.kill()
         self.ingest.stop()
         self.requests.fail(None, errors.NotConnectedError("console closed"))
+        self.streams.fail(None, errors.NotConnectedError("console closed"))
         self.subscribers.close()
 
     # --- subscribers -----------------------------------------------------------------------------
@@ -315,6 +333,21 @@ class Console:
         """
         return self.run(obj, method_name, arguments, timeout)[1]
 
+    def migrate(self, dom: Union[RemoteObject, Snapshot], to: Union[str, AgentView, RemoteObject, Node], *,
+                live: bool = True, persistent: bool = True, offline: bool = False, postcopy: bool = False,
+                bandwidth: Optional[int] = None, timeout: Optional[float] = None,
+                on_progress: Optional[Callable[[MigrationJob], None]] = None) -> MigrationJob:
+        """Migrate a domain to another agent (its name, instance, hostname, Node or AgentView): the running
+        MigrationJob; ``bandwidth`` in MiB/s, ``timeout`` aborts it (docs/CONSOLE.md, Live migration)."""
+        return self._migrations.start(cast(RemoteObject, dom), cast(Union[str, AgentView, RemoteObject], to),
+                                      live=live, persistent=persistent, offline=offline, postcopy=postcopy,
+                                      bandwidth=bandwidth, timeout=timeout, on_progress=on_progress)
+
+    def stream(self, obj: Union[RemoteObject, Snapshot], method: Method, args: Sequence[Any],
+               kwargs: Dict[str, Any]) -> Any:
+        """Call a stream method: a transfer's byte count, a screenshot's (mime, bytes), a ConsoleStream."""
+        return self.streams.call(obj, method, args, kwargs)
+
     def xml(self, obj: Union[RemoteObject, Snapshot], flags: int = 0) -> str:
         """An object's XML, fetched only when its configGen changed since the last fetch."""
         return self._fetcher.xml(self.find(obj.object_id) or cast(RemoteObject, obj), flags)
@@ -326,16 +359,24 @@ class Console:
     # --- lookups and waiting -------------------------------------------------------------------
 
     def repository(self, class_name: str) -> Repository[RemoteObject]:
-        """The repository of a class: 'Domain', 'domain' or 'domains' (for mypy, of untyped snapshots: the
+        """The repository of a class: 'Domain', 'domain' or 'domains'; 'DomainSnapshot', 'snapshot' or 'snapshots'
+        … (for mypy, of untyped snapshots: the
         attributes ``nodes``, ``domains`` … hand out their classes' Protocols)."""
         for name, repo in self._repos.items():
-            if class_name.lower() in (name.lower(), repo.kind):
+            if class_name.lower() in (name.lower(), repo.kind, repo.kind[:-1]):
                 return repo
-        raise errors.UnknownRefError(f"no class {class_name!r} (node, domain, pool, volume)")
+        raise errors.UnknownRefError(f"no class {class_name!r} (node, domain, pool, volume, snapshot, checkpoint)")
 
     def find(self, object_id: ObjectId) -> Optional[RemoteObject]:
         repo = self._repos.get(object_id.object_name.partition(":")[0])
         return None if repo is None else repo.by_id(object_id)
+
+    def children(self, parent: Union[RemoteObject, Snapshot], class_name: str) -> List[RemoteObject]:
+        """The objects of ``class_name`` that belong to ``parent``, by name (``dom.snapshots`` is this)."""
+        name, reference = parent.object_id.object_name, parent_property(parent.class_name)
+        return sorted((o for o in self._repos[class_name].of_agent(parent.agent)
+                       if getattr(o.values.get(reference), "object_name", None) == name),
+                      key=lambda o: str(o.values.get("name", "")))
 
     def lookup(self, object_id: ObjectId) -> RemoteObject:
         found = self.find(object_id)
@@ -346,7 +387,7 @@ class Console:
     def scope(self, *agent_refs: str) -> Scope:
         """Repositories limited to some agents (cluster scope) — seed 000's configurable set."""
         return Scope({self.agents.get(ref).name for ref in agent_refs},
-                     *(self._repos[name] for name in ("Node", "Domain", "Pool", "Volume")))
+                     *(self._repos[name] for name in ("Node", "Domain", "Pool", "Volume", *KINDS)))
 
     def is_lost(self, agent_name: str) -> bool:
         return self.tracker.is_lost(agent_name)

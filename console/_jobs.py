@@ -107,6 +107,13 @@ class Apartments:
         """``with apartments.run(...) as job:`` — the job owns the object inside the block."""
         return _Holding(self, console, object_id, method)
 
+    def hold(self, job: Job) -> "_Holding":
+        """``with apartments.hold(job):`` — a job made elsewhere (a migration's, ``new_id``) owns its object."""
+        return _Holding(self, job.console, job.object_id, job.method, job)
+
+    def new_id(self) -> int:
+        return next(self._ids)
+
     def _enter(self, job: Job) -> None:
         apartment = self._apartment((job.object_id.agent_name, job.object_id.object_name))
         with apartment.cond:
@@ -132,9 +139,9 @@ class Apartments:
 
 class _Holding:
     def __init__(self, apartments: Apartments, console: Session[RemoteObject], object_id: ObjectId,
-                 method: str) -> None:
+                 method: str, job: Optional[Job] = None) -> None:
         self._apartments = apartments
-        self.job = Job(next(apartments._ids), object_id, method, console)
+        self.job = job or Job(apartments.new_id(), object_id, method, console)
 
     def __enter__(self) -> Job:
         self._apartments._enter(self.job)

@@ -38,14 +38,17 @@ class ScopedRepository:
 
 
 class Scope:
-    """nodes/domains/pools/volumes of a set of agents."""
+    """nodes/domains/pools/volumes/snapshots/checkpoints of a set of agents."""
 
     def __init__(self, agent_names: Iterable[str], nodes: Repository[RemoteObject],
                  domains: Repository[RemoteObject], pools: Repository[RemoteObject],
-                 volumes: Repository[RemoteObject]) -> None:
+                 volumes: Repository[RemoteObject], snapshots: Repository[RemoteObject],
+                 checkpoints: Repository[RemoteObject]) -> None:
         names = frozenset(agent_names)
         self.agent_names = names
         self.nodes = ScopedRepository(nodes, names)
         self.domains = ScopedRepository(domains, names)
         self.pools = ScopedRepository(pools, names)
         self.volumes = ScopedRepository(volumes, names)
+        self.snapshots = ScopedRepository(snapshots, names)
+        self.checkpoints = ScopedRepository(checkpoints, names)

@@ -7,9 +7,10 @@ The protocol is generic in the snapshot type, so that this module needs no snaps
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Protocol, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar
 
 from virtq.schema.codec import ObjectId
+from virtq.schema.model import Method
 
 __all__ = ["Session"]
 
@@ -33,9 +34,15 @@ class Session(Protocol[Snapshot]):
     def wait_for(self, predicate: Callable[[], Any], timeout: Optional[float] = None) -> bool:
         """Block until ``predicate()`` is true (re-checked after every update); False on timeout."""
 
+    def children(self, parent: Snapshot, class_name: str) -> List[Snapshot]:
+        """The objects of ``class_name`` that belong to ``parent`` (a domain's snapshots …)."""
+
     def xml(self, obj: Snapshot, flags: int = 0) -> str:
         """An object's XML description."""
 
     def run(self, obj: Snapshot, method_name: str, arguments: Optional[Mapping[str, Any]] = None,
             timeout: Optional[float] = None) -> Tuple[Any, Any]:
         """Call a method on an object as a job: (the job, the result)."""
+
+    def stream(self, obj: Snapshot, method: Method, args: Sequence[Any], kwargs: Dict[str, Any]) -> Any:
+        """Call a stream method on an object (console/_streams.py)."""

@@ -52,8 +52,9 @@ class AsyncConsole:
         self._calls = ThreadPoolExecutor(workers, thread_name_prefix="virtq-aio-call")
         self._waiters = LoopWaiters(self.sync.wait_for)
         self._tails: Dict[Key, asyncio.Future[None]] = {}  # per object: the last call made from the loop
-        self.nodes, self.domains, self.pools, self.volumes = (
-            AsyncRepository(self.sync.repository(name), self) for name in ("Node", "Domain", "Pool", "Volume"))
+        self.nodes, self.domains, self.pools, self.volumes, self.snapshots, self.checkpoints = (
+            AsyncRepository(self.sync.repository(name), self)
+            for name in ("Node", "Domain", "Pool", "Volume", "DomainSnapshot", "DomainCheckpoint"))
 
     # --- what reads through ---------------------------------------------------------------------
 

@@ -18,8 +18,8 @@ from .repository import AgentView
 
 __all__ = [
     "AgentAdded", "AgentConflict", "AgentDegraded", "AgentEvent", "AgentLost", "AgentRecovered", "AgentRestarted",
-    "ConfigChanged", "DomainStateChanged", "Event", "LibvirtEvent", "LimitReached", "ObjectAdded", "ObjectEvent",
-    "ObjectRemoved", "Overflowed", "StatsApplied", "StatsUpdated",
+    "ConfigChanged", "DomainMigrated", "DomainStateChanged", "Event", "LibvirtEvent", "LimitReached",
+    "MigrationProgress", "ObjectAdded", "ObjectEvent", "ObjectRemoved", "Overflowed", "StatsApplied", "StatsUpdated",
 ]
 
 
@@ -166,6 +166,28 @@ class DomainStateChanged(ObjectEvent):
     @property
     def new_state(self) -> Optional[DomainState]:
         return DomainState.__members__.get(self.new.upper())
+
+
+@dataclass(frozen=True)
+class DomainMigrated(ObjectEvent):
+    """A domain moved from one agent to another (``obj``: its snapshot on ``to_agent``); ``downtime``: how long
+    the guest was paused, in ms (libvirt's), when the migration was this console's (None otherwise).
+
+    Opt-in: delivered only to subscriptions whose ``kinds`` name it (or a base class); they receive this one
+    event for the move, and not the ObjectRemoved/ObjectAdded pair of the two copies (console/_moves.py)."""
+
+    from_agent: str
+    to_agent: str
+    downtime: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class MigrationProgress(ObjectEvent):
+    """The statistics of a migration this console runs (``obj``: the domain on its source), from
+    getJobStats on the source: libvirt's typed-parameter names (``data_processed``, ``data_remaining``,
+    ``memory_bps``, ``memory_iteration``, ``time_elapsed`` …)."""
+
+    stats: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ A snapshot never changes; the repository replaces it when the agent pushes a new
 Properties read as attributes (``dom.uuid``, ``dom.name``, ``dom.id``, ``dom.configGen``);
 so do the pushed statistics (``dom.cpuTime`` …, also in ``dom.stats``), a state or type as libvirt's enum
 (``dom.state`` is a :class:`~virtq.schema.enums.DomainState`; ``dom.stats`` keeps the wire's integers).
-References to parents (``dom.node``, ``vol.pool``) are :class:`ObjectId` values that
-``console.lookup()`` turns into snapshots. Every method the class declares is a callable
+References to parents (``dom.node``, ``vol.pool``, ``snap.domain``) are :class:`ObjectId` values that
+``console.lookup()`` turns into snapshots; a domain's own objects are lists of snapshots (``dom.snapshots``,
+``dom.checkpoints``: what the console holds now, sorted by name). Every method the class declares is a callable
 attribute (``dom.suspend()``, ``dom.getXMLDesc(flags=0)``); a method without out-arguments
 returns its :class:`~virtq.console.Job`, so ``dom.create().wait_state("running")``
 waits for the pushed state. For mypy, virtq.console.typed declares each class's methods (and
@@ -17,10 +18,12 @@ from __future__ import annotations
 import enum
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from virtq.schema.children import CHILDREN
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import InvalidParameterError
 from virtq.schema.model import ClassSchema, Method
 from virtq.schema.states import as_enum
+from virtq.schema.streams import stream_argument
 
 from ._session import Session
 
@@ -120,6 +123,9 @@ class RemoteObject:
         method = object.__getattribute__(self, "_schema").method(name)
         if method is not None:
             return self._proxy(method)
+        child = dict(CHILDREN.get(self._schema.name, ())).get(name)
+        if child is not None:
+            return self._session.children(self, child)
         raise AttributeError(f"{self._schema.name} has no property, statistic or method {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -127,6 +133,8 @@ class RemoteObject:
 
     def _proxy(self, method: Method) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
+            if stream_argument(method) is not None:  # its data comes as a stream (console/_streams.py)
+                return self._session.stream(self, method, args, kwargs)
             inputs = method.inputs
             if len(args) > len(inputs):
                 raise InvalidParameterError(f"{method.name} takes {len(inputs)} argument(s)")

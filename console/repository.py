@@ -2,7 +2,7 @@
 
 The console's updater is the only writer; readers get snapshots. ``get(ref)`` accepts
 a uuid, a name (a node's is its hostname), a volume key or path, an object name
-(``Domain:<uuid>``) or ``<agent-or-hostname>/<name>``.
+(``Domain:<uuid>``) or ``<agent-or-hostname>/<name>`` (a snapshot or checkpoint: ``<domain>/<name>`` too).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, Generic, Iterator, List,
                     Tuple, TypeVar, cast)
 
 from virtq.logs import shown
+from virtq.schema.children import KINDS, parent_property
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import AmbiguousRefError, NotStartedError, UnknownRefError
 
@@ -148,8 +149,10 @@ class Repository(Generic[O]):
 
     IDENTITY = ("uuid", "key", "path")
 
-    def __init__(self, class_name: str, agents: AgentRepository, started: Callable[[], bool] = lambda: True) -> None:
-        self.kind = class_name.lower() + "s"
+    def __init__(self, class_name: str, agents: AgentRepository, started: Callable[[], bool] = lambda: True,
+                 parent: Optional["Repository[Any]"] = None) -> None:
+        self.kind = KINDS.get(class_name, class_name.lower() + "s")  # DomainSnapshot: "snapshots"
+        self._parent = parent  # snapshots, checkpoints: the domains, for get("<domain>/<name>")
         self._started = started  # False: reading raises NotStartedError (a console used before start())
         self.class_name = class_name
         self._agents = agents
@@ -210,7 +213,8 @@ class Repository(Generic[O]):
         return scope in (obj.agent, obj.agent.rsplit(":", 1)[-1]) or (agent is not None and scope == agent.hostname)
 
     def get(self, ref: str) -> O:
-        """Find one object by reference; UnknownRefError / AmbiguousRefError otherwise."""
+        """Find one object by reference; UnknownRefError / AmbiguousRefError otherwise. A snapshot or checkpoint
+        is also ``<domain name or uuid>/<name>``."""
         tests: List[Callable[[O], bool]] = [
             lambda o: any(o.values.get(k) == ref for k in self.IDENTITY) or o.object_id.object_name == ref,
             lambda o: o.values.get(self._name) == ref,
@@ -218,7 +222,17 @@ class Repository(Generic[O]):
         if "/" in ref:
             scope, _, name = ref.partition("/")
             tests.append(lambda o: o.values.get(self._name) == name and self._scope_matches(scope, o))
+            if self._parent is not None:
+                tests.append(lambda o: o.values.get(self._name) == name and self._parent_matches(scope, o))
         return _pick(self.kind, ref, list(self), tests)
+
+    def _parent_matches(self, ref: str, obj: O) -> bool:
+        """Whether a snapshot's or checkpoint's domain is ``ref`` (its name or uuid)."""
+        if self._parent is None:
+            return False
+        parent_id = obj.values.get(parent_property(self._parent.class_name))
+        parent = self._parent.by_id(parent_id) if isinstance(parent_id, ObjectId) else None
+        return parent is not None and ref in (parent.values.get("name"), parent.values.get("uuid"))
 
     def of_agent(self, agent_name: str) -> List[O]:
         with self._lock:

@@ -5,7 +5,8 @@ Overflow policy: when a subscriber's queue is full the OLDEST queued event is dr
 :class:`Overflowed` event with the count before its next event.
 
 Kinds: a subscription without ``kinds`` receives every kind but the opt-in ones (:data:`OPT_IN`:
-``StatsUpdated``, one event per object per sample, where ``StatsApplied`` is one per batch); with
+``StatsUpdated``, one event per object per sample, where ``StatsApplied`` is one per batch; ``DomainMigrated``,
+which replaces the ObjectRemoved/ObjectAdded pair of a moved domain for those that ask for it); with
 ``kinds`` it receives the events that are instances of them, opt-in kinds included.
 """
 
@@ -16,7 +17,7 @@ import logging
 import threading
 from typing import Callable, Deque, Iterator, List, Optional, Tuple, Type, Union
 
-from .events import Event, Overflowed, StatsUpdated
+from .events import DomainMigrated, Event, Overflowed, StatsUpdated
 
 __all__ = ["OPT_IN", "Kinds", "Subscribers", "Subscription", "normalize_kinds"]
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 Kinds = Optional[Tuple[Type[Event], ...]]
 KindsArgument = Union[None, Type[Event], Tuple[Type[Event], ...], List[Type[Event]]]
-OPT_IN: Tuple[Type[Event], ...] = (StatsUpdated,)
+OPT_IN: Tuple[Type[Event], ...] = (StatsUpdated, DomainMigrated)
 """Kinds delivered only to subscriptions that name them (or a base class of them) in ``kinds``."""
 
 
@@ -155,11 +156,12 @@ class Subscribers:
         with self._lock:
             return any(subscription.wants_kind(kind) for subscription in self._subscriptions)
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, audience: Optional[Callable[[Subscription], bool]] = None) -> None:
+        """Offer ``event`` to the subscriptions that want it (and, when given, are in ``audience``)."""
         with self._lock:
             subscriptions = list(self._subscriptions)
         for subscription in subscriptions:
-            if subscription.wants(event):
+            if subscription.wants(event) and (audience is None or audience(subscription)):
                 subscription.offer(event)
 
     def close(self) -> None:

@@ -13,10 +13,10 @@ from typing import Any
 
 from .objects import RemoteObject
 
-__all__ = ["Domain", "Node", "Pool", "Snapshot", "Volume"]
+__all__ = ["Domain", "DomainCheckpoint", "DomainSnapshot", "Node", "Pool", "Snapshot", "Volume"]
 
-Snapshot = Node = Domain = Pool = Volume = RemoteObject
-_CLASSES = ("Node", "Domain", "Pool", "Volume")
+Snapshot = Node = Domain = Pool = Volume = DomainSnapshot = DomainCheckpoint = RemoteObject
+_CLASSES = ("Node", "Domain", "Pool", "Volume")  # DomainSnapshot…Result, DomainCheckpoint…Result start with Domain
 
 
 def __getattr__(name: str) -> Any:

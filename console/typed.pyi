@@ -11,13 +11,14 @@ Methods without out-arguments return their Job; with one, its value; with severa
 with named fields (libvirt's out-structures) are TypedDicts, their values typed Any.
 """
 
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, TypedDict, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, TypedDict, Union
 
 from virtq.schema.codec import ObjectId
 from virtq.schema.enums import DomainState, PoolState, VolumeType
 from virtq.schema.model import ClassSchema
 
 from ._jobs import Job
+from ._streams import ConsoleStream
 
 
 class Snapshot(Protocol):
@@ -219,6 +220,12 @@ class Domain(Snapshot, Protocol):
     @property
     def cpuTime(self) -> int:
         """A pushed statistic (ns)"""
+    @property
+    def snapshots(self) -> List[DomainSnapshot]:
+        """Its DomainSnapshot objects the console holds, by name"""
+    @property
+    def checkpoints(self) -> List[DomainCheckpoint]:
+        """Its DomainCheckpoint objects the console holds, by name"""
     def latest(self) -> Domain: ...
     def abortJob(self) -> Job:
         """virDomainAbortJob: Requests that the current background job be aborted at the soonest opportunity."""
@@ -236,7 +243,7 @@ class Domain(Snapshot, Protocol):
         """virDomainAuthorizedSSHKeysGet: For given @user in @domain fetch list of public SSH authorized keys and store them into @keys array which is allocated upon successful return and is NULL terminated."""
     def authorizedSSHKeysSet(self, user: str, keys: Optional[Sequence[Any]] = ..., flags: int = ...) -> Job:
         """virDomainAuthorizedSSHKeysSet: For given @user in @domain set @keys in authorized keys file."""
-    def backupBegin(self, backupXML: str, checkpointXML: str, flags: int = ...) -> Job:
+    def backupBegin(self, backupXML: str, checkpointXML: Optional[str] = ..., flags: int = ...) -> Job:
         """virDomainBackupBegin: Start a point-in-time backup job for the specified disks of a running domain."""
     def backupGetXMLDesc(self, flags: int = ...) -> str:
         """virDomainBackupGetXMLDesc: Queries the configuration of the active backup job."""
@@ -248,6 +255,8 @@ class Domain(Snapshot, Protocol):
         """virDomainBlockJobAbort: Cancel the active block job on the given disk."""
     def blockJobSetSpeed(self, disk: str, bandwidth: int, flags: int = ...) -> Job:
         """virDomainBlockJobSetSpeed: Set the maximum allowable bandwidth that a block job may consume."""
+    def blockPeek(self, disk: str, offset: int, size: int, flags: int = ...) -> bytes:
+        """virDomainBlockPeek: This function allows you to read the contents of a domain's disk device."""
     def blockPull(self, disk: str, bandwidth: int = ..., flags: int = ...) -> Job:
         """virDomainBlockPull: Populate a disk image with data from its backing image."""
     def blockRebase(self, disk: str, base: str, bandwidth: int = ..., flags: int = ...) -> Job:
@@ -258,6 +267,10 @@ class Domain(Snapshot, Protocol):
         """virDomainBlockStats: virDomainBlockStatsStruct of a disk: rd_req, rd_bytes, wr_req, wr_bytes, errs"""
     def blockStatsFlags(self, disk: str, flags: int = ...) -> Dict[str, Any]:
         """virDomainBlockStatsFlags: This function is to get block stats parameters for block devices attached to the domain."""
+    def checkpointCreateXML(self, xmlDesc: str, flags: int = ...) -> DomainCheckpoint:
+        """virDomainCheckpointCreateXML: Create a new checkpoint using @xmlDesc, with a top-level <domaincheckpoint> element, on a running @domain."""
+    def checkpointLookupByName(self, name: str, flags: int = ...) -> DomainCheckpoint:
+        """virDomainCheckpointLookupByName: Try to lookup a domain checkpoint based on its name."""
     def coreDump(self, to: str, flags: int = ...) -> Job:
         """virDomainCoreDump: This method will dump the core of a domain on a given file for analysis."""
     def coreDumpWithFormat(self, to: str, dumpformat: int, flags: int = ...) -> Job:
@@ -366,6 +379,8 @@ class Domain(Snapshot, Protocol):
         """virDomainGetVcpusFlags: Query the number of virtual CPUs used by the domain."""
     def getXMLDesc(self, flags: int = ...) -> str:
         """virDomainGetXMLDesc: Provide an XML description of the domain."""
+    def hasCurrentSnapshot(self, flags: int = ...) -> int:
+        """virDomainHasCurrentSnapshot: Determine if the domain has a current snapshot."""
     def hasManagedSaveImage(self, flags: int = ...) -> int:
         """virDomainHasManagedSaveImage: Check if a domain has a managed save image as created by virDomainManagedSave()."""
     def injectNMI(self, flags: int = ...) -> Job:
@@ -380,6 +395,10 @@ class Domain(Snapshot, Protocol):
         """virDomainIsPersistent: Determine if the domain has a persistent configuration which means it will still exist after shutting down"""
     def isUpdated(self) -> int:
         """virDomainIsUpdated: Determine if the domain has been updated."""
+    def listAllCheckpoints(self, flags: int = ...) -> List[DomainCheckpoint]:
+        """virDomainListAllCheckpoints: Collect the list of domain checkpoints for the given domain and allocate an array to store those objects."""
+    def listAllSnapshots(self, flags: int = ...) -> List[DomainSnapshot]:
+        """virDomainListAllSnapshots: Collect the list of domain snapshots for the given domain and allocate an array to store those objects."""
     def managedSave(self, flags: int = ...) -> Job:
         """virDomainManagedSave: This method will suspend a domain and save its memory contents to a file on disk."""
     def managedSaveDefineXML(self, dxml: str, flags: int = ...) -> Job:
@@ -388,6 +407,8 @@ class Domain(Snapshot, Protocol):
         """virDomainManagedSaveGetXMLDesc: This method will extract the XML description of the managed save state file of a domain."""
     def managedSaveRemove(self, flags: int = ...) -> Job:
         """virDomainManagedSaveRemove: Remove any managed save image for this domain."""
+    def memoryPeek(self, start: int, size: int, flags: int = ...) -> bytes:
+        """virDomainMemoryPeek: This function allows you to read the contents of a domain's memory."""
     def memoryStats(self) -> Dict[str, Any]:
         """virDomainMemoryStats: Memory statistics of a running domain, by virDomainMemoryStatTags name (actual, rss, …)"""
     def migrateGetCompressionCache(self, flags: int = ...) -> int:
@@ -410,6 +431,10 @@ class Domain(Snapshot, Protocol):
         """virDomainMigrateToURI2: Migrate the domain object from its current host to the destination host given by @dconnuri."""
     def migrateToURI3(self, dconnuri: str, params: Mapping[str, Any], flags: int = ...) -> Job:
         """virDomainMigrateToURI3: Migrate the domain object from its current host to the destination host given by URI."""
+    def openChannel(self, name: str, flags: int = ...) -> ConsoleStream:
+        """virDomainOpenChannel: Open a channel device of the domain (virtio-serial …) as a bidirectional stream"""
+    def openConsole(self, dev_name: Optional[str] = ..., flags: int = ...) -> ConsoleStream:
+        """virDomainOpenConsole: Open the domain's console (a serial console, a paravirtual one) as a bidirectional stream"""
     def pinEmulator(self, cpumap: Sequence[Any], flags: int = ...) -> Job:
         """virDomainPinEmulator: Dynamically change the real CPUs which can be allocated to all emulator threads."""
     def pinIOThread(self, iothread_id: int, cpumap: Sequence[Any], flags: int = ...) -> Job:
@@ -430,12 +455,16 @@ class Domain(Snapshot, Protocol):
         """virDomainReset: Reset a domain immediately without any guest OS shutdown."""
     def resume(self) -> Job:
         """virDomainResume: Resume a suspended domain, the process is restarted from the state where it was frozen by calling virDomainSuspend()."""
+    def revertToSnapshot(self, snapshot: Union[DomainSnapshot, ObjectId], flags: int = ...) -> Job:
+        """virDomainRevertToSnapshot: Revert the domain to a given snapshot."""
     def save(self, to: str) -> Job:
         """virDomainSave: This method will suspend a domain and save its memory contents to a file on disk."""
     def saveFlags(self, to: str, dxml: Optional[str] = ..., flags: int = ...) -> Job:
         """virDomainSaveFlags: This method will suspend a domain and save its memory contents to a file on disk."""
     def saveParams(self, params: Mapping[str, Any], flags: int = ...) -> Job:
         """virDomainSaveParams: This method extends virDomainSaveFlags by adding parameters."""
+    def screenshot(self, screen: int = ..., flags: int = ...) -> Tuple[str, bytes]:
+        """virDomainScreenshot: Take a screenshot of the domain's console: its MIME type, and the image as a stream"""
     def sendKey(self, codeset: int, holdtime: int, keycodes: Sequence[Any], nkeycodes: int, flags: int = ...) -> Job:
         """virDomainSendKey: Send key(s) to the guest."""
     def sendProcessSignal(self, pid_value: int, signum: int, flags: int = ...) -> Job:
@@ -492,6 +521,16 @@ class Domain(Snapshot, Protocol):
         """virDomainShutdown: Shutdown a domain, the domain object is still usable thereafter, but the domain OS is being stopped."""
     def shutdownFlags(self, flags: int = ...) -> Job:
         """virDomainShutdownFlags: Shutdown a domain, the domain object is still usable thereafter but the domain OS is being stopped."""
+    def snapshotCreateXML(self, xmlDesc: str, flags: int = ...) -> DomainSnapshot:
+        """virDomainSnapshotCreateXML: Creates a new snapshot of a domain based on the snapshot xml contained in xmlDesc, with a top-level element <domainsnapshot>."""
+    def snapshotCurrent(self, flags: int = ...) -> DomainSnapshot:
+        """virDomainSnapshotCurrent: Get the current snapshot for a domain, if any."""
+    def snapshotListNames(self, flags: int = ...) -> List[Any]:
+        """virDomainSnapshotListNames: Collect the list of domain snapshots for the given domain, and store their names in @names."""
+    def snapshotLookupByName(self, name: str, flags: int = ...) -> DomainSnapshot:
+        """virDomainSnapshotLookupByName: Try to lookup a domain snapshot based on its name."""
+    def snapshotNum(self, flags: int = ...) -> int:
+        """virDomainSnapshotNum: Provides the number of domain snapshots for this domain."""
     def startDirtyRateCalc(self, seconds: int, flags: int = ...) -> Job:
         """virDomainStartDirtyRateCalc: Calculate the current domain's memory dirty rate in next @seconds."""
     def suspend(self) -> Job:
@@ -595,6 +634,8 @@ class Volume(Snapshot, Protocol):
     def latest(self) -> Volume: ...
     def delete(self, flags: int = ...) -> Job:
         """virStorageVolDelete: Delete the storage volume from the pool"""
+    def download(self, file: BinaryIO, offset: int = ..., length: int = ..., flags: int = ..., progress: Optional[Callable[[int], None]] = ...) -> int:
+        """virStorageVolDownload: Download the volume's content (from offset, length bytes; 0: to the end) as a stream"""
     def getInfo(self) -> VolumeGetInfoResult:
         """virStorageVolGetInfo: virStorageVolInfo: type, capacity, allocation (bytes)"""
     def getInfoFlags(self, flags: int = ...) -> VolumeGetInfoFlagsResult:
@@ -611,10 +652,64 @@ class Volume(Snapshot, Protocol):
         """virStorageVolResize: Changes the capacity of the storage volume @vol to @capacity."""
     def storagePoolLookupByVolume(self) -> Pool:
         """virStoragePoolLookupByVolume: Fetch a storage pool which contains a particular volume virStoragePoolFree should be used to free the resources after the storage pool object is no longer needed."""
+    def upload(self, file: BinaryIO, offset: int = ..., length: int = ..., flags: int = ..., progress: Optional[Callable[[int], None]] = ...) -> int:
+        """virStorageVolUpload: Upload content into the volume (at offset, length bytes; 0: to the end) as a stream"""
     def wipe(self, flags: int = ...) -> Job:
         """virStorageVolWipe: Ensure data previously on a volume is not accessible to future reads."""
     def wipePattern(self, algorithm: int, flags: int = ...) -> Job:
         """virStorageVolWipePattern: Similar to virStorageVolWipe, but one can choose between different wiping algorithms."""
+
+
+class DomainSnapshot(Snapshot, Protocol):
+    """A snapshot of a domain (its disks, and its memory when it was running): libvirt's virDomainSnapshot"""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def domain(self) -> ObjectId: ...
+    @property
+    def configGen(self) -> int: ...
+    def latest(self) -> DomainSnapshot: ...
+    def delete(self, flags: int = ...) -> Job:
+        """virDomainSnapshotDelete: Delete the snapshot."""
+    def getName(self) -> str:
+        """virDomainSnapshotGetName: Get the public name for that snapshot"""
+    def getParent(self, flags: int = ...) -> DomainSnapshot:
+        """virDomainSnapshotGetParent: Get the parent snapshot for @snapshot, if any."""
+    def getXMLDesc(self, flags: int = ...) -> str:
+        """virDomainSnapshotGetXMLDesc: Provide an XML description of the domain snapshot, with a top-level element of <domainsnapshot>."""
+    def hasMetadata(self, flags: int = ...) -> int:
+        """virDomainSnapshotHasMetadata: Determine if the given snapshot is associated with libvirt metadata that would prevent the deletion of the domain."""
+    def isCurrent(self, flags: int = ...) -> int:
+        """virDomainSnapshotIsCurrent: Determine if the given snapshot is the domain's current snapshot."""
+    def listAllChildren(self, flags: int = ...) -> List[DomainSnapshot]:
+        """virDomainSnapshotListAllChildren: Collect the list of domain snapshots that are children of the given snapshot, and allocate an array to store those objects."""
+    def listChildrenNames(self, flags: int = ...) -> List[Any]:
+        """virDomainSnapshotListChildrenNames: Collect the list of domain snapshots that are children of the given snapshot, and store their names in @names."""
+    def numChildren(self, flags: int = ...) -> int:
+        """virDomainSnapshotNumChildren: Provides the number of child snapshots for this domain snapshot."""
+
+
+class DomainCheckpoint(Snapshot, Protocol):
+    """A checkpoint of a domain's disks, the start of an incremental backup: libvirt's virDomainCheckpoint"""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def domain(self) -> ObjectId: ...
+    @property
+    def configGen(self) -> int: ...
+    def latest(self) -> DomainCheckpoint: ...
+    def delete(self, flags: int = ...) -> Job:
+        """virDomainCheckpointDelete: Removes a checkpoint from the domain."""
+    def getName(self) -> str:
+        """virDomainCheckpointGetName: Get the public name for that checkpoint"""
+    def getParent(self, flags: int = ...) -> DomainCheckpoint:
+        """virDomainCheckpointGetParent: Get the parent checkpoint for @checkpoint, if any."""
+    def getXMLDesc(self, flags: int = ...) -> str:
+        """virDomainCheckpointGetXMLDesc: Provide an XML description of the domain checkpoint."""
+    def listAllChildren(self, flags: int = ...) -> List[DomainCheckpoint]:
+        """virDomainCheckpointListAllChildren: Collect the list of domain checkpoints that are children of the given checkpoint, and allocate an array to store those objects."""
 
 
 class NodeDomainListGetStatsResult(TypedDict):
@@ -809,4 +904,4 @@ class VolumeGetInfoFlagsResult(TypedDict):
     capacity: Any
     allocation: Any
 
-__all__ = ["Snapshot", "Node", "Domain", "Pool", "Volume", "DomainBlockStatsResult", "DomainGetBlockInfoResult", "DomainGetControlInfoResult", "DomainGetFSInfoResult", "DomainGetIOThreadInfoResult", "DomainGetInfoResult", "DomainGetJobInfoResult", "DomainGetSchedulerTypeResult", "DomainGetSecurityLabelListResult", "DomainGetSecurityLabelResult", "DomainGetStateResult", "DomainGetVcpusInfoResult", "DomainGetVcpusResult", "DomainInterfaceStatsResult", "NodeDomainListGetStatsResult", "NodeGetAllDomainStatsResult", "NodeGetCPUMapResult", "NodeGetInfoResult", "NodeGetSecurityModelResult", "PoolGetInfoResult", "VolumeGetInfoFlagsResult", "VolumeGetInfoResult"]
+__all__ = ["Snapshot", "Node", "Domain", "Pool", "Volume", "DomainSnapshot", "DomainCheckpoint", "DomainBlockStatsResult", "DomainGetBlockInfoResult", "DomainGetControlInfoResult", "DomainGetFSInfoResult", "DomainGetIOThreadInfoResult", "DomainGetInfoResult", "DomainGetJobInfoResult", "DomainGetSchedulerTypeResult", "DomainGetSecurityLabelListResult", "DomainGetSecurityLabelResult", "DomainGetStateResult", "DomainGetVcpusInfoResult", "DomainGetVcpusResult", "DomainInterfaceStatsResult", "NodeDomainListGetStatsResult", "NodeGetAllDomainStatsResult", "NodeGetCPUMapResult", "NodeGetInfoResult", "NodeGetSecurityModelResult", "PoolGetInfoResult", "VolumeGetInfoFlagsResult", "VolumeGetInfoResult"]

@@ -27,7 +27,8 @@ __all__ = [
     "PARTIAL", "PRODUCT", "QUERY_WHATS", "TOPIC", "UUID_KEYED", "VENDOR",
     "AgentHeartbeat", "AgentInfo", "AgentLocateRequest", "AgentLocateResponse", "DataIndication", "DataRecord",
     "EventIndication", "EventRecord", "ExceptionResponse", "InvalidObjectNameError", "Message", "MethodRequest",
-    "MethodResponse", "ObjectId", "QueryRequest", "QueryResponse", "StatsBatch", "StatsIndication", "WireMessage",
+    "MethodResponse", "ObjectId", "QueryRequest", "QueryResponse", "STREAM", "STREAM_HOLE", "STREAM_OPS", "STREAM_SEQ",
+    "StatsBatch", "StatsIndication", "StreamControl", "StreamData", "WireMessage",
     "check_object_name", "data_subject", "decode", "direct_address", "event_subject", "heartbeat_subject",
     "now_ns", "schema_id_from_wire", "schema_id_to_wire", "stats_subject",
 ]
@@ -294,12 +295,84 @@ class StatsIndication(_Indication):
     batches: Sequence[StatsBatch] = ()
 
 
+STREAM = "qmf.stream"
+"""The application property that makes a message part of a stream (its value: the stream's id); §14."""
+STREAM_SEQ = "qmf.seq"
+STREAM_HOLE = "qmf.hole"
+STREAM_OPS = ("credit", "end", "done", "cancel")
+
+
+def _stream_id(properties: Mapping[str, Any], where: str) -> str:
+    value = require(properties, STREAM, str, where)
+    if not value or len(value) > 64:
+        raise ProtocolError(f"{where}: bad {STREAM}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class StreamData(Message):
+    """One chunk of a stream (docs/PROTOCOL.md §14): ``data`` as an AMQP binary; or, in a sparse stream,
+    ``hole`` bytes of zeros that are not sent (the body is then empty)."""
+
+    OPCODE = "_stream_data"
+    KIND = "indication"
+    stream: str = ""
+    seq: int = 0
+    data: bytes = b""
+    hole: int = 0
+
+    def _body(self) -> Any:
+        return bytes(self.data)
+
+    def _properties(self) -> Dict[str, Any]:
+        properties: Dict[str, Any] = {STREAM: self.stream, STREAM_SEQ: self.seq}
+        if self.hole:
+            properties[STREAM_HOLE] = self.hole
+        return properties
+
+    @classmethod
+    def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "StreamData":
+        if not isinstance(body, (bytes, bytearray)):
+            raise ProtocolError("stream data: body must be binary")
+        seq = require(properties, STREAM_SEQ, int, "stream data")
+        hole = properties.get(STREAM_HOLE, 0)
+        if isinstance(hole, bool) or not isinstance(hole, int) or hole < 0 or seq < 0 or (hole and body):
+            raise ProtocolError("stream data: bad sequence number or hole")
+        return cls(stream=_stream_id(properties, "stream data"), seq=seq, data=bytes(body), hole=hole, **common)
+
+
+@dataclass(frozen=True)
+class StreamControl(Message):
+    """A stream's flow and end (§14): ``credit`` (more chunks the receiver takes), ``end`` (the sender's last
+    word: bytes and sha256), ``done`` (the agent finished libvirt's stream after an end), ``cancel``."""
+
+    OPCODE = "_stream_control"
+    KIND = "indication"
+    stream: str = ""
+    op: str = "credit"
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def _body(self) -> Any:
+        return {"_op": self.op, **self.values}
+
+    def _properties(self) -> Dict[str, Any]:
+        return {STREAM: self.stream}
+
+    @classmethod
+    def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "StreamControl":
+        op = require(body, "_op", str, "stream control")
+        if op not in STREAM_OPS:
+            raise ProtocolError(f"stream control: unknown _op {op!r}")
+        values = {k: v for k, v in body.items() if k != "_op" and isinstance(k, str)}
+        return cls(stream=_stream_id(properties, "stream control"), op=op, values=values, **common)
+
+
 _INDICATION_BY_CONTENT: Dict[str, Type[Message]] = {"_event": EventIndication, "_stats": StatsIndication}
 
 _BY_OPCODE: Dict[str, Type[Message]] = {
     cls.OPCODE: cls
     for cls in (AgentLocateRequest, AgentLocateResponse, AgentHeartbeat, QueryRequest, QueryResponse,
-                MethodRequest, MethodResponse, ExceptionResponse, DataIndication)
+                MethodRequest, MethodResponse, ExceptionResponse, DataIndication, StreamData, StreamControl)
 }
 
 

@@ -12,6 +12,8 @@
     │   ├── ForbiddenError          6                                                    (PermissionError)
     │   ├── AgentError              7  the agent failed or the request was malformed
     │   ├── ObjectBusyError         8  the object's libvirt calls are stuck: this one was not started
+    │   ├── StreamAbortedError      9  a stream was cancelled by its peer or aborted (stalled, out of order)
+    │   ├── StreamChecksumError    10  a stream's bytes do not match the sha256 its sender gave
     │   └── LibvirtError            0x10000 + libvirt's error number, libvirt's message
     │       ├── AccessDeniedError   0x10058 (VIR_ERR_ACCESS_DENIED, 88): the policy      (PermissionError)
     │       │                       does not grant it
@@ -39,12 +41,13 @@ from typing import Dict, Optional, Type
 
 __all__ = [
     "STATUS_BUSY", "STATUS_EXCEPTION", "STATUS_FEATURE_NOT_IMPLEMENTED", "STATUS_FORBIDDEN", "STATUS_INVALID_PARAMETER",
-    "STATUS_NOT_IMPLEMENTED", "STATUS_UNKNOWN_METHOD", "STATUS_UNKNOWN_OBJECT", "STATUS_USER",
+    "STATUS_NOT_IMPLEMENTED", "STATUS_STREAM_ABORTED", "STATUS_STREAM_CHECKSUM", "STATUS_UNKNOWN_METHOD",
+    "STATUS_UNKNOWN_OBJECT", "STATUS_USER",
     "VIR_ERR_ACCESS_DENIED", "VIR_ERR_OPERATION_TIMEOUT",
     "AccessDeniedError", "AgentError", "AmbiguousRefError", "CallTimeoutError", "ConsoleError", "ForbiddenError",
     "InvalidParameterError", "LibvirtError", "LibvirtTimeoutError", "NotConnectedError", "NotImplementedError_",
     "NotStartedError",
-    "ObjectBusyError", "ProtocolError", "RemoteError", "TransportError", "UnknownMethodError", "UnknownObjectError", "UnknownRefError",
+    "ObjectBusyError", "ProtocolError", "RemoteError", "StreamAbortedError", "StreamChecksumError", "TransportError", "UnknownMethodError", "UnknownObjectError", "UnknownRefError",
     "VirtqError", "remote_error",
 ]
 
@@ -58,6 +61,10 @@ STATUS_FORBIDDEN = 6
 STATUS_EXCEPTION = 7
 STATUS_BUSY = 8
 """virtq's extension: the target object has libvirt calls stuck; the call was refused, not queued."""
+STATUS_STREAM_ABORTED = 9
+"""virtq's extension: a stream ended before its end (cancelled, stalled, a chunk out of order or over its window)."""
+STATUS_STREAM_CHECKSUM = 10
+"""virtq's extension: the bytes a stream carried do not match the sha256 its sender sent at the end."""
 STATUS_USER = 0x10000
 """libvirt errors are reported as STATUS_USER + virErrorNumber."""
 VIR_ERR_OPERATION_TIMEOUT = 68
@@ -123,6 +130,19 @@ class ObjectBusyError(RemoteError):
     one at once instead of queueing it behind them; the text names the oldest stuck call and its age."""
 
     code = STATUS_BUSY
+
+
+class StreamAbortedError(RemoteError):
+    """A stream ended before its end: cancelled by the other side, aborted by the agent because its peer made
+    no progress for the stream's idle timeout, or a chunk came out of order or beyond the credit granted."""
+
+    code = STATUS_STREAM_ABORTED
+
+
+class StreamChecksumError(RemoteError):
+    """The bytes a stream carried do not match the sha256 (or the count) its sender gave at the end."""
+
+    code = STATUS_STREAM_CHECKSUM
 
 
 class LibvirtError(RemoteError):
@@ -191,7 +211,8 @@ class AmbiguousRefError(ConsoleError, LookupError):
 _BY_CODE: Dict[int, Type[RemoteError]] = {
     cls.code: cls
     for cls in (UnknownObjectError, UnknownMethodError, NotImplementedError_,
-                InvalidParameterError, ForbiddenError, AgentError, ObjectBusyError)
+                InvalidParameterError, ForbiddenError, AgentError, ObjectBusyError, StreamAbortedError,
+                StreamChecksumError)
 }
 
 

@@ -22,7 +22,11 @@ _INT_RANGES: Dict[str, Tuple[int, int]] = {
     "absTime": (0, 2**63 - 1),
 }
 
-TYPES = frozenset(_INT_RANGES) | {"sstr", "lstr", "bool", "float", "double", "map", "list", "objId", "uuid"}
+TYPES = frozenset(_INT_RANGES) | {"sstr", "lstr", "bool", "float", "double", "map", "list", "objId", "uuid",
+                                  "binary", "stream"}
+"""``binary``: raw bytes (an AMQP binary: the peeks' results). ``stream``: the out-argument of a method that
+opens a stream (docs/PROTOCOL.md §14): a map describing it; the agent, not the caller, fills the binding's
+stream parameter it stands for."""
 
 SSTR_MAX = 255
 """QMF's short string limit."""
@@ -55,6 +59,8 @@ def check(type_name: str, value: Any) -> None:
         "map": lambda v: isinstance(v, Mapping),
         "list": lambda v: isinstance(v, (list, tuple)),
         "objId": _is_object_id,
+        "binary": lambda v: isinstance(v, (bytes, bytearray)),
+        "stream": lambda v: isinstance(v, Mapping),
     }
     test = expected.get(type_name)
     if test is None:

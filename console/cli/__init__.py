@@ -1,7 +1,8 @@
 """``virtq``: ad-hoc calls on the console library. Parse, call the console, format.
 
 One module a command family: ``_list`` (list, show), ``_objects`` (call, xml), ``_agents``, ``_watch``,
-``_top``, ``_exporter``, ``_schema`` (methods, schema coverage); ``_app`` holds the group and its global
+``_top``, ``_exporter``, ``_schema`` (methods, schema coverage), ``_stream`` (screenshot, volume download|upload),
+``_serial`` (console), ``_migrate``; ``_app`` holds the group and its global
 options (``_profiles``: virtq.conf; ``_resolve``: URL checks), ``_arguments`` parses a call's arguments,
 ``_results`` prints its result, ``_complete`` completes and suggests names, ``_output`` is what every
 command prints through, ``_errors`` the exit codes: 0 ok; 1 other errors; 2 usage; 3 agent
@@ -15,15 +16,19 @@ from ._agents import agents
 from ._app import cli
 from ._exporter import exporter
 from ._list import list_, show
+from ._migrate import migrate
 from ._objects import call, xml
 from ._output import printable, xml_text
 from ._schema import methods, schema_group
+from ._serial import console
+from ._stream import screenshot, volume
 from ._top import top
 from ._watch import KINDS, Watcher, watch
 
 __all__ = ["KINDS", "Watcher", "cli", "main", "printable", "xml_text"]
 
-for _command in (agents, call, exporter, list_, methods, schema_group, show, top, watch, xml):
+for _command in (agents, call, console, exporter, list_, methods, migrate, schema_group, screenshot, show, top, volume,
+                 watch, xml):
     cli.add_command(_command)
 
 

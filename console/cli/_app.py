@@ -22,8 +22,8 @@ from ._output import printable
 from ._profiles import load_profile
 from ._resolve import bad_scheme, unresolved
 
-CLASSES = ("node", "domain", "pool", "volume")
-"""The CLASS argument's names."""
+CLASSES = ("node", "domain", "pool", "volume", "snapshot", "checkpoint")
+"""The CLASS argument's names (console/cli/_complete.py's schema_class gives their schema classes)."""
 
 FOLLOWING = frozenset({"watch", "top", "exporter"})
 """Commands that follow the agents until stopped: the console keeps retrying URLs that were down, so their

@@ -29,12 +29,21 @@ class Choice(click.Choice):  # type: ignore[type-arg]  # generic only in newer c
             raise click.BadParameter(f"{value!r}{hint.replace('; did', ' — did')}", ctx, param) from exc
 
 
+SCHEMA_CLASSES = {"snapshot": "DomainSnapshot", "checkpoint": "DomainCheckpoint"}
+"""The CLASS argument's names that are not their schema class's name in lower case."""
+
+
+def schema_class(name: str) -> str:
+    """The schema class a CLASS argument names: domain -> Domain, snapshot -> DomainSnapshot."""
+    return SCHEMA_CLASSES.get(name.lower(), name.capitalize())
+
+
 def complete_method(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[CompletionItem]:
     """The methods of the class named earlier on the command line (none before it is)."""
     class_name = ctx.params.get("class_name")
     if not isinstance(class_name, str):
         return []
-    cls = default_schema().cls(class_name.capitalize())
+    cls = default_schema().cls(schema_class(class_name))
     return [CompletionItem(name, help=method.libvirt) for name, method in sorted(cls.methods.items())
             if name.startswith(incomplete)]
 

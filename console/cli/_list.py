@@ -8,6 +8,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import click
 
 from virtq.console import Console, RemoteObject, describe
+from virtq.schema.codec import ObjectId
 from virtq.schema.states import DOMAIN_STATES
 
 from ._app import class_arg, state_of
@@ -19,13 +20,15 @@ COLUMNS: Dict[str, Sequence[str]] = {
     "Domain": ("name", "uuid", "id", "vcpus", "mem(MiB)", "state"),
     "Pool": ("name", "uuid"),
     "Volume": ("name", "key", "path", "pool"),
+    "DomainSnapshot": ("domain", "name"),
+    "DomainCheckpoint": ("domain", "name"),
 }
 """The table's columns after HOST; a domain's STATE stays last (its words may hold a space, as virsh's do)."""
 VIRSH_STATES: Dict[int, str] = {0: "no state", 1: "running", 2: "idle", 3: "paused", 4: "in shutdown",
                                 5: "shut off", 6: "crashed", 7: "pmsuspended"}
 """virDomainState as ``virsh list`` prints it; ``--json`` and ``--state`` use the one-word names of
 virtq.schema.states (the ones ``virsh list --state-shutoff`` … and ``virtq watch`` use)."""
-KINDS = ("nodes", "domains", "pools", "volumes")
+KINDS = ("nodes", "domains", "pools", "volumes", "snapshots", "checkpoints")
 
 
 def state_word(code: Any) -> str:
@@ -58,8 +61,15 @@ def object_row(obj: RemoteObject) -> Dict[str, Any]:
     return {**describe(obj), **(_text_fields(obj) if obj.class_name == "Domain" else {})}
 
 
+def domain_name(console: Console, obj: RemoteObject) -> str:
+    """The name of the domain a snapshot or checkpoint belongs to ("" when the console does not hold it)."""
+    ref = obj.values.get("domain")
+    dom = console.find(ref) if isinstance(ref, ObjectId) else None
+    return str(dom.values.get("name", "")) if dom is not None else ""
+
+
 def _sorted(console: Console, items: Iterable[RemoteObject]) -> List[RemoteObject]:
-    return sorted(items, key=lambda o: (host_name(console, o.agent),
+    return sorted(items, key=lambda o: (host_name(console, o.agent), domain_name(console, o),
                                         str(o.values.get("name", o.values.get("uuid", "")))))
 
 
@@ -76,7 +86,7 @@ def _chosen(objs: List[RemoteObject], show_all: bool, states: Tuple[str, ...]) -
               help="Domains: only those in this state, active or not (repeat for several).")
 @click.pass_context
 def list_(ctx: click.Context, kind: str, show_all: bool, states: Tuple[str, ...]) -> None:
-    """List nodes, domains, pools or volumes across agents.
+    """List nodes, domains, pools, volumes, snapshots or checkpoints across agents.
 
     Like virsh list, domains are the active ones (running, paused …) unless --all or --state is given;
     their STATE, vCPUs and memory are the latest pushed statistics."""
@@ -98,6 +108,8 @@ def list_(ctx: click.Context, kind: str, show_all: bool, states: Tuple[str, ...]
         click.echo(f"no active {repo.kind} (--all lists inactive ones too)" if active else f"no {repo.kind}")
         return
     rows = [{"host": host_name(console, o.agent), **object_row(o)} for o in objs]
+    if "domain" in COLUMNS[repo.class_name]:  # a snapshot's or checkpoint's: the domain's name, not its object name
+        rows = [{**row, "domain": domain_name(console, o) or row["domain"]} for row, o in zip(rows, objs)]
     table(rows, ("host", *COLUMNS[repo.class_name]))
 
 

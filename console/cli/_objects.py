@@ -9,10 +9,11 @@ import click
 from virtq.console import Console, RemoteObject
 from virtq.schema import default_schema
 from virtq.schema.constants import ConstantError, parse_flags
+from virtq.schema.streams import stream_argument
 
 from ._app import class_arg, state_of
 from ._arguments import method_of, parse_arguments
-from ._complete import complete_method, complete_ref
+from ._complete import complete_method, complete_ref, schema_class
 from ._output import emit_json, xml_text
 from ._results import named_states, print_result
 
@@ -39,7 +40,9 @@ def call(ctx: click.Context, class_name: str, ref: str, method_name: str, argume
 
     Integers may be libvirt constant names OR-ed (flags=VIR_DOMAIN_XML_INACTIVE|VIR_DOMAIN_XML_SECURE);
     strings may be read from a file (xml=@dom.xml) or stdin (xml=@-); objects are given by REF."""
-    method_of(default_schema().cls(class_name.capitalize()), method_name)  # a usage error before connecting
+    if stream_argument(method_of(default_schema().cls(schema_class(class_name)), method_name)) is not None:
+        raise click.UsageError(f"{method_name} moves its data as a stream: use virtq screenshot, virtq volume "
+                               "download|upload or virtq console")  # (checked before connecting, like the method)
     state = state_of(ctx)
     console = state.console(ctx)
     obj = _find(console, class_name, ref)

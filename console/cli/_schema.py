@@ -13,7 +13,7 @@ from virtq.schema.coverage import Coverage, format_coverage, load_coverage
 
 from ._app import class_arg, state_of
 from ._arguments import method_of
-from ._complete import complete_method
+from ._complete import complete_method, schema_class
 from ._errors import cli_error
 from ._output import emit_json, table
 
@@ -65,7 +65,7 @@ def _method_details(ctx: click.Context, cls: ClassSchema, method_name: str) -> N
 @click.pass_context
 def methods(ctx: click.Context, class_name: str, method_name: Optional[str]) -> None:
     """List a class's methods and their arguments, or describe one METHOD (from the schema; no connection)."""
-    cls = default_schema().cls(class_name.capitalize())
+    cls = default_schema().cls(schema_class(class_name))
     if method_name is not None:
         _method_details(ctx, cls, method_name)
         return

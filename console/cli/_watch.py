@@ -13,10 +13,11 @@ import click
 
 from virtq.console import LOST_AFTER, Console, RemoteObject
 from virtq.console.events import (AgentAdded, AgentConflict, AgentDegraded, AgentLost, AgentRecovered, AgentRestarted,
-                                  ConfigChanged, DomainStateChanged, Event, LibvirtEvent, LimitReached, ObjectAdded,
+                                  ConfigChanged, DomainMigrated, DomainStateChanged, Event, LibvirtEvent, LimitReached, ObjectAdded,
                                   ObjectEvent, ObjectRemoved, Overflowed, StatsUpdated)
 
 from ._app import CLASSES, state_of
+from ._complete import schema_class
 from ._errors import EXIT_TIMEOUT, EXIT_UNREACHABLE, cli_error
 from ._output import echo_line, host_name, object_label, plain
 
@@ -25,7 +26,7 @@ KINDS: Dict[str, Type[Event]] = {
     "agent-degraded": AgentDegraded, "agent-recovered": AgentRecovered, "agent-conflict": AgentConflict,
     "limit": LimitReached,
     "added": ObjectAdded, "removed": ObjectRemoved, "state": DomainStateChanged, "config": ConfigChanged,
-    "stats": StatsUpdated, "libvirt": LibvirtEvent,
+    "stats": StatsUpdated, "libvirt": LibvirtEvent, "migrated": DomainMigrated,
 }
 """``virtq watch --kind`` names and the console events they select."""
 CHATTY_KINDS = frozenset({"stats"})
@@ -45,9 +46,9 @@ class Watcher:
 
     def __init__(self, console: Console, classes: Sequence[str]) -> None:
         self.console = console
-        self.classes = frozenset(c.capitalize() for c in classes)
+        self.classes = frozenset(schema_class(c) for c in classes)
         self.names: Dict[Tuple[str, str], str] = {}
-        for class_name in ("Node", "Domain", "Pool", "Volume"):
+        for class_name in CLASSES:
             for obj in console.repository(class_name):
                 self._remember(obj)
 
@@ -76,8 +77,7 @@ class Watcher:
             return True
         return self.subject(event)[1] in self.classes
 
-    @staticmethod
-    def what(event: Event) -> str:
+    def what(self, event: Event) -> str:
         if isinstance(event, AgentAdded):
             return f"added (epoch {event.agent.epoch})"
         if isinstance(event, AgentLost):
@@ -91,6 +91,8 @@ class Watcher:
         if isinstance(event, AgentConflict):
             return (f"WARNING conflict: {len(event.instances)} agents answer with this name ("
                     + "; ".join(event.instances) + "); following the first")
+        if isinstance(event, DomainMigrated):
+            return self.migrated(event)
         if isinstance(event, ObjectAdded):
             return "added"
         if isinstance(event, ObjectRemoved):
@@ -106,6 +108,11 @@ class Watcher:
             parts += [f"{k}={json.dumps(plain(v), default=str)}" for k, v in event.data.items()]
             return " ".join(p for p in parts if p)
         return type(event).__name__
+
+    def migrated(self, event: DomainMigrated) -> str:
+        downtime = "" if event.downtime is None else f" (downtime {event.downtime} ms)"
+        return (f"migrated {host_name(self.console, event.from_agent)} -> {host_name(self.console, event.to_agent)}"
+                + downtime)
 
     def line(self, event: Event, now: datetime) -> str:
         stamp = now.strftime("%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
@@ -141,6 +148,8 @@ class Watcher:
             data["properties"] = plain(dict(event.obj.values))
         elif isinstance(event, DomainStateChanged):
             data.update(old=event.old, new=event.new, reason=event.reason)
+        elif isinstance(event, DomainMigrated):
+            data.update(from_agent=event.from_agent, to_agent=event.to_agent, downtime=event.downtime)
         elif isinstance(event, ConfigChanged):
             data.update(old_gen=plain(event.old_gen), new_gen=plain(event.new_gen))
         elif isinstance(event, StatsUpdated):
@@ -177,6 +186,8 @@ Kinds (--kind, repeat for several; default: every kind but stats):
   config           configGen moved: the object's XML may have changed
   stats            pushed statistics that changed (chatty: ask for it)
   libvirt          the agent's libvirt events: lifecycle, reboot, I/O error …
+  migrated         a domain moved to another agent (live migration): one
+                   line instead of its removed/added pair
 
 --class keeps the events of objects of those classes; agent events are
 shown whatever --class says (leave them out with --kind). A line

@@ -130,7 +130,8 @@ def test_completion_of_commands_classes_and_methods() -> None:
     assert complete("call", "do") == ["domain"]
     assert complete("call", "domain", "web1", "sus") == ["suspend"]
     assert complete("methods", "pool", "getI") == ["getInfo"]
-    assert set(complete("list", "")) == {"nodes", "domains", "pools", "volumes"}
+    assert set(complete("list", "")) == {"nodes", "domains", "pools", "volumes", "snapshots", "checkpoints"}
+    assert complete("methods", "snapshot", "isC") == ["isCurrent"]
 
 
 def test_completion_of_object_references_asks_the_agents(node_agent: Agent) -> None:

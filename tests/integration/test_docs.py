@@ -9,11 +9,13 @@ from typing import Any, Callable, Dict
 import pytest
 
 from virtq.agent import Agent
+from virtq.agent.libvirt_adapter import LibvirtHypervisor
 from virtq.agent.policy import Policy
 from virtq.schema import default_schema
 from virtq.testing import agent_url
 
 from ..helpers import NODE_URI
+from ..streaming import FileStreams
 from ..pki import Pki
 
 pytestmark = pytest.mark.integration
@@ -30,8 +32,10 @@ def test_console_doc_has_examples() -> None:
 
 
 def test_console_doc_examples_run(start_agent: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch,
-                                  pki: Pki) -> None:
-    agent = start_agent(NODE_URI, interval=0.2)  # statistics every 0.2 s: the examples wait on pushes, not sleeps
+                                  pki: Pki, tmp_path: Path) -> None:
+    # statistics every 0.2 s: the examples wait on pushes, not sleeps; volume and console streams from files and
+    # an echo (the test driver has none: tests/streaming.py)
+    agent = start_agent(FileStreams(LibvirtHypervisor(NODE_URI), tmp_path), interval=0.2)
     monkeypatch.setenv("VIRTQ_URL", agent_url(agent))
     secured = start_agent(NODE_URI, tls=pki.tls("agent", cn="hv01"),
                           policy=Policy.parse("[principal reader]\nroles = readonly\n", default_schema()))

@@ -291,7 +291,7 @@ WARNINGS = {"IO_ERROR", "IO_ERROR_REASON", "CONTROL_ERROR", "WATCHDOG", "MEMORY_
 
 def test_event_kinds_the_test_driver_cannot_produce_travel_the_same_path(start_agent: AgentFactory,
                                                                          connect: Callable[..., Console]) -> None:
-    from virtq.agent.libvirt_events import DOMAIN_EVENT_KINDS, event_name
+    from virtq.agent.libvirt_events import DOMAIN_EVENT_KINDS, event_callback, event_name
 
     assert set(SYNTHETIC) == set(DOMAIN_EVENT_KINDS) - {"LIFECYCLE"}  # a new kind needs a line here
     agent = start_agent(DEFAULT_URI, **QUIET)
@@ -302,7 +302,7 @@ def test_event_kinds_the_test_driver_cannot_produce_travel_the_same_path(start_a
     handle = hv._conn.lookupByName("test")
     for kind, (args, event_text, detail, config) in SYNTHETIC.items():
         gen = console.domains.get("test").configGen
-        hv._callback("domain", kind, DOMAIN_EVENT_KINDS[kind])(hv._conn, handle, *args, None)
+        event_callback("domain", kind, DOMAIN_EVENT_KINDS[kind], agent.pump.deliver)(hv._conn, handle, *args, None)
         event = next_event(sub, LibvirtEvent)
         assert (event.name, event.event, event.detail) == (event_name("domain", kind), event_text, detail), kind
         assert event.object_id.object_name == f"Domain:{handle.UUIDString()}" and event.obj is not None

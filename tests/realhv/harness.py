@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -510,3 +511,12 @@ def guest_xml(name: str, disk: Path, serial: Path) -> str:
   </devices>
 </domain>
 """
+
+
+def sha256_file(path: Path) -> str:
+    """A (large) file's sha256, read 4 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()

@@ -343,7 +343,8 @@ def test_schema_query(dispatcher: Dispatcher) -> None:
     assert domain["_methods"]["saveFlags"]["_arguments"]["dxml"]["_nullable"] is True
     assert "_default" not in domain["_methods"]["getXMLDesc"]["_arguments"]["xml"]
     (every,) = responses(query(dispatcher, "SCHEMA"))
-    assert {s["_schema_id"]["_class_name"] for s in every.items} == {"Node", "Domain", "Pool", "Volume"}
+    assert {s["_schema_id"]["_class_name"] for s in every.items} == {"Node", "Domain", "Pool", "Volume",
+                                                                      "DomainSnapshot", "DomainCheckpoint"}
     decode(roundtrip(every.encode("reply")))  # the schema maps are AMQP-encodable
 
 
@@ -548,7 +549,7 @@ def test_unexpected_exception_is_answered_and_the_agent_keeps_serving(
         (refused,) = client.answers("bad")
         assert isinstance(refused, ExceptionResponse) and "malformed message" in refused.error_text
         replies = client.request(agent.name, QueryRequest(what="SCHEMA_ID"))
-        assert isinstance(replies[0], QueryResponse) and len(replies[0].items) == 4
+        assert isinstance(replies[0], QueryResponse) and len(replies[0].items) == 6  # the classes
     finally:
         agent.stop()
     assert hv.closed

@@ -1,6 +1,8 @@
 """Every method of the generated schema, through the real Dispatcher and the real libvirt adapter.
 
-Three sweeps over all methods, each on a fresh copy of tests/data/node.xml (libvirt's test driver):
+Three sweeps over all methods, each on a fresh copy of tests/data/node.xml (libvirt's test driver), with
+snapshots s1 > s2 > s3 of web1 and checkpoints c1 > c2 > c3 of vault (a running domain with a disk: the test
+driver makes checkpoints of those only):
 
 * mocked binding: the libvirt-python method is replaced; the test asserts the exact call (the
   object it is called on, the positional arguments: objects as libvirt handles) and the shaping of
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import libvirt
@@ -22,11 +25,14 @@ import pytest
 from pytest_mock import MockerFixture
 
 from virtq.agent.dispatcher import Dispatcher
+from virtq.agent.libvirt_streams import SEGMENT_BYTES
+from virtq.agent.streams import AgentStreams
 from virtq.agent.libvirt_adapter import LibvirtHypervisor, binding_table
 from virtq.agent.registry import Registry
 from virtq.schema import default_schema, errors, types
 from virtq.schema.codec import ExceptionResponse, Message, MethodRequest, MethodResponse, ObjectId
 from virtq.schema.model import Argument, Method
+from virtq.schema.streams import Descriptor
 
 from ..helpers import NODE_URI
 
@@ -37,9 +43,30 @@ METHODS = [(c.name, m) for c in SCHEMA.classes.values() for m in c.methods.value
 IDS = [f"{c}.{m.name}" for c, m in METHODS]
 WITH_INPUTS = [(c, m) for c, m in METHODS if m.inputs]
 
-TARGET = {"Domain": "web1", "Pool": "images", "Volume": "web1.img"}  # the object a method is called on
-OTHER = {"Domain": "web2", "Pool": "isos", "Volume": "debian.iso"}  # objects passed as arguments
-THIRD = {"Domain": "db1", "Pool": "images", "Volume": "db1.qcow2"}  # objects returned
+TARGET = {"Domain": "web1", "Pool": "images", "Volume": "web1.img",  # the object a method is called on
+          "DomainSnapshot": "s2", "DomainCheckpoint": "c2"}
+OTHER = {"Domain": "web2", "Pool": "isos", "Volume": "debian.iso",  # objects passed as arguments
+         "DomainSnapshot": "s1", "DomainCheckpoint": "c1"}
+THIRD = {"Domain": "db1", "Pool": "images", "Volume": "db1.qcow2",  # objects returned
+         "DomainSnapshot": "s3", "DomainCheckpoint": "c3"}
+VAULT = ("<domain type='test'><name>vault</name><memory>65536</memory><os><type>hvm</type></os><devices>"
+         "<disk type='file' device='disk'><source file='/var/lib/virtq-test/images/web1.img'/>"
+         "<target dev='vda'/></disk></devices></domain>")
+CHILDREN = {"DomainSnapshot": ("web1", "snapshotLookupByName"), "DomainCheckpoint": ("vault", "checkpointLookupByName")}
+"""The domain whose snapshots (checkpoints) the sweeps use, and how it finds one by name."""
+
+
+STREAM_POOL = ThreadPoolExecutor(1, thread_name_prefix="sweep-streams")
+
+
+class StreamDescription:
+    """Equal to any valid stream description (its id is the agent's random one)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(Descriptor.from_wire(other), Descriptor)
+
+    def __repr__(self) -> str:
+        return "<a stream description>"
 
 
 class Node:
@@ -47,10 +74,19 @@ class Node:
 
     def __init__(self) -> None:
         self.hv = LibvirtHypervisor(NODE_URI)
+        self.conn: libvirt.virConnect = self.hv._conn
+        web1, vault = self.conn.lookupByName("web1"), self.conn.createXML(VAULT)
+        for i in (1, 2, 3):
+            web1.snapshotCreateXML(f"<domainsnapshot><name>s{i}</name></domainsnapshot>")
+            vault.checkpointCreateXML(f"<domaincheckpoint><name>c{i}</name></domaincheckpoint>")
         self.registry = Registry(SCHEMA, self.hv, AGENT, EPOCH)
         self.registry.sync_all()
-        self.dispatcher = Dispatcher(SCHEMA, self.registry, self.hv)
-        self.conn: libvirt.virConnect = self.hv._conn
+        self.streams = AgentStreams(self.hv, lambda wire: None, AGENT, STREAM_POOL)  # what stream methods open
+        self.dispatcher = Dispatcher(SCHEMA, self.registry, self.hv, streams=self.streams)
+
+    def close(self) -> None:
+        self.streams.stop()
+        self.hv.close()
 
     def name(self, class_name: str, label: Optional[str]) -> str:
         """The object name of the object with that name (volumes: file name)."""
@@ -67,6 +103,9 @@ class Node:
             return self.conn.lookupByName(label)
         if class_name == "Pool":
             return self.conn.storagePoolLookupByName(label)
+        if class_name in CHILDREN:
+            domain, lookup = CHILDREN[class_name]
+            return getattr(self.conn.lookupByName(domain), lookup)(label)
         pool = "isos" if label.endswith(".iso") else "images"
         return self.conn.storagePoolLookupByName(pool).storageVolLookupByName(label)
 
@@ -81,7 +120,7 @@ class Node:
 def node() -> Iterator[Node]:
     fresh = Node()
     yield fresh
-    fresh.hv.close()
+    fresh.close()
 
 
 def handle_key(value: Any) -> Any:
@@ -93,6 +132,11 @@ def handle_key(value: Any) -> Any:
         return ("Pool", mod.virStoragePoolGetUUIDString(value._o))
     if isinstance(value, libvirt.virStorageVol):
         return ("Volume", mod.virStorageVolGetKey(value._o))
+    for class_name, handle_class in (("DomainSnapshot", libvirt.virDomainSnapshot),
+                                     ("DomainCheckpoint", libvirt.virDomainCheckpoint)):
+        if isinstance(value, handle_class):
+            name = getattr(mod, f"vir{class_name}GetName")(value._o)
+            return (class_name, f"{mod.virDomainGetUUIDString(value._dom._o)}/{name}")
     if isinstance(value, libvirt.virConnect):
         return ("Node", None)
     if isinstance(value, (list, tuple)):
@@ -119,7 +163,7 @@ def sample_input(node: Node, arg: Argument) -> Tuple[Any, Any]:
                 [key_of(node, arg.references, label) for label in labels])
     if arg.references:
         return node.ref(arg.references, OTHER[arg.references]), key_of(node, arg.references, OTHER[arg.references])
-    value = SCALAR_IN[arg.type]
+    value = 4096 if arg.name == "size" else SCALAR_IN[arg.type]  # a peek's size: within the agent's 4 MiB bound
     return value, value
 
 
@@ -144,7 +188,9 @@ def sample_output(node: Node, arg: Argument) -> Tuple[Any, Any]:
         return rows, [dict(zip(arg.fields, row)) for row in rows]
     value = {"lstr": "text-out", "sstr": "short-out", "bool": False, "map": {"x": [1, 2]}, "list": [True, False],
              "uuid": "00000000-0000-4000-8000-000000000042", "int32": -7, "int64": -8, "uint32": 7,
-             "uint64": 2 ** 63 + 1}[arg.type]
+             "uint64": 2 ** 63 + 1, "binary": b"\x00\xffbytes", "stream": None}[arg.type]
+    if arg.type == "stream":  # the binding returns nothing for it: the agent describes the stream it opened
+        return None, StreamDescription()
     return value, value
 
 
@@ -154,7 +200,8 @@ def test_every_method_through_a_mocked_binding(node: Node, mocker: MockerFixture
     py_class, py_method = binding_table()[method.libvirt]
     inputs = {a.name: sample_input(node, a) for a in method.inputs}
     outputs = [sample_output(node, a) for a in method.outputs]
-    returned = outputs[0][0] if len(outputs) == 1 else tuple(o[0] for o in outputs) if outputs else 0
+    returns = [o for a, o in zip(method.outputs, outputs) if a.type != "stream"]  # what the binding returns
+    returned = returns[0][0] if len(returns) == 1 else tuple(o[0] for o in returns) if returns else 0
     target = key_of(node, class_name, TARGET.get(class_name))  # before the call: it may rename the target
     binding = mocker.patch.object(getattr(libvirt, py_class), py_method, autospec=True, return_value=returned)
 
@@ -165,7 +212,10 @@ def test_every_method_through_a_mocked_binding(node: Node, mocker: MockerFixture
     first = binding.call_args_list[0]  # re-reading the target afterwards may call the binding again
     assert first.kwargs == {}
     assert handle_key(first.args[0]) == target
-    assert [handle_key(a) for a in first.args[1:]] == [expected for _, expected in inputs.values()]
+    expected_args = [expected for _, expected in inputs.values()]
+    if method.libvirt == "virStorageVolDownload":  # read in segments (agent/libvirt_streams.py): length is the first's
+        expected_args[1] = min(SEGMENT_BYTES, expected_args[1]) or SEGMENT_BYTES
+    assert [handle_key(a) for a in first.args[1:] if not isinstance(a, libvirt.virStream)] == expected_args
 
 
 def test_null_reaches_libvirt_as_none(node: Node, mocker: MockerFixture) -> None:
@@ -243,6 +293,8 @@ REAL_CALLS: Dict[str, Dict[str, Any]] = {
     "Node.storagePoolCreateXML": {"xmlDesc": NEW_POOL}, "Pool.storageVolCreateXML": {"xmlDesc": NEW_VOLUME},
     "Pool.storageVolCreateXMLFrom": {"xmlDesc": NEW_VOLUME,  # the test driver clones within the pool
                                      "clonevol": lambda node: node.ref("Volume", "db1.qcow2")},
+    "Domain.snapshotCreateXML": {"xmlDesc": "<domainsnapshot><name>sweep</name></domainsnapshot>"},
+    "Domain.snapshotLookupByName": {"name": "s1"},
 }
 
 
@@ -302,7 +354,7 @@ def real_outcome(class_name: str, method_name: str, tmp: str) -> Tuple[str, Any]
         reply = node.call(class_name, method_name, {a.name: real_input(node, f"{class_name}.{method_name}", a, tmp)
                                                     for a in method.inputs})
     finally:
-        node.hv.close()
+        node.close()
     if isinstance(reply, MethodResponse):
         return "ok", reply.arguments
     assert isinstance(reply, ExceptionResponse)
@@ -335,7 +387,11 @@ def test_the_test_driver_answers_most_methods(tmp_dir: str) -> None:
               "Domain.getSecurityLabel", "Domain.getSchedulerType", "Domain.getTime", "Pool.getInfo",
               "Pool.listAllVolumes", "Volume.getInfo", "Volume.storagePoolLookupByVolume", "Node.domainDefineXML",
               "Node.domainCreateXML", "Node.storagePoolDefineXML", "Node.domainLookupByName",
-              "Node.storageVolLookupByKey", "Pool.storageVolCreateXML", "Pool.storageVolCreateXMLFrom"}
+              "Node.storageVolLookupByKey", "Pool.storageVolCreateXML", "Pool.storageVolCreateXMLFrom",
+              "Domain.snapshotCreateXML", "Domain.listAllSnapshots", "Domain.snapshotCurrent",
+              "Domain.snapshotLookupByName", "Domain.revertToSnapshot", "DomainSnapshot.getParent",
+              "DomainSnapshot.listAllChildren", "DomainSnapshot.delete", "DomainCheckpoint.getParent",
+              "DomainCheckpoint.listAllChildren", "DomainCheckpoint.getXMLDesc", "DomainCheckpoint.delete"}
     assert shaped <= set(answered), shaped - set(answered)
 
 

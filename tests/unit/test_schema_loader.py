@@ -20,7 +20,8 @@ from virtq.schema.model import NO_DEFAULT, Method
 SCHEMA = load()
 
 LIBVIRT_CLASS = {"Node": "virConnect", "Domain": "virDomain", "Pool": "virStoragePool",
-                 "Volume": "virStorageVol"}
+                 "Volume": "virStorageVol", "DomainSnapshot": "virDomainSnapshot",
+                 "DomainCheckpoint": "virDomainCheckpoint"}
 
 
 def all_methods() -> List[Tuple[str, Method]]:
@@ -32,7 +33,7 @@ def all_methods() -> List[Tuple[str, Method]]:
 
 def test_packaged_schema_loads() -> None:
     assert SCHEMA.package == "org.libvirt"
-    assert set(SCHEMA.classes) == {"Node", "Domain", "Pool", "Volume"}
+    assert set(SCHEMA.classes) == {"Node", "Domain", "Pool", "Volume", "DomainSnapshot", "DomainCheckpoint"}
     from virtq.agent.libvirt_events import DOMAIN_EVENT_KINDS, POOL_EVENT_KINDS, event_name
     assert set(SCHEMA.events) == ({event_name("domain", k) for k in DOMAIN_EVENT_KINDS}
                                   | {event_name("pool", k) for k in POOL_EVENT_KINDS})
@@ -59,13 +60,15 @@ def test_properties_are_identity_only(class_name: str, properties: List[str]) ->
 def test_parent_references_and_index() -> None:
     refs = {(c.name, p.name): p.references for c in SCHEMA.classes.values() for p in c.properties
             if p.references}
-    assert refs == {("Domain", "node"): "Node", ("Pool", "node"): "Node", ("Volume", "pool"): "Pool"}
+    assert refs == {("Domain", "node"): "Node", ("Pool", "node"): "Node", ("Volume", "pool"): "Pool",
+                    ("DomainSnapshot", "domain"): "Domain", ("DomainCheckpoint", "domain"): "Domain"}
     for cls in SCHEMA.classes.values():
         for p in cls.properties:
             if p.references:
                 assert p.type == "objId"
     indexed = {c.name: [p.name for p in c.properties if p.index] for c in SCHEMA.classes.values()}
-    assert indexed == {"Node": ["uuid"], "Domain": ["uuid"], "Pool": ["uuid"], "Volume": ["key"]}
+    assert indexed == {"Node": ["uuid"], "Domain": ["uuid"], "Pool": ["uuid"], "Volume": ["key"],
+                       "DomainSnapshot": ["name", "domain"], "DomainCheckpoint": ["name", "domain"]}
 
 
 def _renamed() -> Dict[str, Dict[str, str]]:
@@ -75,6 +78,8 @@ def _renamed() -> Dict[str, Dict[str, str]]:
         for spec in override.inputs.values():
             if len(spec.libvirt) == 1 and not keyword.iskeyword(spec.libvirt[0]):
                 renamed.setdefault(function, {})[spec.python] = spec.name or spec.libvirt[0]
+            elif spec.name:
+                renamed.setdefault(function, {})[spec.python] = spec.name
     return renamed
 
 
@@ -91,7 +96,8 @@ def test_method_names_a_libvirt_function_on_the_right_class(class_name: str, met
     # under its parameter names, or under libvirt's C names where overrides.xml maps them.
     params = list(inspect.signature(getattr(getattr(libvirt, py_class), py_method)).parameters)[1:]
     renamed = RENAMED.get(method.libvirt, {})
-    assert [a.name for a in method.inputs] == [renamed.get(p, p) for p in params]
+    positional = [a.name for a in method.arguments if a.is_input or a.type == "stream"]  # the agent fills a stream
+    assert positional == [renamed.get(p, p) for p in params]
 
 
 def test_some_inputs_take_libvirts_names_where_the_binding_renamed_them() -> None:
@@ -133,7 +139,7 @@ def test_hash_is_stable_across_loads_and_sources() -> None:
     assert str(uuid.UUID(SCHEMA.hash)) == SCHEMA.hash
     for name, cls in SCHEMA.classes.items():
         assert from_bytes.cls(name).hash == cls.hash
-    assert len({c.hash for c in SCHEMA.classes.values()}) == 4
+    assert len({c.hash for c in SCHEMA.classes.values()}) == len(SCHEMA.classes) == 6
 
 
 def _packaged(old: str, new: str) -> bytes:

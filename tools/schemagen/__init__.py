@@ -15,14 +15,14 @@
   reasons: the permissions of the methods that table does not cover),
 
 and writes ``schema/org.libvirt.xml`` (base.xml with the generated methods added to its classes),
-``schema/coverage.json`` (every function of the four in-scope families accounted for: what
+``schema/coverage.json`` (every function of the in-scope families accounted for: what
 ``virtq schema coverage`` prints), the generated part of docs/SCHEMA.md, ``schema/enums.py``
 (``DomainState``, ``PoolState``, ``VolumeType``: libvirt's constants as IntEnums) and
 ``console/typed.pyi`` (the snapshots' methods, arguments and results as Protocols, for mypy). The outputs are
 deterministic; tests regenerate them and fail on drift. The naming rule, the type mapping and the
 exclusions are documented in docs/SCHEMA.md.
 
-One module a job: ``api`` (libvirt-api.xml), ``classes`` (the four classes, the naming rule),
+One module a job: ``api`` (libvirt-api.xml), ``classes`` (the six classes, the naming rule),
 ``exclusions``, ``overrides`` and ``permissions`` (the hand-written inputs and libvirt's ACL table),
 ``typemap`` (C types), ``methods`` (the generation), ``schemaxml`` (writing org.libvirt.xml),
 ``accounting`` (coverage), ``docs`` (docs/SCHEMA.md), ``constants`` (schema/constants.json: every

@@ -13,7 +13,8 @@ from lxml import etree
 from .paths import API_XML
 
 IN_SCOPE = re.compile(r"^vir(Connect|Node|Domain|StoragePool|StorageVol)[A-Z0-9]")
-"""The four families the classes mirror; every function matching this is exposed or excluded."""
+"""The families the classes mirror (virDomain* includes snapshots and checkpoints); every function matching
+this is exposed or excluded."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The four schema classes, the libvirt-python classes and C handles they stand for, and the naming rule."""
+"""The schema classes, the libvirt-python classes and C handles they stand for, and the naming rule."""
 
 from __future__ import annotations
 
@@ -20,10 +20,13 @@ CLASSES = (
     ClassInfo("Domain", "virDomain", "virDomainPtr", ("virDomain",)),
     ClassInfo("Pool", "virStoragePool", "virStoragePoolPtr", ("virStoragePool",)),
     ClassInfo("Volume", "virStorageVol", "virStorageVolPtr", ("virStorageVol",)),
+    ClassInfo("DomainSnapshot", "virDomainSnapshot", "virDomainSnapshotPtr", ("virDomainSnapshot",)),
+    ClassInfo("DomainCheckpoint", "virDomainCheckpoint", "virDomainCheckpointPtr", ("virDomainCheckpoint",)),
 )
 BY_PY_CLASS = {c.py_class: c for c in CLASSES}
 BY_HANDLE = {c.handle: c for c in CLASSES}
-NOUN = {"Domain": "domain", "Pool": "pool", "Volume": "volume"}
+NOUN = {"Domain": "domain", "Pool": "pool", "Volume": "volume", "DomainSnapshot": "snapshot",
+        "DomainCheckpoint": "checkpoint"}
 """The out-argument name of a returned handle."""
 
 

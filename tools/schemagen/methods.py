@@ -82,6 +82,8 @@ def _method(api: Api, fn: CFunction, cls: ClassInfo, py_method: Any,
         arg = GenArg(name, "I", "", desc=sentence(c_arg.info) if c_arg else "")
         if spec and spec.type:
             arg.type = spec.type
+            if arg.type == "stream":  # the binding's virStream: the agent opens it, the caller gets its description
+                arg.direction = "O"
         elif c_arg is not None and c_arg.name == "flags" and c_arg.type in FLAG_TYPES:
             arg.type = FLAG_TYPES[c_arg.type]
         elif c_arg is not None and c_arg.type in BY_HANDLE and c_arg.type != cls.handle \
@@ -105,6 +107,8 @@ def _method(api: Api, fn: CFunction, cls: ClassInfo, py_method: Any,
             arg.flags = _flags_doc(api, c_arg)
         if c_arg is not None and c_arg.name == "flags":
             arg.default = "0"
+        elif spec is not None and spec.default is not None:
+            arg.default = spec.default
         elif param.default is None or (spec is not None and spec.nullable):
             arg.nullable = True
         elif param.default is not param.empty:
@@ -208,7 +212,7 @@ def generate(api: Optional[Api] = None, overrides: Optional[Dict[str, Override]]
         cls = BY_PY_CLASS.get(py_class)
         if cls is None or py_method.__name__.startswith("__"):
             problems.append(f"{fn.name}: the binding has it as {py_class}.{py_method.__name__}, not on one of "
-                            "the four classes; exclude it")
+                            "the schema's classes; exclude it")
             continue
         method = _method(api, fn, cls, py_method, overrides.get(fn.name), problems)
         if method is not None:

@@ -23,6 +23,7 @@ class InOverride:
     references: Optional[str]
     desc: Optional[str]
     nullable: bool = False  # libvirt takes NULL here although the binding declares no default
+    default: Optional[str] = None  # a default the binding does not declare (a stream's offset and length: 0)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def load_overrides(path: Path = OVERRIDES_XML) -> Dict[str, Override]:
             raise GenerateError([f"overrides.xml: {name} twice"])
         inputs = {i.get("python"): InOverride(i.get("python"), tuple((i.get("libvirt") or "").split()),
                                               i.get("name"), i.get("type"), i.get("references"), i.get("desc"),
-                                              i.get("nullable") == "y")
+                                              i.get("nullable") == "y", i.get("default"))
                   for i in fn.iterfind("in")}
         outs = [OutSpec(o.get("name"), o.get("type"), o.get("references"), tuple(o.get("fields", "").split()),
                         flat_text(o.get("desc"))) for o in fn.iterfind("out")]

@@ -17,8 +17,9 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from virtq.agent.hypervisor import (CloseListener, DomainIdentity, EventSink, Hypervisor, HypervisorError,
-                                    HypervisorEvent, Identity, NodeIdentity, PoolIdentity, VolumeIdentity)
+from virtq.agent.hypervisor import (CloseListener, DomainChildIdentity, DomainIdentity, EventSink, Hypervisor,
+                                    HypervisorError, HypervisorEvent, Identity, NodeIdentity, PoolIdentity,
+                                    VolumeIdentity)
 
 from .call_gates import CallGates
 from .libvirt_xml import domain_xml
@@ -380,7 +381,7 @@ class FakeHypervisor(Hypervisor):
 
 
 def _key(identity: Identity) -> str:
-    return identity.key if isinstance(identity, VolumeIdentity) else identity.uuid
+    return identity.key if isinstance(identity, (VolumeIdentity, DomainChildIdentity)) else identity.uuid
 
 
 _KIB = {"KiB": 1, "k": 1, "K": 1, "MiB": 1024, "M": 1024, "GiB": 1024 ** 2, "G": 1024 ** 2}

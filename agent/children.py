@@ -1,0 +1,31 @@
+"""When a domain's snapshots and checkpoints may have changed, so that the registry re-lists them.
+
+libvirt sends no event of their own: they are re-listed at every reconcile, after a call on one of
+them (a delete may take its children along), after a call on their domain that may create, remove or
+redefine some (snapshotCreateXML, checkpointCreateXML, revertToSnapshot, backupBegin with a
+checkpoint, undefine with their metadata …), after a lifecycle event with detail ``from_snapshot``,
+and when their domain is gone. Reading a domain otherwise never asks libvirt for them: the calls that
+mostly happen (start, stop, getInfo) cost no extra round trips.
+"""
+
+from __future__ import annotations
+
+from .configgen import method_changes_config
+from .hypervisor import CHILD_IDENTITIES, HypervisorEvent
+
+CHILD_CLASSES = tuple(CHILD_IDENTITIES)
+"""The classes whose objects belong to a domain: DomainSnapshot, DomainCheckpoint."""
+
+CHILD_FUNCTION_WORDS = ("Snapshot", "Checkpoint", "Backup", "Undefine")
+"""Words of the Domain functions that may create, remove or redefine the domain's snapshots or checkpoints."""
+
+
+def call_changes_children(class_name: str, method_name: str, function: str) -> bool:
+    """Whether a call on a domain may have changed its snapshots or checkpoints (readers never do)."""
+    return class_name == "Domain" and method_changes_config(method_name) and \
+        any(word in function for word in CHILD_FUNCTION_WORDS)
+
+
+def event_changes_children(event: HypervisorEvent) -> bool:
+    """A lifecycle event caused by reverting to a snapshot (started, stopped, paused … ``from_snapshot``)."""
+    return event.name == "domainLifecycle" and event.detail == "from_snapshot"
