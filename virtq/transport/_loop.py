@@ -14,8 +14,8 @@ collector is empty instead of through a quiesced event. Selectables with a handl
 the wake-up pipe) keep the full path. The engine's events that handlers read (deliveries, flow, endpoint state)
 are unchanged, in the same order.
 
-This reaches into proton's Container (its collector, timers, selector and yield flag: proton-python 0.37–0.40);
-``lean_supported`` checks that they are there, and the plain Container is used otherwise.
+This reaches into proton's Container (its collector, timers, selector and yield flag), written against
+proton-python 0.40; ``lean_supported`` checks that they are there, and the plain Container is used otherwise.
 """
 
 from __future__ import annotations
