@@ -205,6 +205,25 @@ def test_method_calls(console: Console, agents: List[Agent]) -> None:
     assert seen(console, agent.name) == truth(agent.hypervisor)
 
 
+def test_a_stream_through_the_broker(console: Console, agents: List[Agent], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A screenshot as a stream (docs/PROTOCOL.md §14) through RabbitMQ: chunks, credit, the end's checksum. The
+    agent's chunks are made small so that the 33 KB image takes nine of them, more than one window of eight."""
+    agent = agents[2]
+    monkeypatch.setattr(agent.streams, "chunk", 4096)
+    mime, image = one(console, agent.instance, "web1").screenshot()
+    conn = libvirt.open(NODE_URI)
+    try:
+        stream = conn.newStream(0)
+        assert conn.lookupByName("web1").screenshot(stream, 0, 0) == mime == "image/png"
+        direct = b""
+        while chunk := stream.recv(65536):
+            direct += chunk
+        stream.finish()
+    finally:
+        conn.close()
+    assert len(image) > 8 * 4096 and image == direct
+
+
 def _errors(console: Console, scope: str, agent_name: str, epoch: int) -> List[Tuple[type, int, str]]:
     """The typed errors of three failing calls: libvirt's, the agent's, the console's own."""
     ghost_uuid = "00000000-0000-4000-8000-00000000dead"
