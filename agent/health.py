@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .hypervisor import (ChildIdentity, DomainIdentity, ForwardingHypervisor, Hypervisor, Identity, NodeIdentity,
-                         PoolIdentity, VolumeIdentity)
-from .hypervisor import HypervisorStream
+from .hypervisor import (ChildIdentity, DomainIdentity, ForwardingHypervisor, Hypervisor, HypervisorStream, Identity,
+                         NodeIdentity, PoolIdentity, VolumeIdentity)
 from .migration import LONG_CALLS
 
 

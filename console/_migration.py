@@ -287,7 +287,7 @@ class _Run:
                 stats = self.owner.calls.in_job(self.source.object_id, "getJobStats")
             except errors.VirtqError:
                 stats = None  # its agent is not back yet, or the domain has just gone from it
-            if isinstance(stats, Mapping) and stats.get("type") not in (None, 0):
+            if _job_runs(stats):
                 deadline = time.monotonic() + SETTLE  # still migrating
             elif isinstance(stats, Mapping) and self.owner.console.find(self.target) is None:
                 raise MigrationFailedError(f"migration of {name}: its source agent's answer was lost ({lost}), and "
@@ -320,7 +320,7 @@ class _Run:
         except errors.VirtqError as exc:
             log.debug("getJobStats of %s: %s", self.source.object_id.object_name, exc)
             return  # not started yet, or over: the next poll or the call's end tells
-        if not isinstance(stats, Mapping) or stats.get("type") in (None, 0):  # VIR_DOMAIN_JOB_NONE
+        if not _job_runs(stats):
             log.debug("getJobStats of %s: no job (%s)", self.source.object_id.object_name, stats)
             return
         self.job.progress = dict(stats)
@@ -352,3 +352,8 @@ class _Run:
 
     def _paused(self) -> bool:
         return self.source.stats.get("state") == DomainState.PAUSED
+
+
+def _job_runs(stats: Any) -> bool:
+    """Whether getJobStats' answer shows a job (its ``type`` is not VIR_DOMAIN_JOB_NONE, 0)."""
+    return isinstance(stats, Mapping) and stats.get("type") not in (None, 0)

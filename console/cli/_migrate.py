@@ -13,20 +13,17 @@ from virtq.console import MigrationAbortedError, MigrationFailedError, Migration
 
 from ._app import state_of
 from ._errors import EXIT_REMOTE, EXIT_TIMEOUT, cli_error
-from ._output import emit_json, host_name
-
-MIB = 1024 * 1024
-
+from ._output import emit_json, host_name, mib_text
 
 def progress_line(stats: Mapping[str, Any]) -> str:
     """``transferred 12.3 MiB at 33.1 MiB/s, remaining 40.2 MiB, iteration 2`` from getJobStats' names."""
     def mib(name: str) -> str:
         value = stats.get(name)
-        return f"{value / MIB:.1f} MiB" if isinstance(value, int) else "?"
+        return mib_text(value) if isinstance(value, int) else "?"
 
     rate = stats.get("memory_bps")
     parts = [f"transferred {mib('data_processed')}"
-             + (f" at {rate / MIB:.1f} MiB/s" if isinstance(rate, int) and rate else ""),
+             + (f" at {mib_text(rate)}/s" if isinstance(rate, int) and rate else ""),
              f"remaining {mib('data_remaining')}"]
     if isinstance(stats.get("memory_iteration"), int):
         parts.append(f"iteration {stats['memory_iteration']}")

@@ -20,6 +20,14 @@ _XML_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), 0x0b, 0x0c, *ran
                                                *range(0x80, 0xa0))}
 
 
+MIB = 1024 * 1024
+
+
+def mib_text(n: float) -> str:
+    """Bytes as a progress line shows them: ``12.3 MiB``."""
+    return f"{n / MIB:.1f} MiB"
+
+
 def printable(value: Any, limit: int = SHOWN) -> str:
     """What an agent supplied, printable: control characters (terminal escape sequences, carriage returns,
     newlines that forge lines) escaped, the length bounded. JSON output needs none of this (json.dumps

@@ -17,16 +17,9 @@ import click
 from virtq.console import RemoteObject
 
 from ._app import state_of
-from ._output import emit_json, printable
+from ._output import emit_json, mib_text, printable
 
 __all__ = ["ProgressLine", "screenshot", "volume"]
-
-MIB = 1024 * 1024
-
-
-def _size(n: float) -> str:
-    return f"{n / MIB:.1f} MiB"
-
 
 class ProgressLine:
     """A transfer's progress on one terminal line: done / total, percent, rate and ETA."""
@@ -41,11 +34,11 @@ class ProgressLine:
 
     def text(self, done: int, now: float) -> str:
         rate = done / max(now - self.started, 1e-6)
-        parts = [_size(done)]
+        parts = [mib_text(done)]
         if self.total:
-            parts[0] += f" / {_size(self.total)}"
+            parts[0] += f" / {mib_text(self.total)}"
             parts.append(f"{min(100.0, 100.0 * done / self.total):5.1f}%")
-        parts.append(f"{_size(rate)}/s")
+        parts.append(f"{mib_text(rate)}/s")
         if self.total and rate > 0:
             left = max(0.0, (self.total - done) / rate)
             parts.append(f"ETA {int(left) // 60}:{int(left) % 60:02d}")
@@ -76,7 +69,7 @@ def _report(as_json: bool, what: str, path: str, moved: int, elapsed: float) -> 
     if as_json:
         emit_json({"operation": what, "file": path, "bytes": moved, "seconds": round(elapsed, 3)})
     else:
-        click.echo(f"{what}: {moved} bytes in {elapsed:.1f} s ({_size(moved / max(elapsed, 1e-6))}/s)")
+        click.echo(f"{what}: {moved} bytes in {elapsed:.1f} s ({mib_text(moved / max(elapsed, 1e-6))}/s)")
 
 
 @click.command()

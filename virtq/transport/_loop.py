@@ -30,12 +30,12 @@ from proton.handlers import IOHandler
 from proton.reactor import Container
 from proton._reactor import GlobalOverrides
 
-_DIRECT: Dict[Any, str] = {
+_TO_IOHANDLER: Dict[Any, str] = {
     Event.SELECTABLE_UPDATED: "on_selectable_updated",
     Event.SELECTABLE_READABLE: "on_selectable_readable",
-    Event.SELECTABLE_WRITABLE: "on_selectable_writable",
     Event.SELECTABLE_EXPIRED: "on_selectable_expired",
 }
+"""A handlerless selectable's events run at once by the IOHandler method named (its writable: by _write)."""
 WRITE_CHUNK = 256 * 1024
 """Bytes of a transport's output copied out for one socket send."""
 _log = logging.getLogger("proton")
@@ -57,14 +57,13 @@ class LeanContainer(Container):
     """A Container whose I/O bookkeeping bypasses the handler tree (see the module's docstring)."""
 
     def push_event(self, obj: Any, etype: Any) -> None:
-        method = _DIRECT.get(etype)
+        method = _TO_IOHANDLER.get(etype)
         if method is not None and _handlerless(obj):
-            if etype is Event.SELECTABLE_WRITABLE:
-                self._write(obj)
-            else:
-                getattr(self._overrides().base, method)(_Shim(selectable=obj))
-            return
-        super().push_event(obj, etype)
+            getattr(self._overrides().base, method)(_Shim(selectable=obj))
+        elif etype is Event.SELECTABLE_WRITABLE and _handlerless(obj):
+            self._write(obj)
+        else:
+            super().push_event(obj, etype)
 
     def _write(self, selectable: Any) -> None:
         """IOHandler.on_selectable_writable, copying at most WRITE_CHUNK of the transport's output per send:
@@ -77,9 +76,10 @@ class LeanContainer(Container):
         left = pending
         try:
             while left > 0:
-                sent = selectable.send(transport.peek(min(left, WRITE_CHUNK)))
+                size = min(left, WRITE_CHUNK)
+                sent = selectable.send(transport.peek(size))
                 transport.pop(sent)
-                if sent < min(left, WRITE_CHUNK):
+                if sent < size:
                     break  # the socket is full: wait for the next writable
                 left = transport.pending()
         except BlockingIOError:
