@@ -70,6 +70,7 @@ class AgentStream:
         self.reading = False  # a worker is reading libvirt for the peer (download)
         self.writing = False  # a worker is writing what came to libvirt
         self.closed = False
+        self._held: Union[bytes, int, None] = None  # a download's hole or end read past a chunk
         self.progress = owner.clock()
 
     # --- what the peer sends (the transport's thread: count, check and queue only) ------------------
@@ -126,9 +127,29 @@ class AgentStream:
                 if self.closed or self.sender.credit <= 0:
                     self.reading = False
                     return
-            if not self._forward(self.libvirt.recv(self.descriptor.chunk), finish=True):
+            if not self._forward(self._full_chunk(), finish=True):
                 self.reading = False
                 return
+
+    def _full_chunk(self) -> Union[bytes, int]:
+        """A download's next chunk, filled to the descriptor's size: libvirt's recv gives one RPC packet at a time
+        (256 KiB, then its 24-byte tail), and every chunk is a message the peer pays for, so four packets make
+        one chunk. A hole or the end that comes after some data is held for the next call."""
+        if self._held is not None:
+            got, self._held = self._held, None
+            return got
+        parts: List[bytes] = []
+        size = self.descriptor.chunk
+        while size > 0:
+            got = self.libvirt.recv(size)
+            if isinstance(got, int) or got == b"":
+                if not parts:
+                    return got
+                self._held = got
+                break
+            parts.append(got)
+            size -= len(got)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def read_console(self) -> None:
         """Both ways: the guest's output to the peer, a chunk per credit, until either side closes."""

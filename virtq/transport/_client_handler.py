@@ -106,14 +106,16 @@ class ClientHandler(ReactorHandler):
         self.receivers, self.opened, self.senders = {}, set(), {}
         self.ended = ""
         bare, user, password = split_credentials(url)  # (proton logs the URL it connects to)
-        credentials: Dict[str, Any] = {key: value for key, value in (("user", user), ("password", password))
+        options: Dict[str, Any] = {key: value for key, value in (("user", user), ("password", password))
                                        if value is not None}
         if user is None and is_tls(url) and owner.tls.cert and password is None:
             user = owner.tls.common_name()  # EXTERNAL: the broker knows us by our certificate's CN
         self.user_id = user if owner.validated_user_id else None
         ssl_domain = owner.ssl_domain() if is_tls(url) else None
+        if owner.limits.max_frame_bytes > 0:  # proton's default, 32 KiB, cuts a 1 MiB stream chunk in 32 frames
+            options["max_frame_size"] = owner.limits.max_frame_bytes
         self.connection = container.connect(bare, reconnect=False, allowed_mechs=owner.mechanisms_for(url),
-                                            allow_insecure_mechs=True, ssl_domain=ssl_domain, **credentials)
+                                            allow_insecure_mechs=True, ssl_domain=ssl_domain, **options)
         for i, source in enumerate(owner.sources):
             name = f"{owner.link_prefix}-in-{i}"
             container.create_receiver(self.connection, source, name=name)

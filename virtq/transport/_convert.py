@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 from cproton import PN_OVERFLOW, pn_message_encode
@@ -57,12 +58,27 @@ def encoded_size(wire: WireMessage) -> int:
 
 ENCODE_START = 4096
 """The first buffer size a message is encoded into (a binary body's length is added)."""
+SPLICE_BYTES = 64 * 1024
+"""A binary body at least this large is spliced onto the encoding of the rest (``encode``)."""
+EMPTY_BINARY_BODY = b"\x00\x53\x77\xa0\x00"
+"""The end of a message whose body is an empty binary: an amqp-value section (descriptor 0x77), vbin8 of length 0."""
 
 
 def encode(wire: WireMessage, user_id: Optional[str] = None) -> bytes:
-    """The message's AMQP encoding. proton's ``Message.encode`` tries a 16-byte buffer first and doubles it until
-    the message fits: eight tries for a 1 KB message, eighteen and 4 MiB of zeroed buffers for a 1 MiB one. Here
-    the first try is sized to hold it (ENCODE_START, plus a binary body's length), doubled only if it does not."""
+    """The message's AMQP encoding. A large binary body (a stream's chunk) is not given to proton: the message is
+    encoded with an empty one, whose vbin8 is then replaced by the body as a vbin32 — one copy of the body where
+    proton makes three (into its data tree, into the encoding buffer, out of it): 1.4 -> 0.4 ms per MiB."""
+    body = wire.body
+    if isinstance(body, (bytes, bytearray, memoryview)) and len(body) >= SPLICE_BYTES:
+        rest = _encoded(dataclasses.replace(wire, body=b""), user_id)
+        if rest.endswith(EMPTY_BINARY_BODY):  # the body section is the last one (virtq sends no footer)
+            return b"".join((rest[:-2], b"\xb0", len(body).to_bytes(4, "big"), body))
+    return _encoded(wire, user_id)
+
+
+def _encoded(wire: WireMessage, user_id: Optional[str]) -> bytes:
+    """proton's ``Message.encode``, which tries a 16-byte buffer first and doubles it until the message fits (eight
+    tries for a 1 KB message): here the first try is sized to hold it, doubled only if it does not."""
     message = to_proton(wire, user_id)
     message._pre_encode()
     size = ENCODE_START + (len(wire.body) if isinstance(wire.body, (bytes, bytearray, memoryview)) else 0)
@@ -74,6 +90,47 @@ def encode(wire: WireMessage, user_id: Optional[str] = None) -> bytes:
     if err < 0:
         message._check(err)  # raises proton's MessageException, as Message.encode would
     return bytes(data)
+
+
+_SIZE_WIDTHS = {0x45: 0, 0xc0: 1, 0xc1: 1, 0xd0: 4, 0xd1: 4}
+"""A section value's constructor -> the width of its size field: the list0, list8/map8 and list32/map32 encodings
+that the sections before a body use (the size counts the bytes after it)."""
+AMQP_VALUE, VBIN32 = 0x77, 0xb0
+
+
+def decode(data: bytes, message: Optional[Message] = None) -> Message:
+    """A received message's AMQP encoding, into ``message`` (what proton could read of it stays there when it
+    raises). The inverse of ``encode``'s splice: a large binary body that ends the message is cut out and only
+    the sections before it go through proton, which would copy the body three times (into its data tree, out as
+    a memoryview, and ``owned``'s copy)."""
+    message = Message() if message is None else message
+    start = _binary_body_at(data) if len(data) >= SPLICE_BYTES else None
+    if start is None:
+        message.decode(data)
+    else:
+        message.decode(bytes(data[:start]) + EMPTY_BINARY_BODY)
+        message.body = bytes(data[start + 8:])
+    return message
+
+
+def _binary_body_at(data: bytes) -> Optional[int]:
+    """Where the body section starts when it is an amqp-value vbin32 that runs to the end; None otherwise (proton
+    decodes such a message whole)."""
+    at = 0
+    while at + 4 <= len(data) and data[at] == 0x00 and data[at + 1] == 0x53:
+        code, constructor = data[at + 2], data[at + 3]
+        if code == AMQP_VALUE:
+            if constructor == VBIN32 and at + 8 <= len(data) \
+                    and at + 8 + int.from_bytes(data[at + 4:at + 8], "big") == len(data):
+                return at
+            return None
+        if code > 0x74 or constructor not in _SIZE_WIDTHS:  # another body kind or an encoding not skipped here
+            return None
+        width = _SIZE_WIDTHS[constructor]
+        size = int.from_bytes(data[at + 4:at + 4 + width], "big") if width else 0
+        at += 4 + width + size
+    return None
+
 
 def user_id_of(message: Message) -> Optional[str]:
     """The message's user-id as text; None when absent (anonymous) or not UTF-8."""
@@ -107,6 +164,4 @@ def from_proton(message: Message, link_address: Optional[str], size: int = 0,
 def roundtrip(wire: WireMessage) -> WireMessage:
     """Encode and decode through AMQP, as the wire would (the memory transport uses this)."""
     data = encode(wire)
-    message = Message()
-    message.decode(data)
-    return from_proton(message, wire.address, len(data))
+    return from_proton(decode(data), wire.address, len(data))

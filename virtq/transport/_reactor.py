@@ -16,7 +16,9 @@ from proton.reactor import Container, EventInjector
 
 from virtq.logs import RateLimited, shown
 
+from ._convert import decode
 from ._credit import GatedFlow, Ready, always_ready
+from ._heap import keep_bulk_buffers
 from ._limits import CLOSE_GRACE, MESSAGE_SIZE_EXCEEDED
 from ._loop import LeanContainer, lean_supported
 
@@ -149,7 +151,7 @@ class _TolerantIncoming(IncomingMessageHandler):
         link.advance()
         message = Message()
         try:
-            message.decode(data)
+            decode(data, message)
         except Exception as exc:  # noqa: BLE001 - valid AMQP with no Python value; one bad message is not fatal
             handled = False
             try:
@@ -299,6 +301,7 @@ class ReactorThread:
         return self._container
 
     def start(self) -> None:
+        keep_bulk_buffers()
         self._thread.start()
 
     def _run(self) -> None:
