@@ -1,5 +1,6 @@
 """Streams on a real libvirtd with the QEMU driver: a 256 MiB volume uploaded and downloaded with the agent's RSS
-watched, a screenshot of a guest with a VGA device, a round trip through a guest's serial console.
+watched, a screenshot of a guest with a VGA device, a round trip through a guest's serial console, a guest's
+virtio-serial channels (virDomainOpenChannel).
 
 The agent runs as its own process (``virtq-agent``), so its resident memory is its own: it is sampled every
 20 ms while the volume moves both ways, and the peak must stay far below the volume's size (the agent holds at
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -23,6 +25,7 @@ import libvirt
 import pytest
 
 from virtq.console import Console, ConsoleStream
+from virtq.schema import errors
 from virtq.testing import free_port, wait_until
 
 from ..helpers import agent_process
@@ -244,3 +247,132 @@ def test_a_serial_console_round_trip(agent: Tuple[str, int], echo_domain: str) -
                 got += serial.read(timeout=1.0)
             assert line in got, got
         print(f"\nconsole: {got!r}")
+
+
+# --- a virtio-serial channel (virDomainOpenChannel): QEMU accepts only a UNIX socket source ----------------------
+
+BOUND, CONNECTED = "org.virtq.test.bound", "org.virtq.test.connected"
+"""The echo guest's two channels: QEMU listens on the first (its path made by libvirt); the second is QEMU's
+connection to a socket the test listens on, which libvirt's openChannel connects to as well."""
+
+
+def channel_guest(name: str, disk: Path, connect_to: Path) -> str:
+    """The echo guest with a virtio-serial controller and two channels whose sources are UNIX sockets."""
+    channels = f"""<controller type='virtio-serial' index='0'/>
+    <channel type='unix'><source mode='bind'/><target type='virtio' name='{BOUND}'/></channel>
+    <channel type='unix'><source mode='connect' path='{connect_to}'/><target type='virtio' name='{CONNECTED}'/>
+    </channel>
+    <memballoon"""
+    return echo_guest(name, disk).replace("<memballoon", channels, 1)
+
+
+class EchoSocket:
+    """A UNIX socket that echoes, on each connection it accepts, whatever that connection sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        path.chmod(0o777)  # QEMU may run as another user (libvirt also relabels it)
+        self.listener.listen(4)
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+@pytest.fixture
+def channel_domain(truth: libvirt.virConnect, real_libvirt: str, files: Path) -> Iterator[Tuple[str, EchoSocket]]:
+    """A running guest with the two channels (its name), and the socket its second channel connects to."""
+    name = guest_name(uuid.uuid4().hex[:8])
+    disk = files / "channel.img"
+    disk.write_bytes(echo_sector())
+    disk.chmod(0o666)
+    echo = EchoSocket(files / "echo.sock")
+    try:
+        truth.createXML(channel_guest(name, disk, echo.path), 0)
+        try:
+            yield name, echo
+        finally:
+            destroy_guests(real_libvirt, names=[name])
+    finally:
+        echo.close()
+
+
+def channel_busy(truth: libvirt.virConnect, name: str, channel: str) -> bool:
+    """Whether libvirt refuses another (unforced) stream on the channel: someone holds it."""
+    stream = truth.newStream(libvirt.VIR_STREAM_NONBLOCK)
+    try:
+        truth.lookupByName(name).openChannel(channel, stream, 0)
+    except libvirt.libvirtError as exc:
+        assert exc.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED, exc
+        return True
+    stream.abort()
+    return False
+
+
+def test_a_channel_is_held_while_open_takes_writes_and_is_released_on_close(
+        agent: Tuple[str, int], truth: libvirt.virConnect, channel_domain: Tuple[str, EchoSocket]) -> None:
+    """No guest driver reads the port, so what is written stays in QEMU's socket: the write is accepted, the
+    stream stays up, libvirt counts the channel as taken while the console holds it and free once it closed."""
+    url, _ = agent
+    name, _ = channel_domain
+    assert not channel_busy(truth, name, BOUND)
+    with Console(url, timeout=30) as console:
+        assert wait_until(lambda: any(d.name == name for d in console.domains), 20)
+        channel: ConsoleStream
+        with console.domains.get(name).openChannel(BOUND) as channel:
+            assert channel.write(b"virtq channel bytes\n" * 64) == 20 * 64
+            assert channel.read(timeout=1.0) == b"" and not channel.closed  # no error came back
+            assert channel_busy(truth, name, BOUND)
+        assert channel.closed
+        assert wait_until(lambda: not channel_busy(truth, name, BOUND), 10, message="the channel released")
+
+
+def test_a_channel_round_trip_through_its_unix_socket(
+        agent: Tuple[str, int], channel_domain: Tuple[str, EchoSocket]) -> None:
+    """The second channel's socket echoes: bytes written go through the agent and libvirt's stream to the socket
+    and come back the same way."""
+    url, _ = agent
+    name, echo = channel_domain
+    with Console(url, timeout=30) as console:
+        assert wait_until(lambda: any(d.name == name for d in console.domains), 20)
+        with console.domains.get(name).openChannel(CONNECTED) as channel:
+            line = f"virtq channel {uuid.uuid4().hex}\n".encode() * 100
+            assert channel.write(line) == len(line)
+            got = b""
+            deadline = time.monotonic() + 20
+            while len(got) < len(line) and time.monotonic() < deadline:
+                got += channel.read(timeout=1.0)
+            assert got == line
+    assert echo.accepted == 2  # QEMU's connection and libvirt's
+    print(f"\nchannel: {len(got)} bytes echoed")
+
+
+def test_an_unknown_channel_is_libvirt_s_error(agent: Tuple[str, int],
+                                               channel_domain: Tuple[str, EchoSocket]) -> None:
+    url, _ = agent
+    name, _ = channel_domain
+    with Console(url, timeout=30) as console:
+        assert wait_until(lambda: any(d.name == name for d in console.domains), 20)
+        with pytest.raises(errors.LibvirtError) as raised:
+            console.domains.get(name).openChannel("org.virtq.nowhere")
+    assert raised.value.libvirt_code == libvirt.VIR_ERR_INTERNAL_ERROR
+    assert "cannot find channel org.virtq.nowhere" in str(raised.value)

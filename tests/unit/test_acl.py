@@ -5,6 +5,7 @@ generator refuse what would leave a method unprotected or mean something else.""
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
 
@@ -105,6 +106,30 @@ def test_permissions_xml_prefers_libvirts_newer_annotations() -> None:
         "domain:read", "domain:read_secure:VIR_DOMAIN_SAVE_IMAGE_XML_SECURE"}
     assert domain["managedSaveGetXMLDesc"].permissions[1].mask == 0x1  # an alias of VIR_DOMAIN_XML_SECURE
     assert "REMOTE_PROC_DOMAIN_SET_USER_PASSWORD (357)" in RULES["virDomainSetUserPassword"].reason
+
+
+NEWER = Path(__file__).parents[1] / "data" / "libvirt-remote-acl-since-2014.tsv"
+CITED = re.compile(r"(REMOTE_PROC_[A-Z0-9_]+) \((\d+)\)")
+
+
+def test_permissions_xml_is_libvirts_newer_acl_where_it_cites_a_procedure() -> None:
+    """Every entry naming a procedure newer than the table has exactly that procedure's @acl, as transcribed from
+    libvirt 10.2's src/remote/remote_protocol.x (tests/data/README.md); none is cited that is not there."""
+    rows = [line.split("\t") for line in NEWER.read_text(encoding="utf-8").splitlines()[1:]]
+    newer = {function: (proc, int(number), tuple(acl.split(","))) for proc, number, acl, function in rows}
+    cited = {f: CITED.search(r.reason) for f, r in RULES.items() if "newer than the table" in r.reason}
+    assert set(cited) == set(newer) and len(newer) == 48
+    for function, match in cited.items():
+        proc, number, acl = newer[function]
+        assert match is not None and (match[1], int(match[2])) == (proc, number), function
+        if function == "virDomainInterfaceAddresses":  # write whatever the source argument: stricter, never looser
+            assert RULES[function].acl == ("domain:read", "domain:write") and acl[1].startswith("domain:write::")
+        else:
+            assert RULES[function].acl == acl, function
+    for function in ("virDomainCheckpointCreateXML", "virDomainBackupBegin", "virDomainBackupGetXMLDesc"):
+        assert "Verified against libvirt's src/remote/remote_protocol.x of libvirt 10.2" in RULES[function].reason
+    backup = SCHEMA.cls("Domain").methods["backupBegin"]
+    assert _annotations(backup) == {"domain:checkpoint", "domain:block_write"}  # never a read-only principal's
 
 
 def test_the_doc_lists_every_method_that_permissions_xml_decides() -> None:

@@ -17,11 +17,12 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from virtq.agent.hypervisor import (CloseListener, DomainChildIdentity, DomainIdentity, EventSink, Hypervisor,
-                                    HypervisorError, HypervisorEvent, Identity, NodeIdentity, PoolIdentity,
-                                    VolumeIdentity)
+from virtq.agent.hypervisor import (CHILD_IDENTITIES, ChildIdentity, CloseListener, DomainChildIdentity,
+                                    DomainIdentity, EventSink, Hypervisor, HypervisorError, HypervisorEvent,
+                                    Identity, NodeIdentity, PoolIdentity, VolumeIdentity)
 
 from .call_gates import CallGates
+from .fake_children import FakeChildren
 from .libvirt_xml import domain_xml
 
 __all__ = ["FAKE_NODE", "FakeHypervisor", "PAUSED", "RUNNING", "SHUTOFF", "numbered_domain", "numbered_uuid"]
@@ -57,7 +58,8 @@ class _Function:
 class FakeHypervisor(Hypervisor):
     """Domains, pools and volumes a test puts in (``domains``, ``pools``, ``volumes``: lists it may change
     at any time); ``info`` holds each domain's virDomainGetInfo values (filled from its identity when
-    first needed), ``bulk`` what the bulk statistics call answers (nothing, like the test driver).
+    first needed), ``bulk`` what the bulk statistics call answers (nothing, like the test driver);
+    ``domain_children`` the domains' snapshots and checkpoints (:class:`FakeChildren`).
     ``events=False``: no lifecycle events (a watcher hears nothing, as from a hypervisor without events);
     ``gates``: the :class:`CallGates` its calls pass (a test may make them before the fake).
     """
@@ -74,6 +76,7 @@ class FakeHypervisor(Hypervisor):
         self.volumes = list(volumes)
         self.info: Dict[str, List[int]] = {}
         self.bulk: Dict[str, Dict[str, int]] = {}
+        self.domain_children = FakeChildren()
         self.calls: List[Tuple[str, Optional[str]]] = []
         """(function, key) of every ``invoke``, in order."""
         self.gates = gates or CallGates()
@@ -128,10 +131,15 @@ class FakeHypervisor(Hypervisor):
                 raise self._not_found("Pool", pool_uuid)
             return [v for v in self.volumes if v.pool_uuid == pool_uuid]
 
+    def list_children(self, class_name: str, domain_uuid: str) -> Sequence[ChildIdentity]:
+        self._reachable()
+        with self._lock:
+            return self.domain_children.of(class_name, domain_uuid)
+
     def lookup(self, class_name: str, key: str) -> Optional[Identity]:
         self.gates.passing("lookup", key)
         self._reachable()
-        if class_name not in ("Node", "Domain", "Pool", "Volume"):
+        if class_name not in ("Node", "Domain", "Pool", "Volume", *CHILD_IDENTITIES):
             raise LookupError(f"unknown class {class_name}")
         return self._find(class_name, key)
 
@@ -139,6 +147,8 @@ class FakeHypervisor(Hypervisor):
         with self._lock:
             if class_name == "Node":
                 return self.node_identity
+            if class_name in CHILD_IDENTITIES:
+                return self.domain_children.find(class_name, key)
             everything: Dict[str, Sequence[Identity]] = {"Domain": self.domains, "Pool": self.pools,
                                                          "Volume": self.volumes}
             return next((i for i in everything.get(class_name, ()) if _key(i) == key), None)
@@ -197,10 +207,16 @@ class FakeHypervisor(Hypervisor):
             "virNodeGetInfo": _Function("Node", 0, 0, lambda key: ["x86_64", 16384, 4, 2000, 1, 1, 4, 1]),
             "virStoragePoolGetInfo": _Function("Pool", 0, 0, lambda key: [POOL_RUNNING, 1 << 36, 0, 1 << 36]),
             "virStorageVolGetInfo": _Function("Volume", 0, 0, lambda key: [0, 1 << 26, 0]),
+            **{name: _Function(*spec) for name, spec in self.domain_children.functions(self._running).items()},
         }
+
+    def _running(self, key: str) -> bool:
+        return self.state_of(key) != SHUTOFF
 
     @staticmethod
     def _not_found(class_name: str, key: str) -> HypervisorError:
+        if class_name in CHILD_IDENTITIES:
+            return FakeChildren.not_found(class_name, key)
         if class_name == "Pool":
             return HypervisorError(NO_POOL, f"Storage pool not found: no storage pool with matching uuid '{key}'")
         if class_name == "Volume":
@@ -248,6 +264,10 @@ class FakeHypervisor(Hypervisor):
         return 0
 
     def _undefine(self, key: str) -> int:
+        snapshots = self.domain_children.count("DomainSnapshot", key)
+        if self.state_of(key) == SHUTOFF and snapshots:
+            raise HypervisorError(OPERATION_INVALID, "Requested operation is not valid: cannot delete inactive "
+                                                     f"domain with {snapshots} snapshots")
         if self.state_of(key) == SHUTOFF:
             self._remove(key)
         else:
@@ -258,6 +278,7 @@ class FakeHypervisor(Hypervisor):
     def _remove(self, key: str) -> None:
         self.domains = [d for d in self.domains if d.uuid != key]
         self.info.pop(key, None)
+        self.domain_children.drop(key)
         self._transient.discard(key)
 
     def _define(self, xml: str) -> DomainIdentity:

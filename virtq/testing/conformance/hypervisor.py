@@ -14,8 +14,8 @@ import threading
 import uuid as uuidlib
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Type
 
-from virtq.agent.hypervisor import (DOMAIN_INFO_FIELDS, DomainIdentity, Hypervisor, HypervisorError,
-                                    HypervisorEvent, NodeIdentity, PoolIdentity)
+from virtq.agent.hypervisor import (DOMAIN_INFO_FIELDS, CheckpointIdentity, DomainIdentity, Hypervisor,
+                                    HypervisorError, HypervisorEvent, NodeIdentity, PoolIdentity, SnapshotIdentity)
 
 from ..libvirt_xml import domain_xml
 from ..waiting import wait_until
@@ -25,6 +25,9 @@ __all__ = ["EventLog", "HypervisorContract"]
 
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5
 UNKNOWN = "99999999-9999-4999-8999-999999999999"
+NO_DOMAIN_SNAPSHOT, NO_DOMAIN_CHECKPOINT, OPERATION_INVALID = 72, 103, 55
+DELETE_CHILDREN = 0x1  # VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN, VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN
+CHILD_CLASSES = ("DomainSnapshot", "DomainCheckpoint")
 
 
 class EventLog(Deliveries[HypervisorEvent]):
@@ -227,6 +230,71 @@ class HypervisorContract:
         with self.watched(hypervisor) as marker, self.defined(hypervisor) as dom:
             wait_until(lambda: marker.of(dom.uuid), self.timeout)  # events flow again, so the first had its chance
         assert log.events == []
+
+    # --- snapshots and checkpoints: list_children ------------------------------------------------------------
+
+    def created(self, hypervisor: Hypervisor, dom: DomainIdentity, class_name: str, *names: str) -> List[Any]:
+        """Snapshots (or checkpoints) made one after the other, so each is the child of the one before."""
+        word = class_name[len("Domain"):]
+        return [hypervisor.invoke("Domain", dom.uuid, f"virDomain{word}CreateXML",
+                                  [f"<domain{word.lower()}><name>{name}</name></domain{word.lower()}>", 0])
+                for name in names]
+
+    def test_list_children_lists_a_domains_snapshots_with_their_identities(self, hypervisor: Hypervisor) -> None:
+        with self.defined(hypervisor) as dom:
+            assert [list(hypervisor.list_children(c, dom.uuid)) for c in CHILD_CLASSES] == [[], []]
+            first, second = self.created(hypervisor, dom, "DomainSnapshot", "first", "second")
+            try:
+                assert (first, second) == (SnapshotIdentity(dom.uuid, "first"), SnapshotIdentity(dom.uuid, "second"))
+                assert first.key == f"{dom.uuid}/first"
+                listed = hypervisor.list_children("DomainSnapshot", dom.uuid)
+                assert sorted(listed, key=lambda c: c.name) == [first, second] and len(listed) == 2
+                assert all(type(c) is SnapshotIdentity for c in listed)
+                assert list(hypervisor.list_children("DomainCheckpoint", dom.uuid)) == []
+                other = self.running_domain(hypervisor)
+                assert not {first, second} & set(hypervisor.list_children("DomainSnapshot", other.uuid))
+                assert hypervisor.invoke("DomainSnapshot", second.key, "virDomainSnapshotGetParent", [0]) == first
+                _raises(HypervisorError, lambda: hypervisor.invoke("DomainSnapshot", first.key,
+                                                                   "virDomainSnapshotGetParent", [0]),
+                        NO_DOMAIN_SNAPSHOT)
+                _raises(HypervisorError, lambda: hypervisor.invoke("Domain", dom.uuid, "virDomainUndefine", []),
+                        OPERATION_INVALID)  # libvirt keeps an inactive domain that has snapshots
+                assert hypervisor.invoke("DomainSnapshot", first.key, "virDomainSnapshotDelete", [0]) == 0
+                assert list(hypervisor.list_children("DomainSnapshot", dom.uuid)) == [second]
+                _raises(HypervisorError, lambda: hypervisor.invoke("DomainSnapshot", second.key,
+                                                                   "virDomainSnapshotGetParent", [0]),
+                        NO_DOMAIN_SNAPSHOT)  # its parent's deletion made it a root
+            finally:
+                for snapshot in (first, second):
+                    with contextlib.suppress(HypervisorError):
+                        hypervisor.invoke("DomainSnapshot", snapshot.key, "virDomainSnapshotDelete", [DELETE_CHILDREN])
+            assert list(hypervisor.list_children("DomainSnapshot", dom.uuid)) == []
+
+    def test_list_children_lists_a_running_domains_checkpoints(self, hypervisor: Hypervisor) -> None:
+        dom = self.running_domain(hypervisor)
+        before = list(hypervisor.list_children("DomainCheckpoint", dom.uuid))
+        made: List[Any] = []
+        try:
+            made += self.created(hypervisor, dom, "DomainCheckpoint", "contract-c1", "contract-c2")
+            assert made == [CheckpointIdentity(dom.uuid, "contract-c1"), CheckpointIdentity(dom.uuid, "contract-c2")]
+            listed = hypervisor.list_children("DomainCheckpoint", dom.uuid)
+            assert sorted(set(listed) - set(before), key=lambda c: c.name) == made and len(listed) == len(before) + 2
+            assert hypervisor.invoke("DomainCheckpoint", made[1].key, "virDomainCheckpointGetParent", [0]) == made[0]
+        finally:
+            for checkpoint in made[:1]:
+                with contextlib.suppress(HypervisorError):
+                    hypervisor.invoke("DomainCheckpoint", checkpoint.key, "virDomainCheckpointDelete",
+                                      [DELETE_CHILDREN])
+        assert list(hypervisor.list_children("DomainCheckpoint", dom.uuid)) == before
+        _raises(HypervisorError, lambda: hypervisor.invoke("DomainCheckpoint", made[1].key,
+                                                           "virDomainCheckpointGetParent", [0]), NO_DOMAIN_CHECKPOINT)
+
+    def test_list_children_of_an_unknown_domain_is_empty_and_of_an_unknown_class_fails(
+            self, hypervisor: Hypervisor) -> None:
+        """A domain gone between listing and asking has no children (no error): the registry's re-read relies on
+        it to drop them. A class that is neither is a LookupError, as in lookup."""
+        assert [list(hypervisor.list_children(c, UNKNOWN)) for c in CHILD_CLASSES] == [[], []]
+        _raises(LookupError, lambda: hypervisor.list_children("Volume", self.running_domain(hypervisor).uuid))
 
     # --- statistics and health ---------------------------------------------------------------------------
 
