@@ -3,8 +3,9 @@
 libvirt sends no event of their own: they are re-listed at every reconcile, after a call on one of
 them (a delete may take its children along), after a call on their domain that may create, remove or
 redefine some (snapshotCreateXML, checkpointCreateXML, revertToSnapshot, backupBegin with a
-checkpoint, undefine with their metadata …), after a lifecycle event with detail ``from_snapshot``,
-and when their domain is gone. Reading a domain otherwise never asks libvirt for them: the calls that
+checkpoint, undefine with their metadata …), after a lifecycle event with detail ``from_snapshot``, after
+a job's completion and the end of a backup or commit block job (how a checkpoint another client made with
+its backup shows before the next reconcile), and when their domain is gone. Reading a domain otherwise never asks libvirt for them: the calls that
 mostly happen (start, stop, getInfo) cost no extra round trips.
 """
 
@@ -26,6 +27,18 @@ def call_changes_children(class_name: str, method_name: str, function: str) -> b
         any(word in function for word in CHILD_FUNCTION_WORDS)
 
 
+JOB_ENDINGS = frozenset({"completed", "failed", "canceled"})
+"""A block job's statuses (its event's detail) that end it."""
+CHILD_JOBS = frozenset({"backup", "commit", "active_commit"})
+"""Block job types (its event's name) whose end may leave a domain's checkpoints or snapshots different: a backup
+begun with a checkpoint (by any client: libvirt has no checkpoint event), a commit that merged snapshot layers."""
+
+
 def event_changes_children(event: HypervisorEvent) -> bool:
-    """A lifecycle event caused by reverting to a snapshot (started, stopped, paused … ``from_snapshot``)."""
-    return event.name == "domainLifecycle" and event.detail == "from_snapshot"
+    """A lifecycle event caused by reverting to a snapshot (started, stopped, paused … ``from_snapshot``), a job's
+    completion (``domainJobCompleted``: a backup's, a migration's …) or the end of a backup or commit block job."""
+    if event.name == "domainLifecycle":
+        return event.detail == "from_snapshot"
+    if event.name in ("domainBlockJob", "domainBlockJob2"):
+        return event.event in CHILD_JOBS and event.detail in JOB_ENDINGS
+    return event.name == "domainJobCompleted"

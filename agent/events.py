@@ -115,7 +115,7 @@ class EventPump:
     def handle(self, event: HypervisorEvent) -> None:
         name = f"{event.class_name}:{event.key}"
         known = self._registry.get(name) is not None
-        reread = event.name in RESYNC_EVENTS
+        reread = event.name in RESYNC_EVENTS or event_changes_children(event)
         told = threading.Lock()  # taken by whichever pushes the event: its re-read when done in time, else the pump
 
         def tell() -> None:

@@ -146,3 +146,21 @@ def test_checkpoint_and_incremental_backup(qemu_console: Console, tiny_guest: Ca
     c1.delete()  # c2 keeps the changes since c1 (libvirt merges the bitmaps)
     assert [c.name for c in dom.latest().checkpoints] == ["c2"] == [c.getName() for c in dom.listAllCheckpoints()]
     c2.delete()
+
+
+def test_a_checkpoint_another_client_made_shows_when_its_backup_ends(
+        qemu_console: Console, tiny_guest: Callable[[], TinyGuest], real_libvirt: str, metadata_dropped: None) -> None:
+    """libvirt has no checkpoint event: the backup job's end (domainJobCompleted, a backup block job's end) makes the
+    agent re-list the domain's children, long before its next reconcile (300 s)."""
+    guest = tiny_guest()
+    dom = started(qemu_console, guest)
+    guest.disk.parent.chmod(0o777)
+    conn = libvirt.open(real_libvirt)
+    try:  # virsh backup-begin, in effect: not through virtq
+        conn.lookupByName(dom.name).backupBegin(push_backup(guest.disk.parent / "other.qcow2"),
+                                                "<domaincheckpoint><name>theirs</name></domaincheckpoint>")
+    finally:
+        conn.close()
+    assert wait_until(lambda: [c.name for c in dom.latest().checkpoints] == ["theirs"], timeout=30)
+    assert finished(dom)["operation"] == libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP
+    assert "<name>theirs</name>" in qemu_console.checkpoints.get(f"{dom.name}/theirs").getXMLDesc()

@@ -114,6 +114,13 @@ def test_which_calls_and_events_re_list_a_domains_children() -> None:
     assert not call_changes_children("Node", "domainDefineXML", "virDomainDefineXML")
     assert event_changes_children(HypervisorEvent("Domain", WEB.uuid, "domainLifecycle", "resumed", "from_snapshot"))
     assert not event_changes_children(HypervisorEvent("Domain", WEB.uuid, "domainLifecycle", "resumed", "unpaused"))
+    assert event_changes_children(HypervisorEvent("Domain", WEB.uuid, "domainJobCompleted", "", ""))
+    for job, status, changes in [("backup", "completed", True), ("backup", "failed", True),
+                                 ("active_commit", "canceled", True), ("commit", "completed", True),
+                                 ("backup", "ready", False), ("copy", "completed", False), ("pull", "completed", False)]:
+        for name in ("domainBlockJob", "domainBlockJob2"):
+            assert event_changes_children(HypervisorEvent("Domain", WEB.uuid, name, job, status)) is changes
+    assert not event_changes_children(HypervisorEvent("Domain", WEB.uuid, "domainTunable", "", ""))
 
 
 def test_a_domains_snapshot_readers_leave_its_configuration_generation() -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any, Dict
 
 from virtq.transport._heap import OPERATOR_TUNABLES, _apply
 
@@ -25,11 +26,12 @@ print(json.dumps({"kept": kept, "faults_per_mib": faults / 160}))
 """
 
 
-def run(**environ: str) -> dict:
+def run(**environ: str) -> Dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
     out = subprocess.run([sys.executable, "-c", PATTERN], env={**env, **environ}, capture_output=True, text=True,
                          check=True, timeout=60).stdout
-    return json.loads(out)
+    result: Dict[str, Any] = json.loads(out)
+    return result
 
 
 def test_freed_chunks_stay_in_the_heap() -> None:
