@@ -19,7 +19,7 @@ from virtq.schema.errors import NotConnectedError
 from .events import Event
 from .subscriptions import Subscription
 
-__all__ = ["AsyncSubscription", "LoopWaiters", "deliver"]
+__all__ = ["AsyncSubscription", "LoopWaiters", "Wakeup", "deliver"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,28 @@ def deliver(future: "asyncio.Future[T]", result: Optional[T] = None, error: Opti
         future.get_loop().call_soon_threadsafe(complete)
     except RuntimeError:  # the loop is closed
         pass
+
+
+class Wakeup:
+    """Wakes an event loop from any thread: ``signal()`` has ``wake`` run on the loop soon, with at most one
+    wake-up in flight (``wake`` runs after the flag is down, so whatever comes meanwhile signals again)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
+        self._loop = loop
+        self._wake = wake
+        self._pending = False
+
+    def signal(self) -> None:  # any thread
+        if not self._pending:
+            self._pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._run)
+            except RuntimeError:  # the loop is closed: nobody waits
+                pass
+
+    def _run(self) -> None:
+        self._pending = False
+        self._wake()
 
 
 class LoopWaiters:
@@ -123,9 +145,8 @@ class AsyncSubscription:
                  callback: Optional[Callable[[Event], Any]] = None) -> None:
         self.subscription = subscription
         self._loop = loop
-        self._signalled = False
         self._waiter: Optional[asyncio.Future[None]] = None
-        subscription.on_ready = self._signal
+        subscription.on_ready = Wakeup(loop, self._wake).signal
         self.task: Optional[asyncio.Task[None]] = None
         """The delivering task, with a callback."""
         if callback is not None:
@@ -143,16 +164,7 @@ class AsyncSubscription:
     def closed(self) -> bool:
         return self.subscription.closed
 
-    def _signal(self) -> None:  # any thread
-        if not self._signalled:
-            self._signalled = True
-            try:
-                self._loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the loop is closed: nobody reads
-                pass
-
     def _wake(self) -> None:
-        self._signalled = False
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 

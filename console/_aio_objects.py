@@ -2,8 +2,9 @@
 
 An :class:`AsyncObject` reads like the snapshot it wraps (properties, statistics, ``state``, ``stale``…)
 and its methods return coroutines; a method without out-arguments gives an :class:`AsyncJob`, whose
-``wait_state`` is awaited. Repositories read memory only, so they stay synchronous and hand out
-:class:`AsyncObject` s. They know their console as an :class:`AsyncSession`, as snapshots know theirs.
+``wait_state`` is awaited; opening a console or channel gives an AsyncConsoleStream (console/_aio_streams.py),
+other stream methods move their file on a thread. Repositories read memory only, so they stay synchronous
+and hand out :class:`AsyncObject` s. They know their console as an :class:`AsyncSession`, as snapshots know theirs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Prot
 
 from virtq.schema.codec import ObjectId
 from virtq.schema.errors import InvalidParameterError
-from virtq.schema.streams import stream_argument
+from virtq.schema.streams import BOTH, DIRECTIONS, stream_argument
 
+from ._aio_streams import AsyncConsoleStream, open_console
 from ._jobs import Job
 from ._scope import Scope
 from .objects import RemoteObject
@@ -64,10 +66,16 @@ class AsyncObject:
         if method is None:  # the snapshot's own attributes (AttributeError as it says); dom.snapshots wrapped
             value = getattr(snapshot, name)
             return wrap(value, self._session) if isinstance(value, list) else value
-        if stream_argument(method) is not None:  # its data comes as a stream: moved by a thread (console/_streams.py)
+        if stream_argument(method) is not None:  # its data comes as a stream (console/_streams.py)
             streamed = getattr(snapshot, name)
+            if DIRECTIONS.get(method.libvirt, BOTH) == BOTH:  # a console: read and written on the loop
 
-            async def transfer(*args: Any, **kwargs: Any) -> Any:
+                async def open_both_ways(*args: Any, **kwargs: Any) -> AsyncConsoleStream:
+                    return await open_console(streamed, *args, **kwargs)
+
+                return open_both_ways
+
+            async def transfer(*args: Any, **kwargs: Any) -> Any:  # a file's worth: moved by a thread
                 return await asyncio.to_thread(streamed, *args, **kwargs)
 
             return transfer

@@ -59,6 +59,8 @@ class ClientStream:
         self.incoming: "queue.Queue[Message]" = queue.Queue()
         self.room = threading.Condition()  # a writer waits here for credit
         self.error: Optional[errors.VirtqError] = None  # how the agent (or the connection) ended it
+        self.on_arrival: Optional[Callable[[], None]] = None
+        """Called on the delivering thread (so quick, never blocking) once anything came or the stream was lost."""
         self.closed = False
         self.wait = descriptor.idle + 10.0
         """Seconds to wait for the agent's next message (it aborts a stalled stream after ``idle``)."""
@@ -72,6 +74,7 @@ class ClientStream:
                 except errors.StreamAbortedError as exc:
                     self.error = exc
                 self.room.notify_all()
+                self._arrived()
                 return
             if isinstance(message, ExceptionResponse):
                 self.error = errors.remote_error(message.error_code, message.error_text)
@@ -80,6 +83,7 @@ class ClientStream:
                                                        f"{message.values.get('reason', '')}")
             self.room.notify_all()
         self.incoming.put(message)
+        self._arrived()
 
     def lost(self, error: errors.VirtqError) -> None:
         """The connection went away: whoever waits on the stream raises ``error`` now, not at its timeout."""
@@ -87,6 +91,11 @@ class ClientStream:
             self.error = error
             self.room.notify_all()
         self.incoming.put(ExceptionResponse(error_text=str(error), correlation_id=self.id))
+        self._arrived()
+
+    def _arrived(self) -> None:
+        if self.on_arrival is not None:
+            self.on_arrival()
 
     def send(self, message: Message) -> None:
         wire = dataclasses.replace(message, reply_to=self.transport.reply_address)
@@ -241,6 +250,11 @@ class ConsoleStream:
             self._stream.send(self._stream.take_credit(piece))
             view = view[len(piece):]
         return len(data)
+
+    @property
+    def stream(self) -> ClientStream:
+        """The stream underneath: its credit, and its ``on_arrival`` hook (asyncio's: console/_aio_streams.py)."""
+        return self._stream
 
     def close(self) -> None:
         """Close the console (the agent aborts libvirt's stream, as virsh console does on Ctrl-])."""

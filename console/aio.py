@@ -14,8 +14,10 @@ What blocks in the sync API is awaited here: ``start``/``close``, method calls (
 threads; calls on one object made from the loop go one at a time, in the order they were made, and wait
 on the loop, not in a thread), ``xml``, ``wait_for`` and ``job.wait_state`` (re-checked after each update
 by one thread, whatever the number of waiters), subscriptions (the sync bounded queue; the loop is only
-woken). Closing the console ends iterations and fails what is awaited with NotConnectedError; cancelling an
-awaiting task leaves the console as it was (a call already sent still runs to its end in its apartment).
+woken), consoles (``await dom.openConsole()`` gives an :class:`AsyncConsoleStream`, read and written on the
+loop, woken by the transport's thread: no thread per read). Closing the console ends iterations and fails what is
+awaited with NotConnectedError; cancelling an awaiting task leaves the console as it was (a call already sent still
+runs to its end in its apartment; a console being opened is closed).
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from virtq.schema.model import Schema
 
 from ._aio_bridge import AsyncSubscription, LoopWaiters, deliver
 from ._aio_objects import AsyncJob, AsyncObject, AsyncRepository, AsyncScope, Target, unwrap, wrap
+from ._aio_streams import AsyncConsoleStream
 from ._console import Console
 from ._jobs import Key
 from .events import Event
 from .repository import AgentRepository
 
-__all__ = ["AsyncConsole", "AsyncJob", "AsyncObject", "AsyncRepository", "AsyncScope", "AsyncSubscription"]
+__all__ = ["AsyncConsole", "AsyncConsoleStream", "AsyncJob", "AsyncObject", "AsyncRepository", "AsyncScope",
+           "AsyncSubscription"]
 
 T = TypeVar("T")
 
