@@ -9,7 +9,6 @@ and hand out :class:`AsyncObject` s. They know their console as an :class:`Async
 
 from __future__ import annotations
 
-import asyncio
 from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple,
                     Union)
 
@@ -17,7 +16,7 @@ from virtq.schema.codec import ObjectId
 from virtq.schema.errors import InvalidParameterError
 from virtq.schema.streams import BOTH, DIRECTIONS, stream_argument
 
-from ._aio_streams import AsyncConsoleStream, open_console
+from ._aio_streams import AsyncConsoleStream, open_console, transfer
 from ._jobs import Job
 from ._scope import Scope
 from .objects import RemoteObject
@@ -75,10 +74,10 @@ class AsyncObject:
 
                 return open_both_ways
 
-            async def transfer(*args: Any, **kwargs: Any) -> Any:  # a file's worth: moved by a thread
-                return await asyncio.to_thread(streamed, *args, **kwargs)
+            async def moved(*args: Any, **kwargs: Any) -> Any:  # a file's worth: moved by a thread
+                return await transfer(streamed, *args, **kwargs)
 
-            return transfer
+            return moved
         names = [a.name for a in method.inputs]
         has_outputs = bool(method.outputs)
 

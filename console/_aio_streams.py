@@ -10,6 +10,7 @@ read took nothing: what came meanwhile stays queued for the next one.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any, Callable, Optional, Set, Union
 
 from virtq.schema.errors import StreamAbortedError
@@ -17,7 +18,7 @@ from virtq.schema.errors import StreamAbortedError
 from ._aio_bridge import Wakeup
 from ._streams import ConsoleStream
 
-__all__ = ["AsyncConsoleStream", "open_console"]
+__all__ = ["AsyncConsoleStream", "open_console", "transfer"]
 
 Data = Union[bytes, bytearray, memoryview]
 
@@ -146,3 +147,23 @@ async def open_console(open_stream: Callable[..., ConsoleStream], *args: Any, **
 def _close_unwanted(opening: "asyncio.Future[ConsoleStream]") -> None:
     if not opening.cancelled() and opening.exception() is None:
         opening.result().close()
+
+
+async def transfer(move: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A download, upload or screenshot: the file's worth moved by a thread (file work blocks), awaited. Cancelling
+    the awaiting task cancels the stream too: the thread's next progress step (each chunk) raises, and the agent
+    aborts libvirt's stream, instead of the file being moved to its end for nobody."""
+    cancelled = threading.Event()
+    progress: Optional[Callable[[int], None]] = kwargs.pop("progress", None)
+
+    def step(moved: int) -> None:
+        if cancelled.is_set():
+            raise StreamAbortedError("stream cancelled: its asyncio task was cancelled")
+        if progress is not None:
+            progress(moved)
+
+    try:
+        return await asyncio.to_thread(move, *args, progress=step, **kwargs)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise

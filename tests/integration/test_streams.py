@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import libvirt
 import pytest
@@ -206,6 +206,33 @@ def test_streams_from_asyncio(served: Tuple[Agent, Console, Volume], files: File
 
     mime, image, moved = asyncio.run(main())
     assert mime == "image/png" and image.startswith(b"\x89PNG") and moved == SIZE
+
+
+def test_cancelling_an_asyncio_download_aborts_the_agent_s_stream(served: Tuple[Agent, Console, Volume],
+                                                                  files: FileStreams) -> None:
+    agent, _, vol = served
+
+    class SlowFile(io.BytesIO):
+        def write(self, data: Any) -> int:
+            time.sleep(0.05)
+            return super().write(data)
+
+    async def main() -> SlowFile:
+        async with AsyncConsole(agent_url(agent), timeout=5) as console:
+            sink = SlowFile()
+            task = asyncio.ensure_future(console.volumes.get(vol.name).download(sink))
+            while sink.tell() == 0:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            stream = files.opened["virStorageVolDownload"]
+            assert isinstance(stream, FileStream)
+            assert await asyncio.to_thread(wait_until, lambda: stream.aborted and agent.streams.open_streams() == [],
+                                           5)  # told by the console (still open), not the idle timeout
+            return sink
+
+    assert 0 < len(asyncio.run(main()).getvalue()) < SIZE
 
 
 def test_a_sparse_upload_sends_holes(served: Tuple[Agent, Console, Volume], files: FileStreams) -> None:
