@@ -27,7 +27,7 @@ from virtq.schema.codec import (STREAM, ExceptionResponse, Message, MethodReques
                                 WireMessage, decode)
 from virtq.schema.model import Method
 from virtq.schema.streams import (BOTH, CHUNK_BYTES, DIRECTIONS, DOWNLOAD, IDLE_TIMEOUT, MAX_AGENT_STREAMS,
-                                  SPARSE_FLAG, UPLOAD, WINDOW, Descriptor, Receiver, Sender)
+                                  SPARSE_FLAG, UPLOAD, WINDOW, Descriptor, Receiver, Sender, agreed_checksum)
 
 from .hypervisor import STREAM as STREAM_SLOT
 from .hypervisor import Hypervisor, HypervisorError, HypervisorStream
@@ -58,10 +58,8 @@ class AgentStream:
         self.principal = principal
         self.label = label  # "Volume:<key> download", for logs
         both = descriptor.direction == BOTH
-        self.sender = Sender(self.id, descriptor.chunk, descriptor.window) \
-            if descriptor.direction == DOWNLOAD or both else None
-        self.receiver = Receiver(self.id, descriptor.chunk, descriptor.window) \
-            if descriptor.direction == UPLOAD or both else None
+        self.sender = Sender.of(descriptor) if descriptor.direction == DOWNLOAD or both else None
+        self.receiver = Receiver.of(descriptor) if descriptor.direction == UPLOAD or both else None
         if self.receiver is not None:
             self.receiver.first_grant()  # given in the description (``credit``)
         self.lock = threading.Lock()
@@ -181,10 +179,12 @@ class AgentStream:
             self.owner.send(self, end)
             self.close(abort=not finish)
             return False
+        data, hole = (b"", got) if isinstance(got, int) else (got, 0)
+        self.sender.count(data, hole)
         with self.lock:
             if self.closed:
                 return False
-            chunk = self.sender.chunk(hole=got) if isinstance(got, int) else self.sender.chunk(data=got)
+            chunk = self.sender.chunk(data, hole)
         self.owner.send(self, chunk)
         self.progress = self.owner.clock()
         return True
@@ -304,7 +304,8 @@ class AgentStreams:
             sparse = method.libvirt in SPARSE_FUNCTIONS and bool(flags & SPARSE_FLAG)
             result, libvirt = self.hypervisor.open_stream(class_name, key, method.libvirt, positional, sparse)
             descriptor = Descriptor(f"s-{secrets.token_hex(12)}", direction, self.chunk, self.window, self.idle,
-                                    0 if direction == DOWNLOAD else self.window, sparse)
+                                    0 if direction == DOWNLOAD else self.window, sparse,
+                                    agreed_checksum(request.stream_checksums))
             stream = AgentStream(self, descriptor, libvirt, request.reply_to or "", principal,
                                  f"{class_name}:{key} {method.name}")
             with self._lock:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from virtq.schema import errors
 from virtq.schema.codec import ExceptionResponse, Message, MethodRequest, MethodResponse, ObjectId, direct_address
 from virtq.schema.model import Method
+from virtq.schema.streams import CHECKSUMS, stream_argument
 
 from ._agents import AgentTracker
 from ._jobs import Apartments, Job
@@ -36,14 +37,14 @@ class MethodCalls:
         """Call a method as a job in the object's apartment; returns (job, result)."""
         target, method, wire = self._checked(obj, method_name, arguments)
         with self._apartments.run(self._session, target.object_id, method_name) as job:
-            reply = self._ask(target, method_name, wire, timeout)
+            reply = self._ask(target, method, wire, timeout)
         return job, self._answer(method, reply)
 
     def in_job(self, obj: Union[RemoteObject, ObjectId], method_name: str,
                arguments: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> Any:
         """Call a method as part of a job that owns the object already (a migration's calls); the result."""
         target, method, wire = self._checked(obj, method_name, arguments)
-        return self._answer(method, self._ask(target, method_name, wire, timeout))
+        return self._answer(method, self._ask(target, method, wire, timeout))
 
     def _checked(self, obj: Union[RemoteObject, ObjectId], method_name: str,
                  arguments: Optional[Mapping[str, Any]]) -> Tuple[RemoteObject, Method, Dict[str, Any]]:
@@ -56,10 +57,12 @@ class MethodCalls:
         method.bind(wire)
         return target, method, wire
 
-    def _ask(self, target: RemoteObject, method_name: str, arguments: Dict[str, Any],
+    def _ask(self, target: RemoteObject, method: Method, arguments: Dict[str, Any],
              timeout: Optional[float]) -> Message:
         transport = self._tracker.route(target.agent)
-        request = MethodRequest(object_id=target.object_id, method_name=method_name, arguments=arguments)
+        method_name = method.name
+        request = MethodRequest(object_id=target.object_id, method_name=method_name, arguments=arguments,
+                                stream_checksums=",".join(CHECKSUMS) if stream_argument(method) else "")
         reply = self._requests.ask(transport, request, direct_address(target.agent),
                                    timeout or self._session.timeout,
                                    f"{target.class_name}.{method_name} on {target.object_id.object_name}")[-1]

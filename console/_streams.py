@@ -6,7 +6,7 @@ registered here before any data can come (the agent sends nothing before the con
 an upload's first credit in the description). What a transport receives for a stream is handed to it on the
 transport's own thread, not through the inbox: credit is applied at once, the rest is queued, at most a window
 of chunks. The caller's thread does the work: it writes what came to its file and grants credit back, or reads
-its file into chunks as credit allows; the end's sha256 is checked (StreamChecksumError). Leaving early
+its file into chunks as credit allows; the end's checksum is checked (StreamChecksumError). Leaving early
 (an error, Ctrl-C) cancels the stream on the agent.
 """
 
@@ -50,12 +50,10 @@ class ClientStream:
         self.descriptor = descriptor
         self.id = descriptor.id
         self.label = label
-        self.sender = Sender(self.id, descriptor.chunk, descriptor.window) \
-            if descriptor.direction in (UPLOAD, BOTH) else None
+        self.sender = Sender.of(descriptor) if descriptor.direction in (UPLOAD, BOTH) else None
         if self.sender is not None:
             self.sender.grant(descriptor.credit)
-        self.receiver = Receiver(self.id, descriptor.chunk, descriptor.window) \
-            if descriptor.direction in (DOWNLOAD, BOTH) else None
+        self.receiver = Receiver.of(descriptor) if descriptor.direction in (DOWNLOAD, BOTH) else None
         self.incoming: "queue.Queue[Message]" = queue.Queue()
         self.room = threading.Condition()  # a writer waits here for credit
         self.error: Optional[errors.VirtqError] = None  # how the agent (or the connection) ended it
@@ -124,6 +122,7 @@ class ClientStream:
     def take_credit(self, data: bytes = b"", hole: int = 0) -> StreamData:
         """The next chunk, once the agent granted credit for it."""
         assert self.sender is not None
+        self.sender.count(data, hole)
         with self.room:
             while self.sender.credit <= 0 and self.error is None and not self.closed:
                 if not self.room.wait(self.wait):
@@ -150,7 +149,7 @@ class ClientStream:
     # --- the two one-way uses ---------------------------------------------------------------------
 
     def download(self, sink: IO[bytes], progress: Optional[Progress] = None) -> int:
-        """Write everything the agent sends to ``sink``; the byte count, checked against the end's sha256."""
+        """Write everything the agent sends to ``sink``; the byte count, checked against the end's checksum."""
         assert self.receiver is not None
         self.send(StreamControl(stream=self.id, op="credit", values={"credit": self.receiver.first_grant()}))
         hole_last = False

@@ -11,8 +11,9 @@ this module is the public face of all three.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
+from typing import Any, Dict, List, Optional, Sequence, Type, TypeVar
 
 from ._addresses import (AGENT, APP_ID, APP_ID_KEY, CONTENT, DIRECT, LOCATE_SUBJECT, METHOD, OPCODE, PARTIAL,
                          PRODUCT, TOPIC, VENDOR, data_subject, direct_address, event_subject, heartbeat_subject,
@@ -27,8 +28,8 @@ __all__ = [
     "PARTIAL", "PRODUCT", "QUERY_WHATS", "TOPIC", "UUID_KEYED", "VENDOR",
     "AgentHeartbeat", "AgentInfo", "AgentLocateRequest", "AgentLocateResponse", "DataIndication", "DataRecord",
     "EventIndication", "EventRecord", "ExceptionResponse", "InvalidObjectNameError", "Message", "MethodRequest",
-    "MethodResponse", "ObjectId", "QueryRequest", "QueryResponse", "STREAM", "STREAM_HOLE", "STREAM_OPS", "STREAM_SEQ",
-    "StatsBatch", "StatsIndication", "StreamControl", "StreamData", "WireMessage",
+    "MethodResponse", "ObjectId", "QueryRequest", "QueryResponse", "STREAM", "STREAM_CHECKSUMS", "STREAM_HOLE",
+    "STREAM_OPS", "STREAM_SEQ", "StatsBatch", "StatsIndication", "StreamControl", "StreamData", "WireMessage",
     "check_object_name", "data_subject", "decode", "direct_address", "event_subject", "heartbeat_subject",
     "now_ns", "schema_id_from_wire", "schema_id_to_wire", "stats_subject",
 ]
@@ -185,10 +186,14 @@ class MethodRequest(Message):
     object_id: ObjectId = ObjectId("")
     method_name: str = ""
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    stream_checksums: str = ""  # a stream method's: the checksums the caller takes, preferred first (§14.1)
 
     def _body(self) -> Any:
         return {"_object_id": self.object_id.to_wire(), "_method_name": self.method_name,
                 "_arguments": dict(self.arguments)}
+
+    def _properties(self) -> Dict[str, Any]:
+        return {STREAM_CHECKSUMS: self.stream_checksums} if self.stream_checksums else {}
 
     @classmethod
     def _from_body(cls, body: Any, properties: Mapping[str, Any], common: Dict[str, Any]) -> "MethodRequest":
@@ -196,8 +201,10 @@ class MethodRequest(Message):
         arguments = body.get("_arguments", {})
         if not isinstance(arguments, Mapping):
             raise ProtocolError("method request: _arguments must be a map")
+        checksums = properties.get(STREAM_CHECKSUMS, "")
         return cls(object_id=ObjectId.from_wire(body.get("_object_id")), method_name=name,
-                   arguments=dict(arguments), **common)
+                   arguments=dict(arguments), stream_checksums=checksums if isinstance(checksums, str) else "",
+                   **common)
 
 
 @dataclass(frozen=True)
@@ -299,6 +306,8 @@ STREAM = "qmf.stream"
 """The application property that makes a message part of a stream (its value: the stream's id); §14."""
 STREAM_SEQ = "qmf.seq"
 STREAM_HOLE = "qmf.hole"
+STREAM_CHECKSUMS = "qmf.stream_checksums"
+"""On a stream method's request: the end's checksums the caller takes, comma-separated, preferred first."""
 STREAM_OPS = ("credit", "end", "done", "cancel")
 
 

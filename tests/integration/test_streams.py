@@ -141,6 +141,7 @@ def test_a_console_that_stops_reading_is_aborted_by_the_agent(served: Tuple[Agen
     agent.streams.idle = 0.5
     opened = Descriptor.from_wire(console.call(vol, "download"))  # the method alone: nobody reads the stream
     assert opened.direction == "download" and opened.idle == 0.5
+    assert opened.checksum == "crc32"  # asked for by the console's request (qmf.stream_checksums)
     stream = files.opened["virStorageVolDownload"]
     assert isinstance(stream, FileStream)
     assert wait_until(lambda: stream.aborted, 5)

@@ -11,6 +11,7 @@ import hashlib
 import io
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -22,7 +23,7 @@ from virtq.console._streams import ClientStream, Streams
 from virtq.schema import default_schema, errors
 from virtq.schema.codec import (STREAM as STREAM_PROPERTY, ExceptionResponse, Message, MethodRequest, ObjectId,
                                 StreamControl, StreamData, WireMessage, decode)
-from virtq.schema.streams import DOWNLOAD, UPLOAD, Descriptor, Receiver, Sender
+from virtq.schema.streams import CRC32, DOWNLOAD, SHA256, UPLOAD, Descriptor, Receiver, Sender
 from virtq.transport._convert import roundtrip
 
 SCHEMA = default_schema()
@@ -31,13 +32,19 @@ UPLOAD_METHOD = SCHEMA.cls("Volume").methods["upload"]
 REPLY = "reply-test"
 
 
+def sent(sender: Sender, data: bytes = b"", hole: int = 0) -> StreamData:
+    """A chunk as the agent's and the console's senders make one: counted, then taken against credit."""
+    sender.count(data, hole)
+    return sender.chunk(data, hole)
+
+
 # --- the two ends on their own ------------------------------------------------------------------
 
 def test_sender_and_receiver_agree_on_bytes_and_sha256() -> None:
     sender, receiver = Sender("s1", chunk=4, window=2), Receiver("s1", chunk=4, window=2)
     sender.grant(receiver.first_grant())
     for piece in (b"abcd", b"ef"):
-        receiver.accept(sender.chunk(piece))
+        receiver.accept(sent(sender, piece))
     assert receiver.verify(sender.end()) == 6
     assert sender.end().values == {"bytes": 6, "sha256": hashlib.sha256(b"abcdef").hexdigest()}
 
@@ -45,17 +52,17 @@ def test_sender_and_receiver_agree_on_bytes_and_sha256() -> None:
 def test_a_hole_counts_as_zeros() -> None:
     sender = Sender("s1", window=1)
     sender.grant(1)
-    sender.chunk(hole=3 * 1024 * 1024 + 1)
+    sent(sender, hole=3 * 1024 * 1024 + 1)
     assert sender.end().values["sha256"] == hashlib.sha256(bytes(3 * 1024 * 1024 + 1)).hexdigest()
 
 
 def test_the_sender_never_exceeds_its_credit() -> None:
     sender = Sender("s1", window=2)
     sender.grant(2)
-    sender.chunk(b"a")
-    sender.chunk(b"b")
+    sent(sender, b"a")
+    sent(sender, b"b")
     with pytest.raises(AssertionError):
-        sender.chunk(b"c")
+        sent(sender, b"c")
     with pytest.raises(errors.StreamAbortedError, match="bad credit"):
         sender.grant(3)  # a receiver granting beyond its window is broken
     with pytest.raises(errors.StreamAbortedError):
@@ -176,8 +183,9 @@ class Agent:
             self.sent.append(wire)
             self.arrived.notify_all()
 
-    def open(self, method: Any = DOWNLOAD_METHOD) -> Descriptor:
-        request = MethodRequest(object_id=ObjectId("Volume:/v"), method_name=method.name, reply_to=REPLY)
+    def open(self, method: Any = DOWNLOAD_METHOD, checksums: str = "") -> Descriptor:
+        request = roundtrip_request(MethodRequest(object_id=ObjectId("Volume:/v"), method_name=method.name,
+                                                  reply_to=REPLY, stream_checksums=checksums))
         wire = self.streams.open(request, None, "Volume", "/v", method, [0, 0, 0])
         return Descriptor.from_wire(wire)
 
@@ -256,11 +264,57 @@ def test_an_upload_is_written_as_it_comes_and_finished_after_a_matching_end(agen
     sender = Sender(descriptor.id, chunk=4, window=4)
     sender.grant(descriptor.credit)
     for piece in (b"abcd", b"efgh"):
-        agent.peer(sender.chunk(piece))
+        agent.peer(sent(sender, piece))
     agent.peer(sender.end())
     messages = agent.wait(lambda m: any(isinstance(x, StreamControl) and x.op == "done" for x in m))
     assert bytes(agent.stream.written) == b"abcdefgh" and agent.stream.finished
     assert messages[-1] == StreamControl(stream=descriptor.id, op="done", agent="agent", values={"bytes": 8})
+
+
+def roundtrip_request(request: MethodRequest) -> MethodRequest:
+    """As the agent's dispatcher gets it: through AMQP and virtq's decode."""
+    decoded = decode(roundtrip(request.encode("qmf.default.direct/agent")))
+    assert isinstance(decoded, MethodRequest)
+    return decoded
+
+
+@pytest.mark.parametrize("asked, agreed", [
+    ("crc32,sha256", CRC32), ("sha256,crc32", SHA256), ("", SHA256),  # "": a QMF client or an older console
+    ("md5,crc32", CRC32), ("md5", SHA256),
+])
+def test_the_agent_takes_the_first_checksum_it_knows_of_those_asked(agent: Agent, asked: str, agreed: str) -> None:
+    assert agent.open(UPLOAD_METHOD, asked).checksum == agreed
+
+
+def test_an_upload_with_crc32_ends_with_crc32(agent: Agent) -> None:
+    descriptor = agent.open(UPLOAD_METHOD, "crc32,sha256")
+    sender = Sender.of(descriptor)
+    sender.grant(descriptor.credit)
+    agent.peer(sent(sender, b"abcd"))
+    end = sender.end()
+    assert end.values == {"bytes": 4, "crc32": f"{zlib.crc32(b'abcd'):08x}"}
+    agent.peer(end)
+    agent.wait(lambda m: any(isinstance(x, StreamControl) and x.op == "done" for x in m))
+    assert agent.stream.finished
+
+
+def test_a_checksum_the_receiver_did_not_agree_to_is_a_mismatch() -> None:
+    """An end with sha256 where crc32 was agreed (or none where sha256 was): typed, never taken as a match."""
+    receiver = Receiver("s1", window=1, checksum=CRC32)
+    receiver.first_grant()
+    receiver.accept(StreamData(stream="s1", seq=0, data=b"abc"))
+    sha = hashlib.sha256(b"abc").hexdigest()
+    with pytest.raises(errors.StreamChecksumError, match="with crc32"):
+        receiver.verify(StreamControl(stream="s1", op="end", values={"bytes": 3, "sha256": sha}))
+
+
+def test_a_description_names_its_checksum_or_means_sha256() -> None:
+    wire = Descriptor("s-1", DOWNLOAD, checksum=CRC32).to_wire()
+    assert wire["checksum"] == "crc32" and Descriptor.from_wire(wire).checksum == CRC32
+    older = {k: v for k, v in wire.items() if k != "checksum"}  # an agent before checksums were agreed
+    assert Descriptor.from_wire(older).checksum == SHA256
+    with pytest.raises(errors.ProtocolError):
+        Descriptor.from_wire({**wire, "checksum": "md5"})
 
 
 def test_an_upload_with_a_wrong_checksum_is_aborted_not_finished(agent: Agent) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from cproton import PN_OVERFLOW, pn_message_encode
 from proton import Message, ulong
@@ -98,7 +98,7 @@ that the sections before a body use (the size counts the bytes after it)."""
 AMQP_VALUE, VBIN32 = 0x77, 0xb0
 
 
-def decode(data: bytes, message: Optional[Message] = None) -> Message:
+def decode(data: Union[bytes, bytearray], message: Optional[Message] = None) -> Message:
     """A received message's AMQP encoding, into ``message`` (what proton could read of it stays there when it
     raises). The inverse of ``encode``'s splice: a large binary body that ends the message is cut out and only
     the sections before it go through proton, which would copy the body three times (into its data tree, out as
@@ -106,14 +106,15 @@ def decode(data: bytes, message: Optional[Message] = None) -> Message:
     message = Message() if message is None else message
     start = _binary_body_at(data) if len(data) >= SPLICE_BYTES else None
     if start is None:
-        message.decode(data)
+        message.decode(data)  # type: ignore[arg-type]  # proton takes any buffer (ffi.from_buffer)
     else:
-        message.decode(bytes(data[:start]) + EMPTY_BINARY_BODY)
-        message.body = bytes(data[start + 8:])
+        view = memoryview(data)
+        message.decode(bytes(view[:start]) + EMPTY_BINARY_BODY)
+        message.body = bytes(view[start + 8:])
     return message
 
 
-def _binary_body_at(data: bytes) -> Optional[int]:
+def _binary_body_at(data: Union[bytes, bytearray]) -> Optional[int]:
     """Where the body section starts when it is an amqp-value vbin32 that runs to the end; None otherwise (proton
     decodes such a message whole)."""
     at = 0

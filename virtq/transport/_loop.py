@@ -21,10 +21,11 @@ proton-python 0.40; ``lean_supported`` checks that they are there, and the plain
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from cproton import (PN_TRANSPORT, isnull, pn_cast_pn_transport, pn_collector_peek, pn_collector_pop,
+from cproton import (PN_TRANSPORT, ffi, isnull, pn_cast_pn_transport, pn_collector_peek, pn_collector_pop,
                      pn_event_context, pn_event_type)
+from cproton import lib as _proton_c
 from proton import Event, Transport
 from proton.handlers import IOHandler
 from proton.reactor import Container
@@ -38,6 +39,8 @@ _TO_IOHANDLER: Dict[Any, str] = {
 """A handlerless selectable's events run at once by the IOHandler method named (its writable: by _write)."""
 WRITE_CHUNK = 256 * 1024
 """Bytes of a transport's output copied out for one socket send."""
+pn_transport_peek = _proton_c.pn_transport_peek
+"""The C function: cproton's wrapper allocates the buffer it copies into."""
 _log = logging.getLogger("proton")
 _INTERNALS: Tuple[str, ...] = ("_collector", "_yield", "_stop", "_timers", "_selectables", "_selectable",
                                "_previous", "_global_handler", "_handler", "timeout")
@@ -74,10 +77,13 @@ class LeanContainer(Container):
             return
         pending = transport.pending()
         left = pending
+        out = self._output()
         try:
             while left > 0:
                 size = min(left, WRITE_CHUNK)
-                sent = selectable.send(transport.peek(size))
+                copied = pn_transport_peek(transport._impl, ffi.from_buffer(out), size)
+                transport._check(copied)
+                sent = selectable.send(memoryview(out)[:copied])
                 transport.pop(sent)
                 if sent < size:
                     break  # the socket is full: wait for the next writable
@@ -89,6 +95,14 @@ class LeanContainer(Container):
             transport.close_head()
         if transport.pending() != pending:
             self._overrides().base.update(transport, selectable, self.now)
+
+    def _output(self) -> bytearray:
+        """The buffer a transport's output is copied into for a socket send, one per container (its thread's):
+        proton's ``peek`` makes a new zeroed one and copies it once more to cut it to size, for every send."""
+        out: Optional[bytearray] = getattr(self, "_out", None)
+        if out is None:
+            out = self._out = bytearray(WRITE_CHUNK)
+        return out
 
     def _overrides(self) -> Any:
         """proton's GlobalOverrides: a connection's own handling of an event, else the IOHandler (its ``base``)."""
