@@ -1,12 +1,13 @@
 """Latency from a libvirt event to the console subscriber that receives it, in direct mode.
 
-One process holds everything, on loopback: an agent serving ``test:///default`` (libvirt's
-built-in test hypervisor, one driver instance per process) and a console connected to it
-over AMQP. The benchmark opens its own libvirt connection to ``test:///default`` — the
-agent's connection shares the driver, so it gets the events — and suspends and resumes the
-domain ``test`` ``--cycles`` times. For each operation it measures from just before the
-libvirt call to the moment a console subscriber (``console.subscribe(kinds=LibvirtEvent)``,
-queue mode) receives the matching domainLifecycle event.
+An agent serving ``test:///default`` (libvirt's built-in test hypervisor, one driver instance per
+process) runs in a process of its own, as on a host (bench/event_host.py; ``--agent in-process``
+puts it in the benchmark's process, as the runs before issue 12's last measurements did), with a
+libvirt connection of its own to the same driver that suspends and resumes the domain ``test``
+``--cycles`` times; a console in the benchmark's process is connected to the agent over AMQP on
+loopback. For each operation it measures from just before the libvirt call to the moment a
+console subscriber (``console.subscribe(kinds=LibvirtEvent)``, queue mode) receives the matching
+domainLifecycle event (wall clocks of one host).
 
 Parts of the latency: the libvirt call itself (until it returns); the call → the timestamp
 the agent puts on the event (wall clock, same host; taken when libvirt's event loop hands the
@@ -32,29 +33,19 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from virtq.agent import Agent
-from virtq.agent.libvirt_adapter import LibvirtHypervisor
-from virtq.agent.libvirt_events import ensure_event_loop
 from virtq.console import Console
 from virtq.console.events import LibvirtEvent, Overflowed
-from virtq.schema import default_schema
-from virtq.testing import free_port
-from virtq.transport import DirectListener
-
-import libvirt  # connections are opened after ensure_event_loop() registered the event loop
 
 from .common import bench_main, percentile, ratio
+from .event_host import DOMAIN, URI, InProcessHost, ProcessHost
 from .fleetsim.tables import table
 from .proton_echo import echo_rtts
 
-URI = "test:///default"
-DOMAIN = "test"
 TARGET_P99_MS = 20.0
 TARGET_RTT_RATIO = 1.5  # issue 12: getInfo RTT p50 ≤ 1.5× the bare proton echo's p50
 TARGET_EVENT_RATIO = 2.0  # issue 12: libvirt event → subscriber p50 ≤ 2× the bare proton echo's p50
@@ -147,79 +138,53 @@ class Result:
         return lines
 
 
-def _running(dom: Any) -> None:
-    """Bring the shared test domain to running (another user of the process may have left it otherwise)."""
-    state = dom.info()[0]
-    if state == libvirt.VIR_DOMAIN_PAUSED:
-        dom.resume()
-    elif state != libvirt.VIR_DOMAIN_RUNNING:
-        dom.create()
-
-
 def run(cycles: int = 500, rtt_calls: int = 200, warmup: int = 20, timeout: float = 5.0,
-        workdir: Optional[Path] = None, echo_calls: int = 500) -> Result:
+        workdir: Optional[Path] = None, echo_calls: int = 500, in_process: bool = False) -> Result:
     problems: List[str] = []
     total, call, to_agent, to_subscriber, rtt = Series(), Series(), Series(), Series(), Series()
     received = missing = overflowed = 0
     load_before = os.getloadavg()[0]
     echo = Series(echo_rtts(echo_calls // 2, warmup) if echo_calls else [])  # before the agent: an idle process
-    ensure_event_loop()
-    conn = libvirt.open(URI)  # keeps the process's test:///default driver alive for the whole run
+    host = InProcessHost(workdir) if in_process else ProcessHost()
     try:
-        dom = conn.lookupByName(DOMAIN)
-        _running(dom)
-        uuid = dom.UUIDString()
-        with tempfile.TemporaryDirectory(prefix="virtq-bench-") as tmp:
-            url = f"amqp://127.0.0.1:{free_port()}"
-            agent = Agent(default_schema(), LibvirtHypervisor(URI), DirectListener(url), heartbeat=10.0,
-                          state_dir=(workdir or Path(tmp)) / "state")
-            agent.start()
-            try:
-                with Console(url, timeout=10.0) as console:
-                    remote = console.domains.get(DOMAIN)
-                    with console.subscribe(kinds=(LibvirtEvent,)) as events:
-                        def next_lifecycle(expected: str) -> Optional[LibvirtEvent]:
-                            nonlocal overflowed
-                            deadline = time.monotonic() + timeout
-                            while True:
-                                left = deadline - time.monotonic()
-                                event = events.get(left) if left > 0 else None
-                                if event is None:
-                                    return None
-                                if isinstance(event, Overflowed):
-                                    overflowed += event.dropped
-                                elif (isinstance(event, LibvirtEvent) and event.name == "domainLifecycle"
-                                      and event.event == expected and event.object_id.object_name.endswith(uuid)):
-                                    return event
+        with Console(host.url, timeout=10.0) as console:
+            remote = console.domains.get(DOMAIN)
+            with console.subscribe(kinds=(LibvirtEvent,)) as events:
+                def next_lifecycle(expected: str) -> Optional[LibvirtEvent]:
+                    nonlocal overflowed
+                    deadline = time.monotonic() + timeout
+                    while True:
+                        left = deadline - time.monotonic()
+                        event = events.get(left) if left > 0 else None
+                        if event is None:
+                            return None
+                        if isinstance(event, Overflowed):
+                            overflowed += event.dropped
+                        elif (isinstance(event, LibvirtEvent) and event.name == "domainLifecycle"
+                              and event.event == expected and event.object_id.object_name.endswith(host.uuid)):
+                            return event
 
-                        for i in range(warmup + cycles):
-                            for operation, expected in ((dom.suspend, "suspended"), (dom.resume, "resumed")):
-                                wall = time.time_ns()
-                                start = time.perf_counter_ns()
-                                operation()
-                                returned = time.perf_counter_ns()
-                                event = next_lifecycle(expected)
-                                arrived = time.perf_counter_ns()
-                                if i < warmup:
-                                    continue
-                                if event is None:
-                                    missing += 1
-                                    continue
-                                received += 1
-                                total.values.append((arrived - start) / 1e6)
-                                call.values.append((returned - start) / 1e6)
-                                agent_ms = (event.timestamp - wall) / 1e6
-                                to_agent.values.append(agent_ms)
-                                to_subscriber.values.append((arrived - start) / 1e6 - agent_ms)
-                        for _ in range(rtt_calls):
-                            start = time.perf_counter_ns()
-                            remote.getInfo()
-                            rtt.values.append((time.perf_counter_ns() - start) / 1e6)
-            finally:
-                agent.stop()
-        _running(dom)
+                for i in range(warmup + cycles):
+                    for operation, expected in (("suspend", "suspended"), ("resume", "resumed")):
+                        wall, call_ms = host.operate(operation)
+                        event = next_lifecycle(expected)
+                        arrived = time.time_ns()  # the wall clock: the call may have been made in another process
+                        if i < warmup:
+                            continue
+                        if event is None:
+                            missing += 1
+                            continue
+                        received += 1
+                        total.values.append((arrived - wall) / 1e6)
+                        call.values.append(call_ms)
+                        to_agent.values.append((event.timestamp - wall) / 1e6)
+                        to_subscriber.values.append((arrived - event.timestamp) / 1e6)
+                for _ in range(rtt_calls):
+                    start = time.perf_counter_ns()
+                    remote.getInfo()
+                    rtt.values.append((time.perf_counter_ns() - start) / 1e6)
     finally:
-        conn.close()
+        host.stop()
     if echo_calls:
         echo.values += echo_rtts(echo_calls - echo_calls // 2, warmup)  # and after it: the same machine, later
         if len(echo.values) < echo_calls:
@@ -240,7 +205,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--echo", type=int, default=500,
                         help="bare proton echo round trips for the wire's baseline (default 500; 0: none)")
     parser.add_argument("--warmup", type=int, default=20, help="cycles before measuring (default 20)")
-    return bench_main(parser, argv, lambda args: run(args.cycles, args.rtt, args.warmup, echo_calls=args.echo))
+    parser.add_argument("--agent", choices=("process", "in-process"), default="process",
+                        help="the agent in a process of its own, as on a host (default), or in the benchmark's")
+    return bench_main(parser, argv, lambda args: run(args.cycles, args.rtt, args.warmup, echo_calls=args.echo,
+                                                     in_process=args.agent == "in-process"))
 
 if __name__ == "__main__":
     sys.exit(main())
