@@ -4,7 +4,7 @@ libvirt calls back on its event-loop thread; the pump only queues there. One pum
 handles events in order: re-reads the object (its id, or that it vanished; after a revert to a
 snapshot, its snapshots and checkpoints too), moves its configuration generation when the event says
 the XML may have changed, pushes the changes and the event, and for lifecycle events samples the
-object's statistics at once.
+object's statistics once the burst of events is over (SAMPLE_QUIET; at most SAMPLE_LATEST later).
 
 The re-read runs in the object's apartment (after that object's calls, never beside them) and
 the pump waits for it at most ``read_wait``: an object whose libvirt calls are stuck delays the
@@ -20,7 +20,8 @@ import collections
 import dataclasses
 import logging
 import threading
-from typing import Callable, Deque, List, Optional, Sequence
+import time
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Union
 
 from virtq.logs import RateLimited
 from virtq.schema.codec import DataRecord, EventRecord, now_ns
@@ -41,6 +42,21 @@ READ_WAIT = 1.0
 READ_TIMEOUT = 30.0
 """Seconds a re-read may wait in its object's apartment before it is dropped (the reconcile repairs)."""
 
+SAMPLE_QUIET = 0.002
+"""Seconds without a new event before the pump samples what the last events changed. A lifecycle event's
+object is sampled (its new state) once its burst of events is over, not right behind each: in a burst each
+object is read once, and the event's own push has the agent to itself meanwhile (sampled right behind it, it
+reached the consoles' reactors 0.26 ms later, their subscribers 0.5 ms later: docs/BENCHMARKS.md §2)."""
+SAMPLE_LATEST = 0.05
+"""Seconds after the first of them that they are sampled however many events keep coming."""
+
+
+class _Quiet:
+    """What the pump's wait gives when it is time to sample (no event came): see EventPump._next."""
+
+
+QUIET = _Quiet()
+
 MAX_QUEUED = 100_000
 """Events held while the pump is behind; beyond it the oldest are dropped (the reconcile repairs state)."""
 
@@ -56,7 +72,8 @@ STATE_EVENTS = frozenset({"domainLifecycle", "poolLifecycle", "domainPmwakeup", 
 class EventPump:
     def __init__(self, registry: Registry, sampler: Sampler, push_records: Callable[[Sequence[DataRecord]], None],
                  push_events: Callable[[Sequence[EventRecord]], None], apartments: Optional[Apartments] = None,
-                 read_wait: float = READ_WAIT, read_timeout: float = READ_TIMEOUT) -> None:
+                 read_wait: float = READ_WAIT, read_timeout: float = READ_TIMEOUT,
+                 sample_quiet: float = SAMPLE_QUIET, sample_latest: float = SAMPLE_LATEST) -> None:
         self._apartments = apartments
         self.read_wait = read_wait
         self.read_timeout = read_timeout
@@ -73,6 +90,9 @@ class EventPump:
         it still follows the object's record."""
         self.dropped = 0
         self.handled = 0
+        self.sample_quiet, self.sample_latest = sample_quiet, sample_latest
+        self._to_sample: Dict[str, Dict[str, None]] = {}  # class -> keys (in order) whose events want a sample
+        self._sample_due = 0.0  # the monotonic time by which they are sampled, events or not
 
     def start(self) -> None:
         self._thread.start()
@@ -100,17 +120,40 @@ class EventPump:
 
     def _run(self) -> None:
         while True:
-            with self._ready:
-                while not self._queue:
-                    self._ready.wait()
-                event = self._queue.popleft()
+            event = self._next()
             if event is None:
                 return
+            if self._to_sample and (event is QUIET or time.monotonic() >= self._sample_due):
+                self.sample_changed()
+            if isinstance(event, HypervisorEvent):
+                try:
+                    self.handle(event)
+                except Exception:  # noqa: BLE001 - one event must not stop the pump
+                    log.exception("handling %s", event)
+                self.handled += 1
+
+    def _next(self) -> Union[HypervisorEvent, None, _Quiet]:
+        """The next event (None: stop); QUIET when objects wait for their sample and no event came for
+        ``sample_quiet`` seconds, or the first of them has waited ``sample_latest``."""
+        with self._ready:
+            while not self._queue:
+                if not self._to_sample:
+                    self._ready.wait()
+                    continue
+                left = min(self.sample_quiet, self._sample_due - time.monotonic())
+                if (left <= 0 or not self._ready.wait(left)) and not self._queue:
+                    return QUIET
+            return self._queue.popleft()
+
+    def sample_changed(self) -> None:
+        """Sample the objects the events since the last sample changed, once each, a class at a time (the pump's
+        thread does, when their burst is over)."""
+        waiting, self._to_sample = self._to_sample, {}
+        for class_name, keys in waiting.items():
             try:
-                self.handle(event)
-            except Exception:  # noqa: BLE001 - one event must not stop the pump
-                log.exception("handling %s", event)
-            self.handled += 1
+                self._sampler.sample(class_name, list(keys))
+            except Exception:  # noqa: BLE001 - a failed sample must not stop the pump (the next pass repairs)
+                log.exception("sampling %s after events", class_name)
 
     def handle(self, event: HypervisorEvent) -> None:
         name = f"{event.class_name}:{event.key}"
@@ -147,7 +190,9 @@ class EventPump:
                                     "%.1f s: the event goes first", name, event.name, self.read_wait)
         tell()
         if event.name in STATE_EVENTS and self._registry.get(name) is not None:
-            self._sampler.sample(event.class_name, [event.key])
+            if not self._to_sample:
+                self._sample_due = time.monotonic() + self.sample_latest
+            self._to_sample.setdefault(event.class_name, {})[event.key] = None
 
     def _apply(self, event: HypervisorEvent, name: str, known: bool, reading: Optional[Reading]) -> None:
         """Held under ``lock`` from applying the re-read until its changes are pushed (not while asking)."""

@@ -562,17 +562,40 @@ def test_an_object_someone_defined_is_pushed_once_with_its_first_generation() ->
     (records,) = pushed.records
     assert [r.object_id.object_name for r in records] == [f"Domain:{new}"]  # one record: no extra bump
     first_gen = records[0].values["configGen"]
-    assert pushed.events[0].values["event"] == "defined" and pushed.sampled == [new]
+    assert pushed.events[0].values["event"] == "defined" and pushed.sampled == []  # once the burst is over:
+    pump.sample_changed()
+    assert pushed.sampled == [new]
     pump.handle(HypervisorEvent("Domain", new, "domainLifecycle", "defined", "updated"))  # re-defined
     (record,) = pushed.records[1]
     assert record.values["configGen"] != first_gen
     pump.handle(HypervisorEvent("Domain", new, "domainLifecycle", "suspended", "paused"))
     assert pushed.records[2] == []  # no configuration change, nothing re-read changed
+    pump.sample_changed()
+    assert pushed.sampled == [new, new]  # once for the two events since the last sample
     hv.domains.pop()
     pump.handle(HypervisorEvent("Domain", new, "domainLifecycle", "undefined", "removed"))
     (gone,) = pushed.records[3]
     assert gone.deleted and registry.get(f"Domain:{new}") is None
-    assert pushed.sampled == [new, new, new]  # not the vanished one
+    pump.sample_changed()
+    assert pushed.sampled == [new, new]  # not the vanished one
+
+
+def test_a_burst_of_events_is_sampled_once_when_it_is_over() -> None:
+    hv = FakeHypervisor.with_running_domains(2)
+    pump, registry, pushed = make_pump(hv)
+    pump.sample_quiet, pump.sample_latest = 0.05, 5.0
+    first, second = (identity.uuid for identity in hv.domains[:2])
+    pump.start()
+    try:
+        for key, event in [(first, "suspended"), (second, "suspended"), (first, "resumed")]:
+            pump.deliver(HypervisorEvent("Domain", key, "domainLifecycle", event, "paused"))
+        assert wait_until(lambda: pump.handled == 3, 5) and pushed.sampled == []  # within sample_quiet
+        assert wait_until(lambda: pushed.sampled == [first, second], 5)  # then each once, in order
+        pump.sample_quiet, pump.sample_latest = 5.0, 0.2  # a quiet longer than sample_latest: sampled at that
+        pump.deliver(HypervisorEvent("Domain", first, "domainLifecycle", "suspended", "paused"))
+        assert wait_until(lambda: pushed.sampled == [first, second, first], 5)
+    finally:
+        pump.stop()
 
 
 def test_the_agent_pushes_deletions_before_updates() -> None:
