@@ -8,6 +8,7 @@ means for the agent's objects (load it, read it again) is the loading's decision
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import threading
 from typing import Callable, Dict, List, Optional, Tuple
@@ -105,8 +106,27 @@ class AgentTracker:
         if view is not None:
             self._check_health(view)
 
+    def steady(self, agent_name: str, epoch: Optional[int] = None) -> bool:
+        """Followed and not lost (and, when ``epoch`` is given, still in that epoch)."""
+        view = self._agents.by_name(agent_name)
+        return view is not None and not self._lost.get(agent_name, True) and epoch in (None, view.epoch)
+
+    def heard_again(self, info: AgentInfo, url: str) -> bool:
+        """Record a heartbeat that says nothing new — the agent's every other heartbeat: same epoch, interval,
+        schema and attributes as its last, through the same URL, and not lost — by when it was heard alone
+        (nothing else to derive: no health, no event). False, and nothing recorded, for any other."""
+        known = self._agents.by_name(info.name)
+        if known is None or known.epoch != info.epoch or known.url != url or self._lost.get(info.name, True) \
+                or known.attributes != info.attributes or known.schema_hash != info.schema_hash \
+                or known.heartbeat_interval != info.heartbeat_interval:
+            return False
+        self._agents.put(info.name, dataclasses.replace(known, last_seen=self._clock()))
+        return True
+
     def heartbeat(self, info: AgentInfo, url: str) -> Heard:
         """Record a heartbeat; tell subscribers what it changed, and the caller what it means."""
+        if self.heard_again(info, url):
+            return Heard.KNOWN
         known = self._agents.by_name(info.name)
         if known is None and info.name not in self.routes:
             return Heard.NEW if self.admit(info.name) else Heard.REFUSED

@@ -66,10 +66,11 @@ class Inbox(Generic[T]):
             self._append(item, cost)
 
     def _append(self, item: T, cost: int) -> None:
-        """(Under the lock.) The one consumer waits only on an empty inbox: only then is it woken."""
+        """(Under the lock.) The one consumer waits only on an empty inbox, or for a turn to end: it is woken only
+        for the first item, and not while a transport's thread has a turn (:meth:`end_turn` wakes it then)."""
         self._items.append((item, cost))
         self._bytes += cost
-        if len(self._items) == 1:
+        if len(self._items) == 1 and not self._turn:
             self._cond.notify_all()
 
     def get(self) -> T:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Dict, Sequence, Set, Tuple
+from typing import Dict, Optional, Sequence, Set, Tuple
 
 from virtq.schema import errors
 from virtq.schema.codec import (TOPIC, AgentInfo, AgentLocateRequest, AgentLocateResponse, ExceptionResponse,
@@ -81,8 +81,17 @@ class AgentLoading:
         """Read an agent again on a loader thread (queued at most once)."""
         self.workers.submit(("read", agent_name), self.read, agent_name)
 
-    def heartbeat(self, info: AgentInfo, url: str, transport: Transport) -> None:
-        """What a heartbeat asks for: a first load, a new read, or a retry of a first read that failed."""
+    def steady(self, agent_name: str, epoch: Optional[int] = None) -> bool:
+        """Loaded, not being read, not lost (and in ``epoch``): what the agent sends now changes nothing of when
+        it is read."""
+        return agent_name in self.loaded and agent_name not in self.reading \
+            and self._tracker.steady(agent_name, epoch)
+
+    def heartbeat(self, info: AgentInfo, url: str, transport: Transport) -> bool:
+        """What a heartbeat asks for: a first load, a new read, or a retry of a first read that failed. False
+        when it only said the agent, loaded, is still there (most heartbeats): it changed nothing else."""
+        if info.name in self.loaded and self._tracker.heard_again(info, url):
+            return False
         heard = self._tracker.heartbeat(info, url)
         if heard is Heard.NEW:
             # An agent we have not loaded yet (it started after us): load it off the ingest thread. The load is
@@ -96,6 +105,7 @@ class AgentLoading:
             # Its objects were never read in full (the first load failed: a timeout on a loaded machine, a
             # lost connection): try again at each heartbeat until one succeeds.
             self.workers.submit(("retry", info.name), self.read, info.name, True)
+        return True
 
     def conflict(self, info: AgentInfo, url: str) -> None:
         """An agent answered on ``url`` as one followed through another connection (direct mode)."""

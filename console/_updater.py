@@ -46,9 +46,10 @@ PRUNE_EVERY = 1.0
 
 
 class Updater:
-    """Owned by the console; only its ingest thread calls it. ``session``: what the snapshots it makes
-    belong to; ``clock``: the console's (tombstones age by it); ``wanted``: whether any subscriber takes
-    events of a kind (per-object statistics events are made only then)."""
+    """Owned by the console; only its ingest thread calls it (or a transport's thread in the inbox's turn, while
+    the ingest thread waits: console/_inbox.py). ``session``: what the snapshots it makes belong to; ``clock``:
+    the console's (tombstones age by it); ``wanted``: whether any subscriber takes events of a kind (per-object
+    statistics events are made only then)."""
 
     def __init__(self, session: Session[RemoteObject], clock: Callable[[], float], schema: Schema,
                  agents: AgentRepository, repos: Dict[str, Repository[RemoteObject]], apartments: Apartments,
@@ -70,8 +71,8 @@ class Updater:
         self._objects: Dict[str, int] = {}  # agent -> objects held (every class)
         self.held_per_agent: Dict[str, int] = {}  # agent -> samples held for its unknown objects
         self.stats_observers: List[Callable[[str, Sequence[StatsBatch]], None]] = []
-        """Called on the ingest thread after each statistics message is applied (benchmarks measure the lag
-        from sample to repository with it); an observer must be quick and must not raise."""
+        """Called on the applying thread (console/_ingest.py) after each statistics message is applied (benchmarks
+        measure the lag from sample to repository with it); an observer must be quick and must not raise."""
         # declared statistics per class: nothing else is kept (a sample's names are the agent's to choose)
         self._statistics: Dict[str, FrozenSet[str]] = {
             name: frozenset(s.name for s in cls.statistics) for name, cls in schema.classes.items()}

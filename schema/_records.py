@@ -6,8 +6,9 @@ Each is a frozen dataclass with ``to_wire()`` and ``from_wire()``; ``from_wire``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._addresses import PRODUCT, VENDOR
 from ._packed import LAYOUT, pack_column, pack_keys, unpack_column, unpack_keys

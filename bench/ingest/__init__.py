@@ -11,7 +11,12 @@ fast as the console applies them, for ``--seconds``. This process runs the Conso
 first message to the last applied and the subscribers drained. For the old encoding, this process's codec
 decodes the map form (:mod:`.decoding`), never product code.
 
+With ``--rate R`` it replays a fleet's messages one at a time instead (:mod:`.pacing`, :mod:`.paced`): R
+heartbeats, statistics batches or both alternating per second, spread evenly; reported per kind, the console's
+CPU per wall second and per message, less what it spends idle.
+
     python -m bench.ingest                              # the make bench run (~40 s on 2 cores)
+    python -m bench.ingest --rate 200 --seconds 10      # paced: idle, heartbeat, stats, mix (~60 s)
     python -m bench.ingest --agents 10 --seconds 5 --json ingest.json
     python -m bench.ingest --batches 1000 --subscribers 1 --encodings new --seconds 20   # to profile
 """

@@ -82,6 +82,17 @@ class IngestConsole:
         if self.applied.value == self._expected:
             self._applied_event.set()
 
+    def expect(self, messages: int, timeout: float = 0.0) -> None:
+        """``-1``: count statistics messages applied from zero again; else wait (``timeout`` at most) until
+        ``messages`` of them were applied since."""
+        if messages < 0:
+            self._expected, self.applied.value = -1, 0
+            self._applied_event.clear()
+            return
+        self._expected = messages
+        if self.applied.value < messages:
+            self._applied_event.wait(timeout)
+
     def start(self) -> None:
         self.console.start()
 
@@ -97,17 +108,14 @@ class IngestConsole:
             with decoding(encoding):
                 self.console.settle()
                 samples = self.console.updater.samples_applied
-                self._expected, self.applied.value = -1, 0
-                self._applied_event.clear()
+                self.expect(-1)
                 cpu, wall = time.process_time(), time.perf_counter()
                 sender.send({"type": "run", "encoding": encoding, "rows": rows, "seconds": seconds,
                              "max_records": max_records, "window": window})
                 if not sender.conn.poll(seconds + STALLED + timeout):
                     raise RuntimeError("the agents' process did not finish a run")
                 sent = sender.conn.recv()
-                self._expected = int(sent["messages"])
-                if self.applied.value < self._expected and not sent["stalled"]:
-                    self._applied_event.wait(timeout)
+                self.expect(int(sent["messages"]), 0.0 if sent["stalled"] else timeout)
                 wall = time.perf_counter() - wall
                 self._drained(counters, timeout)
                 cpu = time.process_time() - cpu

@@ -9,7 +9,8 @@ console applies them (at most ``window`` messages sent and not yet applied, read
 console process shares) — for ``seconds`` or ``max_records`` rows, whichever ends first.
 
 The parent talks over a pipe (dicts both ways): the process says ``ready`` with the agents' URLs; it answers
-``run`` with ``sent`` (messages, rows) and ends on ``stop`` or at the end of the pipe.
+``run`` with ``sent`` (messages, rows), ``pace`` (a paced run: :mod:`.pacing`) with ``paced``, and ends on
+``stop`` or at the end of the pipe.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from virtq.schema import default_schema
 from virtq.testing import FakeHypervisor, free_port
 from virtq.transport import DirectListener
 
+from .pacing import pace
 from .traffic import AgentTraffic, FleetPlan
 
 __all__ = ["STALLED", "main", "push"]
@@ -97,9 +99,12 @@ def main(plan: FleetPlan, seed: int, applied: Any, conn: Connection, log_file: O
                     command = conn.recv()
                 except (EOFError, OSError):
                     return
-                if command.get("type") != "run":
+                if command.get("type") == "run":
+                    conn.send(push(agents, applied, command))
+                elif command.get("type") == "pace":
+                    conn.send(pace(agents, command))
+                else:
                     return
-                conn.send(push(agents, applied, command))
         finally:
             for agent, _, _ in agents:
                 agent.kill()

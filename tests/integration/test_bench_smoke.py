@@ -4,6 +4,7 @@ checked (what was pushed, fetched and delivered), never timings."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -85,6 +86,19 @@ def test_ingest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert 0 < sizes[40]["fixed"] < sizes[40]["message"]
         assert sizes[40]["per_vm"] < sizes[10]["per_vm"]  # the fixed part spread over more rows
     assert "new/old" in printed and ingest.__doc__
+
+
+def test_ingest_paced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result, printed = run_main(ingest_cli.main,
+                               ["--rate", "40", "--agents", "2", "--domains", "10", "--seconds", "0.5"], tmp_path, capsys)
+    runs = {r["kind"]: r for r in result["paced"]}
+    assert list(runs) == ["idle", "heartbeat", "stats", "mix"]  # idle first: the others are measured against it
+    assert (runs["idle"]["heartbeats"], runs["idle"]["stats"]) == (0, 0)
+    assert (runs["heartbeat"]["heartbeats"], runs["heartbeat"]["stats"], runs["heartbeat"]["heard"]) == (20, 0, 2)
+    assert runs["stats"]["stats"] == 20 and runs["stats"]["applied"] == runs["stats"]["records"] == 20 * 10
+    assert (runs["mix"]["heartbeats"], runs["mix"]["stats"], runs["mix"]["applied"]) == (10, 10, 100)
+    assert all(runs[k]["cpu"] > 0 and math.isfinite(runs[k]["us_per_message"]) for k in ("heartbeat", "stats", "mix"))
+    assert "µs CPU / message" in printed
 
 
 def test_exporter_scrape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

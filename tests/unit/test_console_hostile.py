@@ -189,7 +189,8 @@ def test_a_peer_faster_than_the_console_meets_back_pressure() -> None:
     subscription = console.subscribe(events.append, kinds=LimitReached)
     transport = RecordingTransport()
     deliver = console.ingest.deliverer("url", transport)
-    flood = heartbeat("libvirt.org:virtq:x").encode("x")
+    # records: a heartbeat or statistics would be applied by the transport's thread itself, the inbox empty
+    flood = DataIndication(records=(), agent="libvirt.org:virtq:x").encode("x")
     flooding = threading.Thread(target=lambda: [deliver(flood) for _ in range(100)], daemon=True)
     flooding.start()  # nobody applies them yet: the transport's thread waits at ~10 KB
     assert wait_until(lambda: console.ingest.inbox.waits == 1, 2) and console.ingest.inbox.held <= 10_000 + 512
