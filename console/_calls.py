@@ -19,6 +19,7 @@ from ._jobs import Apartments, Job
 from ._requests import Requests
 from ._session import Session
 from .objects import RemoteObject
+from .subscriptions import refuse_inline_calls
 
 __all__ = ["MethodCalls", "wire_objects"]
 
@@ -48,7 +49,9 @@ class MethodCalls:
 
     def _checked(self, obj: Union[RemoteObject, ObjectId], method_name: str,
                  arguments: Optional[Mapping[str, Any]]) -> Tuple[RemoteObject, Method, Dict[str, Any]]:
-        """The target, its method and the wire's arguments, checked against the schema before anything is sent."""
+        """The target, its method and the wire's arguments, checked against the schema before anything is sent
+        (and before its apartment is waited for)."""
+        refuse_inline_calls(f"calling {method_name}")
         target = obj if isinstance(obj, RemoteObject) else self._session.lookup(obj)
         method = target.schema.method(method_name)
         if method is None:

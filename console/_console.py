@@ -46,7 +46,7 @@ from .events import Event
 from .limits import Limits, LimitWatch
 from .objects import RemoteObject
 from .repository import AgentRepository, AgentView, Repository
-from .subscriptions import Subscribers, Subscription
+from .subscriptions import Subscribers, Subscription, refuse_inline_calls
 from .trust import AgentTrust, TrustRule
 
 if TYPE_CHECKING:
@@ -293,16 +293,17 @@ class Console:
 
     def subscribe(self, callback: Optional[Callable[[Event], None]] = None, *,
                   kinds: Union[None, Type[Event], Tuple[Type[Event], ...], List[Type[Event]]] = None,
-                  maxsize: int = 10_000) -> Subscription:
+                  maxsize: int = 10_000, inline: bool = False) -> Subscription:
         """Receive typed events (``kinds``: event classes to keep; None for all but the opt-in per-object
         ``StatsUpdated``, see virtq.console.subscriptions).
 
-        With a callback, events are delivered on the subscription's own thread; without
+        With a callback, events are delivered on the subscription's own thread (``inline=True``: on the
+        console's, for a callback that returns at once and never calls the console); without
         one, read them with ``subscription.get(timeout)`` or iterate. Each subscription
         has a bounded queue of ``maxsize``: on overflow the oldest events are dropped and
         an ``Overflowed`` event says how many. Close it (or use it as a context manager).
         """
-        return self.subscribers.subscribe(callback, kinds, maxsize)
+        return self.subscribers.subscribe(callback, kinds, maxsize, inline)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscribers.unsubscribe(subscription)
@@ -398,5 +399,6 @@ class Console:
 
     def wait_for(self, predicate: Callable[[], Any], timeout: Optional[float] = None) -> bool:
         """Block until ``predicate()`` is true (re-checked after every update); False on timeout."""
+        refuse_inline_calls("waiting for a change")
         with self._changed:
             return bool(self._changed.wait_for(predicate, timeout if timeout is not None else self.timeout))

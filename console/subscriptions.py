@@ -4,6 +4,14 @@ Overflow policy: when a subscriber's queue is full the OLDEST queued event is dr
 (the newest state is worth more than an old one) and the subscriber receives one
 :class:`Overflowed` event with the count before its next event.
 
+Inline: a callback subscription made with ``inline=True`` has no queue and no thread: its callback runs on the
+thread that emits the event (the console's ingest thread, or a transport's reactor applying a heartbeat or
+statistics), at once and in order. For callbacks that return at once (count, copy into a dict, hand over to a
+queue of their own): a fleet's statistics batch then costs no thread wake-up, about 100 µs a message on small
+VMs. Such a callback must not call the console — the answer would have to come through the thread it holds — so
+a call made from it is refused at once (``InlineCallError``); an exception it raises is logged, and the next
+event is delivered all the same.
+
 Kinds: a subscription without ``kinds`` receives every kind but the opt-in ones (:data:`OPT_IN`:
 ``StatsUpdated``, one event per object per sample, where ``StatsApplied`` is one per batch; ``DomainMigrated``,
 which replaces the ObjectRemoved/ObjectAdded pair of a moved domain for those that ask for it); with
@@ -17,11 +25,15 @@ import logging
 import threading
 from typing import Callable, Deque, Iterator, List, Optional, Tuple, Type, Union
 
+from virtq.logs import RateLimited
+from virtq.schema import errors
+
 from .events import DomainMigrated, Event, Overflowed, StatsUpdated
 
-__all__ = ["OPT_IN", "Kinds", "Subscribers", "Subscription", "normalize_kinds"]
+__all__ = ["OPT_IN", "Kinds", "Subscribers", "Subscription", "normalize_kinds", "refuse_inline_calls"]
 
 log = logging.getLogger(__name__)
+limited = RateLimited(log)
 
 Kinds = Optional[Tuple[Type[Event], ...]]
 KindsArgument = Union[None, Type[Event], Tuple[Type[Event], ...], List[Type[Event]]]
@@ -29,11 +41,26 @@ OPT_IN: Tuple[Type[Event], ...] = (StatsUpdated, DomainMigrated)
 """Kinds delivered only to subscriptions that name them (or a base class of them) in ``kinds``."""
 
 
-class Subscription:
-    """A callback subscription (delivered on its own thread) or, without a callback, a queue to read."""
+_inline = threading.local()
 
-    def __init__(self, callback: Optional[Callable[[Event], None]], kinds: Kinds, maxsize: int) -> None:
+
+def refuse_inline_calls(what: str) -> None:
+    """InlineCallError when called from an inline subscriber's callback (see the module's docstring)."""
+    if getattr(_inline, "callback", False):
+        raise errors.InlineCallError(f"{what} from an inline subscriber's callback: it runs on the thread that "
+                                     "would deliver the answer (subscribe without inline=True to call the console)")
+
+
+class Subscription:
+    """A callback subscription (delivered on its own thread, or inline on the emitting one) or, without a callback,
+    a queue to read."""
+
+    def __init__(self, callback: Optional[Callable[[Event], None]], kinds: Kinds, maxsize: int,
+                 inline: bool = False) -> None:
+        if inline and callback is None:
+            raise errors.InvalidParameterError("an inline subscription needs a callback")
         self.kinds = kinds
+        self.inline = inline
         self.maxsize = maxsize
         self.dropped = 0
         self.delivered = 0
@@ -46,7 +73,7 @@ class Subscription:
         self.on_ready: Optional[Callable[[], None]] = None
         """Called (on the offering or closing thread, outside the lock) after an event was queued or the
         subscription closed: how virtq.console.aio wakes a reader on an event loop without a thread."""
-        if callback is not None:
+        if callback is not None and not inline:
             self._thread = threading.Thread(target=self._run, name="virtq-subscriber", daemon=True)
             self._thread.start()
 
@@ -63,7 +90,11 @@ class Subscription:
         return not issubclass(kind, OPT_IN) if self.kinds is None else issubclass(kind, self.kinds)
 
     def offer(self, event: Event) -> None:
-        """Called by the console's ingest thread: never blocks."""
+        """Called by the console's ingest thread (or a reactor applying a routine push): never blocks, but for an
+        inline subscription's callback."""
+        if self.inline:
+            self._deliver_inline(event)
+            return
         with self._cond:
             if self._closed:
                 return
@@ -95,6 +126,21 @@ class Subscription:
             if event is None:
                 return
             yield event
+
+    def _deliver_inline(self, event: Event) -> None:
+        assert self._callback is not None
+        if self._closed:
+            return
+        _inline.callback = True
+        try:
+            self._callback(event)
+            self.delivered += 1
+        except Exception as exc:  # noqa: BLE001 - a subscriber's bug is its own (and never the emitting thread's)
+            if limited.log(logging.ERROR, "inline callback", "inline subscriber callback failed on %s: %r",
+                           type(event).__name__, exc):
+                log.debug("inline subscriber callback failed", exc_info=True)
+        finally:
+            _inline.callback = False
 
     def _run(self) -> None:
         assert self._callback is not None
@@ -139,8 +185,8 @@ class Subscribers:
         self._lock = threading.Lock()
 
     def subscribe(self, callback: Optional[Callable[[Event], None]], kinds: KindsArgument,
-                  maxsize: int) -> Subscription:
-        subscription = Subscription(callback, normalize_kinds(kinds), maxsize)
+                  maxsize: int, inline: bool = False) -> Subscription:
+        subscription = Subscription(callback, normalize_kinds(kinds), maxsize, inline)
         with self._lock:
             self._subscriptions.append(subscription)
         return subscription

@@ -45,8 +45,8 @@ __all__ = [
     "STATUS_UNKNOWN_OBJECT", "STATUS_USER",
     "VIR_ERR_ACCESS_DENIED", "VIR_ERR_OPERATION_TIMEOUT",
     "AccessDeniedError", "AgentError", "AmbiguousRefError", "CallTimeoutError", "ConsoleError", "ForbiddenError",
-    "InvalidParameterError", "LibvirtError", "LibvirtTimeoutError", "NotConnectedError", "NotImplementedError_",
-    "NotStartedError",
+    "InlineCallError", "InvalidParameterError", "LibvirtError", "LibvirtTimeoutError", "NotConnectedError",
+    "NotImplementedError_", "NotStartedError",
     "ObjectBusyError", "ProtocolError", "RemoteError", "StreamAbortedError", "StreamChecksumError", "TransportError", "UnknownMethodError", "UnknownObjectError", "UnknownRefError",
     "VirtqError", "remote_error",
 ]
@@ -198,6 +198,11 @@ class CallTimeoutError(ConsoleError, TimeoutError):
 
 class NotStartedError(ConsoleError, RuntimeError):
     """The console was used before ``start()`` (or its ``with`` block): it would have looked empty."""
+
+
+class InlineCallError(ConsoleError, RuntimeError):
+    """A console call from an inline subscriber's callback: it runs on the thread that would have to deliver
+    the answer, so the call is refused at once instead of waiting out its timeout."""
 
 
 class UnknownRefError(ConsoleError, LookupError):

@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
                         "define, undefine (default 1)")
     p.add_argument("--per-process", type=int, default=125, help="agents per worker process (default 125)")
     p.add_argument("--poll-concurrency", type=int, default=8, help="agents the poller asks at once (default 8)")
+    p.add_argument("--subscriber", choices=("thread", "inline"), default="thread",
+                   help="the push console's counting subscriber: on its own thread (default) or inline")
     p.add_argument("--warmup", type=float, default=None, help="seconds between loading and the push window")
     p.add_argument("--bare", action="store_true", help="domains without devices (small XML)")
     p.add_argument("--seed", type=int, default=1, help="churn's random seed")
@@ -49,7 +51,8 @@ def options_from(args: argparse.Namespace) -> FleetOptions:
     return FleetOptions(agents=args.agents, domains=args.domains, duration=args.duration,
                         poll_duration=args.poll_duration, interval=args.interval, heartbeat=args.heartbeat,
                         via=args.via, broker=list(args.broker), churn=args.churn, per_process=args.per_process,
-                        poll_concurrency=args.poll_concurrency, warmup=args.warmup, devices=not args.bare,
+                        poll_concurrency=args.poll_concurrency, subscriber=args.subscriber, warmup=args.warmup,
+                        devices=not args.bare,
                         seed=args.seed, workdir=args.workdir, live=not args.no_live)
 
 

@@ -66,6 +66,7 @@ class ConsoleConfig:
     load_timeout: float = 300.0
     poll_concurrency: int = 8
     report_every: float = 1.0
+    inline: bool = False  # the push console's subscriber runs on the console's thread (Console.subscribe)
 
 
 # --- metered transports ------------------------------------------------------------------------------
@@ -249,7 +250,8 @@ class PushConsole(Measured):
         self.agent_events: Dict[str, int] = collections.Counter()  # AgentLost, AgentAdded, AgentRestarted
         self.subscription = self.console.subscribe(self._on_event, kinds=(StatsApplied, LibvirtEvent, ConfigChanged,
                                                                           ObjectAdded, AgentLost, AgentAdded,
-                                                                          AgentRestarted), maxsize=1_000_000)
+                                                                          AgentRestarted), maxsize=1_000_000,
+                                                   inline=config.inline)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, StatsApplied):

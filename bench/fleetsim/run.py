@@ -49,6 +49,7 @@ class FleetOptions:
     churn: float = 1.0  # operations per second, whole fleet
     per_process: int = 125
     poll_concurrency: int = 8
+    subscriber: str = "thread"  # the push console's subscriber: "thread" (its own) or "inline" (the console's)
     warmup: Optional[float] = None  # None: one interval and a second
     devices: bool = True
     seed: int = 1
@@ -255,7 +256,8 @@ class Fleet:
         config = ConsoleConfig(mode=mode, via=o.via, agent_urls=[a["url"] for a in self.agents],
                                broker_urls=list(o.broker), interval=o.interval, agents=len(self.agents),
                                domains=sum(a["domains"] for a in self.agents) if mode == "push" else 0,
-                               load_timeout=60 + 0.2 * len(self.agents), poll_concurrency=o.poll_concurrency)
+                               load_timeout=60 + 0.2 * len(self.agents), poll_concurrency=o.poll_concurrency,
+                               inline=o.subscriber == "inline")
         self._phase(f"loading the {mode} console")
         child = Child(f"{mode}-console", consoles.main, (config,), str(self.workdir / f"{mode}-console.log"))
         if mode == "push":

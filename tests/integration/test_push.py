@@ -37,7 +37,7 @@ from virtq.console import Console, RemoteObject
 from virtq.console.events import (AgentAdded, AgentLost, AgentRestarted, ConfigChanged, DomainStateChanged, Event,
                                   LibvirtEvent, ObjectAdded, ObjectRemoved, Overflowed, StatsUpdated)
 from virtq.console.subscriptions import Subscription
-from virtq.schema import default_schema
+from virtq.schema import default_schema, errors
 from virtq.schema.codec import TOPIC, StatsBatch, StatsIndication, decode, stats_subject
 from virtq.schema.errors import CallTimeoutError
 from virtq.testing import agent_url, domain_xml, next_event, pool_xml, wait_until
@@ -866,3 +866,40 @@ def test_a_slow_subscriber_never_stalls_ingest(start_agent: AgentFactory, connec
     finally:
         gate.set()
     wait_until(lambda: any(isinstance(e, Overflowed) for e in slow_got), timeout=5)
+
+
+def test_an_inline_subscriber_runs_on_the_console_s_thread_and_may_not_call_it(
+        start_agent: AgentFactory, connect: Callable[..., Console], truth: libvirt.virConnect) -> None:
+    agent = start_agent(DEFAULT_URI, **QUIET)
+    console = connect(agent)
+    got: List[Tuple[str, str]] = []
+    refused: List[BaseException] = []
+    threads = {t.ident for t in threading.enumerate()}
+
+    def inline(event: Event) -> None:
+        assert isinstance(event, LibvirtEvent)
+        got.append((event.event, threading.current_thread().name))
+        if event.event == "suspended":
+            try:
+                console.domains.get("test").getInfo()  # would wait on the thread it holds
+            except errors.InlineCallError as exc:
+                refused.append(exc)
+            try:
+                console.wait_for(lambda: False, timeout=5)
+            except errors.InlineCallError as exc:
+                refused.append(exc)
+        raise RuntimeError("a subscriber's bug")  # logged; the next event comes all the same
+
+    subscription = console.subscribe(inline, kinds=LibvirtEvent, inline=True)
+    assert {t.ident for t in threading.enumerate()} == threads  # no delivery thread
+    dom = truth.lookupByName("test")
+    started = time.monotonic()
+    dom.suspend()
+    dom.resume()
+    assert wait_until(lambda: [e for e, _ in got] == ["suspended", "resumed"], 5)
+    assert time.monotonic() - started < 4  # refused at once, not after the 5 s timeouts
+    assert len(refused) == 2 and "inline subscriber" in str(refused[0])
+    assert not any(name.startswith("virtq-subscriber") for _, name in got)
+    assert subscription.delivered == 0 and console.domains.get("test").getInfo()["state"] == RUNNING  # callable
+    with pytest.raises(errors.InvalidParameterError):
+        console.subscribe(kinds=LibvirtEvent, inline=True)  # inline needs a callback

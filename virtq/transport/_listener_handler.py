@@ -12,7 +12,7 @@ import logging
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple
 
-from proton import Condition, Endpoint, Message
+from proton import Condition, Endpoint, Link, Message
 
 from virtq.schema.codec import TOPIC, WireMessage
 
@@ -174,6 +174,8 @@ class ListenerHandler(ReactorHandler):
     def on_link_opening(self, event: Any) -> None:
         link = event.link
         if link.is_sender:
+            if link.remote_snd_settle_mode == Link.SND_SETTLED:  # asked for by the receiver (a virtq console's)
+                link.snd_settle_mode = Link.SND_SETTLED
             principal = self.principal(link.connection)
             source = link.remote_source
             if source.dynamic:
