@@ -3,9 +3,9 @@
 A method whose schema declares an out-argument of type ``stream`` opens one: the agent opens libvirt's
 virStream, answers with its description (:class:`Descriptor`), and the data flows as ``_stream_data`` chunks
 under credit the receiver grants (never more than ``window`` chunks in flight), closed by an ``end`` carrying
-the byte count and the checksum (crc32 when the console asked for it, else sha256) the receiver checks. :class:`Sender` and :class:`Receiver` are that bookkeeping
-as pure state machines (no threads, no transport): the agent (agent/streams.py) and the console
-(console/_streams.py) drive the same two.
+the byte count and the checksum (crc32 when the console asked for it, else sha256) the receiver checks.
+:class:`Sender` and :class:`Receiver` are that bookkeeping as pure state machines (no threads, no
+transport): the agent (agent/streams.py) and the console (console/_streams.py) drive the same two.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ CHECKSUMS = (CRC32, SHA256)
 """The checksums an end may carry, in the order a virtq console prefers them (``STREAM_CHECKSUMS`` on its request).
 CRC-32 costs a fifth of SHA-256's CPU (zlib: 0.2 ms per MiB on each side, against 0.5), and the checksum travels
 with the data, unsigned, so SHA-256 protects against nothing CRC-32 does not: whoever could change the chunks could
-change the end. SHA-256 is what a peer that names none gets (QMF clients, virtq before 0.x)."""
+change the end. SHA-256 is what a peer that names none gets (QMF clients, consoles older than the field)."""
 SPARSE_FLAG = 1
 """VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM = VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM: holes go as holes."""
 
