@@ -256,6 +256,8 @@ def test_suspend_resume_destroy(push_console: Console, push_agent: Agent, record
     assert recorder.lifecycle(dom.uuid, mark) == seen
     assert all(same_domain(e, dom) for e in recorder.of(dom.uuid, (LibvirtEvent,), mark))
     # Between SHUTDOWN and STOPPED libvirt reports the state "shutdown" for a few ms: a sample may see it.
+    # (The subscriber hears of the last change on its own thread, after the repository: wait for it.)
+    assert recorder.wait(lambda: [c.new for c in recorder.states(dom.uuid, mark)][-1:] == ["shutoff"])
     changes = recorder.states(dom.uuid, mark)
     assert [(c.old, c.new) for c in changes] in (
         [("running", "paused"), ("paused", "running"), ("running", "shutoff")],
