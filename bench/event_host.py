@@ -33,16 +33,17 @@ OPERATIONS = ("suspend", "resume")
 
 
 class InProcessHost:
-    """The agent and the event-making connection in this process."""
+    """The agent and the event-making connection in the process that makes it (the benchmark's with
+    ``--agent in-process``, else the child's)."""
 
-    def __init__(self, workdir: Optional[Path] = None) -> None:
+    def __init__(self, workdir: Optional[Path] = None, url: Optional[str] = None) -> None:
         ensure_event_loop()
         self._conn = libvirt.open(URI)  # keeps the process's test:///default driver alive for the whole run
         self._dom = self._conn.lookupByName(DOMAIN)
         running(self._dom)
         self.uuid = self._dom.UUIDString()
         self._tmp = tempfile.TemporaryDirectory(prefix="virtq-bench-")
-        self.url = f"amqp://127.0.0.1:{free_port()}"
+        self.url = url or f"amqp://127.0.0.1:{free_port()}"
         self._agent = Agent(default_schema(), LibvirtHypervisor(URI), DirectListener(self.url), heartbeat=10.0,
                             state_dir=(workdir or Path(self._tmp.name)) / "state")
         self._agent.start()
@@ -114,25 +115,17 @@ def running(dom: Any) -> None:
 
 def main(url: str) -> None:
     """The child: serve an agent at ``url``, say the domain's uuid, then run the commands read on stdin."""
-    ensure_event_loop()
-    conn = libvirt.open(URI)
-    dom = conn.lookupByName(DOMAIN)
-    running(dom)
-    with tempfile.TemporaryDirectory(prefix="virtq-bench-") as tmp:
-        agent = Agent(default_schema(), LibvirtHypervisor(URI), DirectListener(url), heartbeat=10.0,
-                      state_dir=Path(tmp) / "state")
-        agent.start()
-        try:
-            print(dom.UUIDString(), flush=True)
-            for line in sys.stdin:
-                command = line.strip()
-                if command not in OPERATIONS:
-                    break
-                wall, call_ms = timed_call(getattr(dom, command))
-                print(wall, call_ms, flush=True)
-        finally:
-            agent.stop()
-            conn.close()
+    host = InProcessHost(url=url)
+    try:
+        print(host.uuid, flush=True)
+        for line in sys.stdin:
+            command = line.strip()
+            if command not in OPERATIONS:
+                break
+            wall, call_ms = host.operate(command)
+            print(wall, call_ms, flush=True)
+    finally:
+        host.stop()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import libvirt
 
+from bench.common import percentile
 from bench.stream_routes import VIAS, Route, agent_logs, cpu_seconds, open_route, pids_named, spawn_broker
 from virtq.console import Console
 from virtq.testing import wait_until
@@ -57,11 +58,6 @@ def timed(run: Callable[[], Any]) -> float:
     started = time.perf_counter()
     run()
     return time.perf_counter() - started
-
-
-def percentile(values: List[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def measured(run: Callable[[], Any], processes: Dict[str, List[int]]) -> Tuple[float, Dict[str, float]]:
@@ -158,9 +154,9 @@ def screenshots(conn: libvirt.virConnect, console: Console, uri: str, workdir: P
     finally:
         destroy_guests(uri, names=[name])
     return {"shots": shots, "mime": mime, "bytes": len(image),
-            "virtq_ms_p50": round(percentile(virtq_ms, 0.5), 2), "virtq_ms_p95": round(percentile(virtq_ms, 0.95), 2),
-            "libvirt_ms_p50": round(percentile(direct_ms, 0.5), 2),
-            "libvirt_ms_p95": round(percentile(direct_ms, 0.95), 2)}
+            "virtq_ms_p50": round(percentile(virtq_ms, 50), 2), "virtq_ms_p95": round(percentile(virtq_ms, 95), 2),
+            "libvirt_ms_p50": round(percentile(direct_ms, 50), 2),
+            "libvirt_ms_p95": round(percentile(direct_ms, 95), 2)}
 
 
 def vias(text: str) -> List[str]:

@@ -21,6 +21,8 @@ from virtq.testing import free_port, port_open, wait_until
 from virtq.testing.processes import log_tails
 from virtq.testing.rabbitmq import RabbitNode, RabbitSession, Unavailable
 
+from .fleetsim.metering import cpu_seconds as process_cpu_seconds
+
 AGENT = Path(sys.executable).parent / "virtq-agent"
 VIAS = ("direct", "rabbitmq")
 BROKER_USER, BROKER_PASSWORD = "guest", "guest"
@@ -28,7 +30,6 @@ BROKER_USER, BROKER_PASSWORD = "guest", "guest"
 docs/DEPLOYMENT.md gives it, from VIRTQ_AGENT_BROKER_PASSWORD, not on its command line."""
 POLICY = f"[principal anonymous]\nroles = admin\n[principal {BROKER_USER}]\nroles = admin\n"
 """A benchmark's agents only: anonymous consoles (direct, loopback) and the broker's user may do everything."""
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -41,13 +42,11 @@ class Route:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads), from /proc/<pid>/stat; 0 when it is gone."""
+    """User + system CPU of a process (all its threads, the fleet's metering); 0 when it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return process_cpu_seconds(str(pid))
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15 of stat)
 
 
 def pids_named(command: str) -> List[int]:
