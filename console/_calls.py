@@ -51,7 +51,7 @@ class MethodCalls:
                  arguments: Optional[Mapping[str, Any]]) -> Tuple[RemoteObject, Method, Dict[str, Any]]:
         """The target, its method and the wire's arguments, checked against the schema before anything is sent
         (and before its apartment is waited for)."""
-        refuse_inline_calls(f"calling {method_name}")
+        refuse_inline_calls("calling %s", method_name)
         target = obj if isinstance(obj, RemoteObject) else self._session.lookup(obj)
         method = target.schema.method(method_name)
         if method is None:

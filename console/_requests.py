@@ -63,7 +63,7 @@ class Requests:
     def send(self, transport: Transport, request: Message, address: str, apply: bool = False,
              many: bool = False) -> Pending:
         """Send ``request`` to ``address`` and return what to wait on; NotConnectedError when it cannot go."""
-        refuse_inline_calls(f"a {request.OPCODE}")
+        refuse_inline_calls("a %s", request.OPCODE)
         if self.closed:
             raise errors.NotConnectedError("console is closed")
         # Unguessable: every agent behind a broker learns a console's reply address from its locate, and an

@@ -44,11 +44,13 @@ OPT_IN: Tuple[Type[Event], ...] = (StatsUpdated, DomainMigrated)
 _inline = threading.local()
 
 
-def refuse_inline_calls(what: str) -> None:
-    """InlineCallError when called from an inline subscriber's callback (see the module's docstring)."""
+def refuse_inline_calls(what: str, *args: object) -> None:
+    """InlineCallError when called from an inline subscriber's callback (see the module's docstring); ``what``
+    is formatted with ``args`` only then (every request passes here)."""
     if getattr(_inline, "callback", False):
-        raise errors.InlineCallError(f"{what} from an inline subscriber's callback: it runs on the thread that "
-                                     "would deliver the answer (subscribe without inline=True to call the console)")
+        raise errors.InlineCallError(f"{what % args} from an inline subscriber's callback: it runs on the thread "
+                                     "that would deliver the answer (subscribe without inline=True to call the "
+                                     "console)")
 
 
 class Subscription:
